@@ -1,0 +1,39 @@
+"""Every size limit and protocol constant, defined once."""
+
+from typing import Final
+
+#: No signed record on the wire or on disk may exceed this (bytes).
+MAX_RECORD_BYTES: Final = 4096
+#: Metadata JSON text may not exceed this (bytes of UTF-8).
+MAX_METADATA_JSON_BYTES: Final = 4096
+#: Metadata nesting deeper than this is refused (keeps decoders' stacks small).
+MAX_METADATA_DEPTH: Final = 16
+#: Device names and OS strings are cut to this many UTF-8 bytes.
+MAX_DEVICE_NAME_BYTES: Final = 64
+MAX_OS_BYTES: Final = 32
+MAX_AGENT_VERSION_BYTES: Final = 16
+#: A links record may list at most this many connections.
+MAX_CONNECTIONS_PER_RECORD: Final = 64
+
+#: Raw Ed25519 public key and signature sizes.
+PUBLIC_KEY_BYTES: Final = 32
+SIGNATURE_BYTES: Final = 64
+#: Peers reference each other inside links records by this key prefix.
+PEER_ID_BYTES: Final = 8
+
+#: Counters are unsigned 32-bit so they always encode in five CBOR bytes.
+MAX_COUNTER: Final = 2**32 - 1
+
+#: Protocol version spoken in HELLO.
+PROTOCOL_VERSION: Final = 1
+#: Domain separation for link-handshake proofs.
+HANDSHAKE_CONTEXT: Final = b"presence-agent/link-proof/v1"
+#: Handshake nonce length.
+NONCE_BYTES: Final = 16
+
+#: Largest message reassembled from fragments (a full digest is split below this).
+MAX_MESSAGE_BYTES: Final = 65536
+#: Smallest MTU a link may report: room for a fragment header and some payload.
+MIN_LINK_MTU: Final = 32
+#: At most this many partly reassembled messages per link.
+MAX_PARTIAL_MESSAGES_PER_LINK: Final = 4

@@ -1,0 +1,389 @@
+"""The two signed record kinds and their deterministic CBOR payloads.
+
+A peer publishes two records, each signed whole (see :mod:`agent.core.cose`):
+
+* the **card** -- what changes rarely::
+
+      [1, public_key(32), counter, expiry, device_name, os, agent_version, metadata]
+
+  ``metadata`` is the JSON object as a CBOR map (text keys; JSON values only).
+  An empty map means "no metadata" and is signed too, so a relay cannot strip it.
+
+* the **links** record -- what changes often::
+
+      [2, public_key(32), counter, expiry, [connection, ...]]
+
+  Each connection is one byte string: the neighbour's 8-byte peer id, one byte
+  of connection type code, then -- only when a radio measured one -- the
+  approximate distance as a big-endian uint16 in decimetres (saturating at
+  6553.5 m). Byte strings rather than arrays keep a links record with eight
+  connections inside one 255-byte LoRa frame.
+
+``counter`` is a uint32 that only grows per peer (shared by both kinds);
+``expiry`` is Unix seconds after which receivers drop the record. All integers
+and maps are in RFC 8949 §4.2 deterministic encoding; a decoder re-encodes what
+it read and rejects anything that differs.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent.core import cose
+from agent.core.errors import MetadataError, MetadataTooLargeError, RecordError
+from agent.core.keys import peer_id
+from agent.core.limits import (
+    MAX_AGENT_VERSION_BYTES,
+    MAX_CONNECTIONS_PER_RECORD,
+    MAX_COUNTER,
+    MAX_DEVICE_NAME_BYTES,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_JSON_BYTES,
+    MAX_OS_BYTES,
+    MAX_RECORD_BYTES,
+    PEER_ID_BYTES,
+    PUBLIC_KEY_BYTES,
+)
+
+#: Distances saturate at this many decimetres (uint16).
+MAX_DISTANCE_DM: Final = 65535
+
+JsonValue: TypeAlias = Any
+Metadata: TypeAlias = Mapping[str, JsonValue]
+
+
+class RecordKind(enum.IntEnum):
+    """Which of a peer's two records this is."""
+
+    CARD = 1
+    LINKS = 2
+
+
+class ConnectionType(enum.Enum):
+    """How two peers are connected; values keep the reference API's spellings."""
+
+    BLUETOOTH = "Bluetooth"
+    ACCESS_POINT = "AccessPoint"
+    P2P_WIFI = "P2PWiFi"
+    WEB_SOCKET = "WebSocket"
+    RADIO = "Radio"
+
+
+#: Wire codes of connection types (one CBOR byte each). Never renumber.
+CONNECTION_TYPE_CODES: Final[Mapping[ConnectionType, int]] = MappingProxyType(
+    {
+        ConnectionType.BLUETOOTH: 1,
+        ConnectionType.ACCESS_POINT: 2,
+        ConnectionType.P2P_WIFI: 3,
+        ConnectionType.WEB_SOCKET: 4,
+        ConnectionType.RADIO: 5,
+    }
+)
+_TYPE_BY_CODE: Final = {code: kind for kind, code in CONNECTION_TYPE_CODES.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """The rarely-changing part of a peer: who it is and its metadata."""
+
+    device_name: str
+    os: str
+    agent_version: str
+    metadata: Metadata  # read-only mapping
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEntry:
+    """One connection as its originating peer reports it."""
+
+    peer_id: bytes
+    connection_type: ConnectionType
+    distance_dm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """The often-changing part of a peer: its current connections."""
+
+    entries: tuple[LinkEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A verified signed record and the exact bytes it arrived as."""
+
+    kind: RecordKind
+    public_key: bytes
+    counter: int
+    expiry: int
+    body: Card | Links
+    raw: bytes
+
+    @property
+    def peer_id(self) -> bytes:
+        return peer_id(self.public_key)
+
+
+# ---------------------------------------------------------------- metadata
+
+
+def freeze_metadata(value: JsonValue) -> JsonValue:
+    """Deep read-only copy of JSON data (maps become mappingproxy, lists tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze_metadata(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze_metadata(v) for v in value)
+    return value
+
+
+def thaw_metadata(value: JsonValue) -> JsonValue:
+    """Plain dict/list copy of frozen metadata (for JSON and for callers to mutate)."""
+    if isinstance(value, Mapping):
+        return {k: thaw_metadata(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw_metadata(v) for v in value]
+    return value
+
+
+def metadata_json(metadata: Metadata) -> str:
+    """The canonical compact JSON text of metadata (sorted keys, UTF-8)."""
+    return json.dumps(thaw_metadata(metadata), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def check_metadata_value(value: JsonValue, depth: int = 0) -> None:
+    """Raise :class:`MetadataError` unless ``value`` is plain JSON data."""
+    if depth > MAX_METADATA_DEPTH:
+        raise MetadataError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+    if value is None or isinstance(value, bool | str):
+        return
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:
+            raise MetadataError(f"metadata integer {value} does not fit 64 bits")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MetadataError("metadata may not contain NaN or Infinity (not JSON)")
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise MetadataError(f"metadata keys must be strings, got {type(key).__name__}")
+            check_metadata_value(item, depth + 1)
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            check_metadata_value(item, depth + 1)
+        return
+    raise MetadataError(f"metadata values must be JSON data, got {type(value).__name__}")
+
+
+def parse_metadata_json(text: str) -> Metadata:
+    """Validate user JSON text: an object, at most 4096 bytes. Returns a frozen mapping."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_METADATA_JSON_BYTES:
+        raise MetadataTooLargeError("metadata JSON", size, MAX_METADATA_JSON_BYTES)
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise MetadataError(f"metadata is not valid JSON: {exc}") from None
+    return validate_metadata(value)
+
+
+def validate_metadata(value: JsonValue) -> Metadata:
+    """Validate a metadata object: JSON data, an object, compact JSON ≤ 4096 bytes."""
+    if not isinstance(value, Mapping):
+        raise MetadataError(f"metadata must be a JSON object, got {type(value).__name__}")
+    check_metadata_value(value)
+    size = len(metadata_json(value).encode("utf-8"))
+    if size > MAX_METADATA_JSON_BYTES:
+        raise MetadataTooLargeError("metadata JSON", size, MAX_METADATA_JSON_BYTES)
+    frozen: Metadata = freeze_metadata(value)
+    return frozen
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _cut(text: str, limit: int) -> str:
+    data = text.encode("utf-8")[:limit]
+    return data.decode("utf-8", errors="ignore")
+
+
+def card_payload(public_key: bytes, counter: int, expiry: int, card: Card) -> bytes:
+    return cbor2.dumps(
+        [
+            int(RecordKind.CARD),
+            public_key,
+            counter,
+            expiry,
+            card.device_name,
+            card.os,
+            card.agent_version,
+            thaw_metadata(card.metadata),
+        ],
+        canonical=True,
+    )
+
+
+def links_payload(public_key: bytes, counter: int, expiry: int, links: Links) -> bytes:
+    entries = [
+        e.peer_id
+        + bytes([CONNECTION_TYPE_CODES[e.connection_type]])
+        + (b"" if e.distance_dm is None else min(e.distance_dm, MAX_DISTANCE_DM).to_bytes(2, "big"))
+        for e in links.entries
+    ]
+    return cbor2.dumps([int(RecordKind.LINKS), public_key, counter, expiry, entries], canonical=True)
+
+
+def make_card(device_name: str, os: str, agent_version: str, metadata: Metadata) -> Card:
+    """A card with over-long strings cut to their byte limits."""
+    return Card(
+        device_name=_cut(device_name, MAX_DEVICE_NAME_BYTES),
+        os=_cut(os, MAX_OS_BYTES),
+        agent_version=_cut(agent_version, MAX_AGENT_VERSION_BYTES),
+        metadata=freeze_metadata(metadata),
+    )
+
+
+def worst_case_card_size(public_key: bytes, card: Card) -> int:
+    """Signed size of this card with the widest counter and expiry encodings."""
+    payload = card_payload(public_key, MAX_COUNTER, MAX_COUNTER, card)
+    return len(payload) + cose.envelope_overhead(len(payload))
+
+
+def check_card_budget(public_key: bytes, card: Card) -> None:
+    """Raise :class:`MetadataTooLargeError` if this card could not be signed within 4096 bytes."""
+    size = worst_case_card_size(public_key, card)
+    if size > MAX_RECORD_BYTES:
+        raise MetadataTooLargeError("the signed card with this metadata", size, MAX_RECORD_BYTES)
+
+
+def sign_record(
+    private_key: Ed25519PrivateKey,
+    public_key: bytes,
+    counter: int,
+    expiry: int,
+    body: Card | Links,
+) -> Record:
+    """Sign a card or links record. The caller owns counter allocation."""
+    if not 0 <= counter <= MAX_COUNTER:
+        raise ValueError(f"counter {counter} outside 0..{MAX_COUNTER}")
+    if isinstance(body, Card):
+        kind, payload = RecordKind.CARD, card_payload(public_key, counter, expiry, body)
+    else:
+        if len(body.entries) > MAX_CONNECTIONS_PER_RECORD:
+            raise ValueError(f"at most {MAX_CONNECTIONS_PER_RECORD} connections per record")
+        kind, payload = RecordKind.LINKS, links_payload(public_key, counter, expiry, body)
+    raw = cose.sign(private_key, payload)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise RecordError("oversized", f"signed record would be {len(raw)} bytes")
+    return Record(kind, public_key, counter, expiry, body, raw)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A record's identifying fields, parsed but not yet verified."""
+
+    kind: RecordKind
+    public_key: bytes
+    counter: int
+    expiry: int
+    fields: tuple[Any, ...]
+    payload: bytes
+    signature: bytes
+
+
+def open_record(raw: bytes) -> Envelope:
+    """Parse a record's structure (no signature check). Raises :class:`RecordError`."""
+    payload, signature = cose.open_envelope(raw)
+    try:
+        fields = cbor2.loads(payload)
+    except Exception as exc:
+        raise RecordError("malformed", f"payload is not CBOR: {exc}") from None
+    if not isinstance(fields, list | tuple) or len(fields) < 4:
+        raise RecordError("malformed", "payload must be an array of at least 4 items")
+    kind_code, public_key, counter, expiry = fields[:4]
+    if kind_code not in (RecordKind.CARD, RecordKind.LINKS) or type(kind_code) is not int:
+        raise RecordError("malformed", f"unknown record kind {kind_code!r}")
+    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_BYTES:
+        raise RecordError("malformed", "public key must be 32 bytes")
+    for name, value in (("counter", counter), ("expiry", expiry)):
+        if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+            raise RecordError("malformed", f"{name} must be a uint32")
+    if cbor2.dumps(list(fields), canonical=True) != payload:
+        raise RecordError("malformed", "payload is not deterministic CBOR")
+    return Envelope(RecordKind(kind_code), public_key, counter, expiry, tuple(fields[4:]), payload, signature)
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str) or len(value.encode("utf-8")) > limit:
+        raise RecordError("malformed", f"{name} must be text of at most {limit} bytes")
+    return value
+
+
+def _body(env: Envelope) -> Card | Links:
+    if env.kind is RecordKind.CARD:
+        if len(env.fields) != 4:
+            raise RecordError("malformed", "a card has exactly 8 fields")
+        name, os_name, version, metadata = env.fields
+        if not isinstance(metadata, dict):
+            raise RecordError("malformed", "card metadata must be a map")
+        try:
+            check_metadata_value(metadata)
+        except MetadataError as exc:
+            raise RecordError("malformed", str(exc)) from None
+        return Card(
+            _text(name, "device name", MAX_DEVICE_NAME_BYTES),
+            _text(os_name, "os", MAX_OS_BYTES),
+            _text(version, "agent version", MAX_AGENT_VERSION_BYTES),
+            freeze_metadata(metadata),
+        )
+    if len(env.fields) != 1 or not isinstance(env.fields[0], list | tuple):
+        raise RecordError("malformed", "a links record has exactly 5 fields")
+    raw_entries = env.fields[0]
+    if len(raw_entries) > MAX_CONNECTIONS_PER_RECORD:
+        raise RecordError("malformed", f"more than {MAX_CONNECTIONS_PER_RECORD} connections")
+    entries = []
+    for item in raw_entries:
+        if not isinstance(item, bytes) or len(item) not in (PEER_ID_BYTES + 1, PEER_ID_BYTES + 3):
+            raise RecordError("malformed", "a connection is peer_id(8) + type(1) + ?distance(2)")
+        code = item[PEER_ID_BYTES]
+        if code not in _TYPE_BY_CODE:
+            raise RecordError("malformed", f"unknown connection type code {code}")
+        distance = int.from_bytes(item[PEER_ID_BYTES + 1 :], "big") if len(item) > 9 else None
+        entries.append(LinkEntry(item[:PEER_ID_BYTES], _TYPE_BY_CODE[code], distance))
+    return Links(tuple(entries))
+
+
+def load_public_key(public_key: bytes) -> Ed25519PublicKey:
+    try:
+        return Ed25519PublicKey.from_public_bytes(public_key)
+    except ValueError:
+        raise RecordError("malformed", "not a valid Ed25519 public key") from None
+
+
+def verify_record(env: Envelope, raw: bytes, key: Ed25519PublicKey | None = None) -> Record:
+    """Check the signature and the body of a parsed record; return the Record."""
+    cose.verify(key or load_public_key(env.public_key), env.payload, env.signature)
+    return Record(env.kind, env.public_key, env.counter, env.expiry, _body(env), raw)
+
+
+def decode_record(raw: bytes) -> Record:
+    """Parse and verify a record in one step (expiry is the caller's to judge)."""
+    return verify_record(open_record(raw), raw)

@@ -1,0 +1,101 @@
+"""Link messages and frames: what the engine puts on a link, defined once.
+
+A *frame* is what a transport carries in one datagram / write; it never
+exceeds the link's MTU. Byte 0 says what follows:
+
+* ``0x00`` + message: a whole message;
+* ``0x01`` + msg_id(1) + index(1) + count(1) + chunk: one fragment of a
+  message too big for one frame (at most 255 fragments).
+
+A *message* is a deterministic CBOR array whose first item is its type:
+
+=========  ==================================================  ===============
+type       fields                                              when
+=========  ==================================================  ===============
+1 HELLO    version, nonce(16), card (signed record bytes)      link up
+2 PROOF    Ed25519 signature (64)                              after HELLO
+3 ACCEPT   --                                                  handler allowed
+4 DENY     retry_after_s                                       handler denied
+5 RECORDS  record, record, ...                                 flooding / sync
+6 SUMMARY  summary(8), record_count                            keepalive
+7 DIGEST   lo_peer_id(8), hi_peer_id(8), entries               sync on mismatch
+=========  ==================================================  ===============
+
+DIGEST ``entries`` is one byte string of 13-byte items
+``peer_id(8) + kind(1) + counter(4, big-endian)``, sorted, covering every
+record the sender holds for peer ids in ``[lo, hi]``. The link proof is an
+Ed25519 signature over ``HANDSHAKE_CONTEXT + verifier_nonce + signer_key +
+verifier_key``.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Final
+
+import cbor2
+
+from agent.core.limits import MAX_MESSAGE_BYTES
+
+FRAME_WHOLE: Final = 0x00
+FRAME_FRAGMENT: Final = 0x01
+FRAGMENT_HEADER_BYTES: Final = 4
+MAX_FRAGMENTS: Final = 255
+DIGEST_ENTRY_BYTES: Final = 13
+
+
+class MessageType(enum.IntEnum):
+    HELLO = 1
+    PROOF = 2
+    ACCEPT = 3
+    DENY = 4
+    RECORDS = 5
+    SUMMARY = 6
+    DIGEST = 7
+
+
+class WireError(ValueError):
+    """A frame or message that does not follow the format above."""
+
+
+def encode_message(kind: MessageType, *fields: Any) -> bytes:
+    return cbor2.dumps([int(kind), *fields], canonical=True)
+
+
+def decode_message(data: bytes) -> tuple[MessageType, tuple[Any, ...]]:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        item = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several types for bad input
+        raise WireError(f"message is not CBOR: {exc}") from None
+    if not isinstance(item, list | tuple) or not item or type(item[0]) is not int:
+        raise WireError("a message is an array starting with its type")
+    try:
+        kind = MessageType(item[0])
+    except ValueError:
+        raise WireError(f"unknown message type {item[0]}") from None
+    return kind, tuple(item[1:])
+
+
+def records_message_size(record_lengths_total: int, count: int) -> int:
+    """Upper bound of a RECORDS message's size (headers at their widest)."""
+    return 3 + 1 + count * 3 + record_lengths_total
+
+
+def max_message_bytes(mtu: int) -> int:
+    """Largest message a link with this MTU can carry (fragmented if need be)."""
+    return min(MAX_MESSAGE_BYTES, MAX_FRAGMENTS * (mtu - FRAGMENT_HEADER_BYTES))
+
+
+def frames_for(message: bytes, mtu: int, msg_id: int) -> list[bytes]:
+    """Split one message into frames of at most ``mtu`` bytes."""
+    if len(message) + 1 <= mtu:
+        return [bytes([FRAME_WHOLE]) + message]
+    chunk = mtu - FRAGMENT_HEADER_BYTES
+    count = -(-len(message) // chunk)
+    if count > MAX_FRAGMENTS:
+        raise WireError(f"message of {len(message)} bytes needs {count} fragments at MTU {mtu}")
+    return [
+        bytes([FRAME_FRAGMENT, msg_id, i, count]) + message[i * chunk : (i + 1) * chunk] for i in range(count)
+    ]

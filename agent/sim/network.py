@@ -1,0 +1,386 @@
+"""A deterministic discrete-event simulation of many engines on a virtual clock.
+
+Each simulated peer runs the real :class:`~agent.core.engine.Engine` and exposes
+the real :class:`~agent.api.Presence` API; only the transport (a wire with
+latency, loss, MTU, send budget and airtime) and the clock are simulated.
+Everything random comes from one seeded ``random.Random``, so a run is
+reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agent import __version__
+from agent.api.presence import Presence
+from agent.core.engine import Engine, EngineConfig, LinkSpec
+from agent.core.events import CloseLink, ConnectionRequested
+from agent.core.graph import PresenceGraph
+from agent.core.records import ConnectionType, Envelope, Record, make_card, open_record, verify_record
+from agent.state.store import MemoryCounter
+
+T = TypeVar("T")
+
+#: Virtual time starts at a plausible Unix time so record expiry behaves as in the field.
+DEFAULT_START = 1_800_000_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkModel:
+    """How a simulated wire behaves. ``airtime_per_byte`` serialises frames (radio)."""
+
+    connection_type: ConnectionType = ConnectionType.ACCESS_POINT
+    latency: float = 0.005
+    loss: float = 0.0
+    mtu: int = 1400
+    bytes_per_second: float | None = None
+    frame_overhead_bytes: int = 0
+    airtime_per_byte: float = 0.0
+    keepalive_interval: float | None = None
+    dead_interval: float | None = None
+
+
+#: A LoRa-class link: 255-byte frames, ~400 ms airtime per full frame (SF7/125 kHz),
+#: 1 % duty cycle as a send budget, and slow keepalives.
+LORA = LinkModel(
+    connection_type=ConnectionType.RADIO,
+    latency=0.05,
+    mtu=255,
+    bytes_per_second=255 / 40.0,
+    frame_overhead_bytes=13,
+    airtime_per_byte=0.4 / 255,
+    keepalive_interval=600.0,
+    dead_interval=1800.0,
+)
+
+
+class SharedCodec:
+    """Memoises parsing and verification across every engine of one simulation.
+
+    Sound because both are pure functions of the record bytes; only successes
+    are cached, so every rejection is still computed (and counted) per engine.
+    """
+
+    def __init__(self) -> None:
+        self._envelopes: dict[bytes, Envelope] = {}
+        self._records: dict[bytes, Record] = {}
+        self.verifications = 0
+
+    def open(self, raw: bytes) -> Envelope:
+        env = self._envelopes.get(raw)
+        if env is None:
+            env = self._envelopes[raw] = open_record(raw)
+        return env
+
+    def verify(self, envelope: Envelope, raw: bytes) -> Record:
+        record = self._records.get(raw)
+        if record is None:
+            self.verifications += 1
+            record = self._records[raw] = verify_record(envelope, raw)
+        return record
+
+
+class MemoryMetadataStore:
+    """In-memory stand-in for the SQLite store (simulated peers have no disk)."""
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+
+    def save_metadata_json(self, text: str) -> None:
+        self.text = text
+
+    def load_metadata_json(self) -> str | None:
+        return self.text
+
+
+class _SimDriver:
+    """Runs Presence calls directly on the simulation's (single) thread."""
+
+    def __init__(self, sim: Simulation, peer: SimPeer) -> None:
+        self._sim = sim
+        self._peer = peer
+
+    def call(self, fn: Callable[[Any, float], T]) -> T:
+        result = fn(self._peer.engine, self._sim.now)
+        self._sim.pump(self._peer)
+        return result
+
+
+@dataclass(eq=False)
+class SimPeer:
+    """One simulated agent: its engine, its Presence API and its name."""
+
+    index: int
+    name: str
+    engine: Engine
+    presence: Presence = field(init=False)
+    alive: bool = True
+    timer_at: float | None = None
+    published_version: int = -1
+    last_graph: PresenceGraph | None = None
+
+    @property
+    def peer_key_string(self) -> str:
+        return self.engine.peer_key_string
+
+
+@dataclass(eq=False, slots=True)
+class _Wire:
+    id: int
+    a: SimPeer
+    b: SimPeer
+    model: LinkModel
+    up: bool = True
+    busy_until: dict[int, float] = field(default_factory=dict)
+    bytes_sent: dict[int, int] = field(default_factory=dict)
+
+    def other(self, peer: SimPeer) -> SimPeer:
+        return self.b if peer is self.a else self.a
+
+
+class Simulation:
+    """Drives N engines over simulated wires on a virtual clock."""
+
+    def __init__(
+        self,
+        seed: int = 0,
+        config: EngineConfig | None = None,
+        start: float = DEFAULT_START,
+        handler_timeout: float = 10.0,
+    ) -> None:
+        self.rng = random.Random(seed)
+        self.config = config or EngineConfig()
+        self.now = start
+        self.codec = SharedCodec()
+        self.peers: list[SimPeer] = []
+        self.handler_timeout = handler_timeout
+        self._queue: list[tuple[float, int, str, tuple[Any, ...]]] = []
+        self._seq = itertools.count()
+        self._wires: dict[int, _Wire] = {}
+        self._wire_ids = itertools.count(1)
+        self.frames_delivered = 0
+        self.frames_lost = 0
+
+    # ------------------------------------------------------------------ building
+
+    def add_peer(self, name: str | None = None, metadata: dict[str, Any] | None = None) -> SimPeer:
+        """A new peer with a fresh key (drawn from the seeded RNG)."""
+        index = len(self.peers)
+        private_key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
+        public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        name = name or f"sim-{index}"
+        engine = Engine(
+            private_key=private_key,
+            public_key=public_key,
+            counters=MemoryCounter(),
+            card=make_card(name, "sim", __version__, metadata or {}),
+            now=self.now,
+            rng=self.rng.randbytes,
+            config=self.config,
+            codec=self.codec,
+        )
+        peer = SimPeer(index, name, engine)
+        store = MemoryMetadataStore()
+        peer.presence = Presence(
+            _SimDriver(self, peer), public_key, store, handler_timeout=self.handler_timeout
+        )
+        self.peers.append(peer)
+        self.pump(peer)
+        return peer
+
+    def connect(
+        self, a: SimPeer, b: SimPeer, model: LinkModel | None = None, distance_dm: int | None = None
+    ) -> int:
+        """Bring up a wire between two peers now; returns its id."""
+        model = model or LinkModel()
+        wire = _Wire(next(self._wire_ids), a, b, model)
+        self._wires[wire.id] = wire
+        for end in (a, b):
+            spec = LinkSpec(
+                connection_type=model.connection_type,
+                mtu=model.mtu,
+                bytes_per_second=model.bytes_per_second,
+                frame_overhead_bytes=model.frame_overhead_bytes,
+                distance_dm=distance_dm,
+                expected_peer=wire.other(end).engine.public_key,
+                keepalive_interval=model.keepalive_interval,
+                dead_interval=model.dead_interval,
+            )
+            end.engine.link_up(wire.id, spec, self.now)
+        for end in (a, b):
+            self.pump(end)
+        return wire.id
+
+    def disconnect(self, a: SimPeer, b: SimPeer) -> None:
+        """Both ends see their wires between ``a`` and ``b`` go down now (a pulled cable)."""
+        for wire in list(self._wires.values()):
+            if {wire.a, wire.b} == {a, b} and wire.up:
+                self._cut(wire)
+
+    def kill(self, peer: SimPeer) -> None:
+        """The peer vanishes silently; its neighbours notice only through dead-link detection."""
+        peer.alive = False
+        for wire in self._wires.values():
+            if peer in (wire.a, wire.b):
+                wire.up = False
+
+    def partition(self, side: set[SimPeer]) -> list[_Wire]:
+        """Cut every wire crossing the boundary of ``side``; returns them for :meth:`heal`."""
+        crossing = [w for w in self._wires.values() if w.up and ((w.a in side) != (w.b in side))]
+        for wire in crossing:
+            self._cut(wire)
+        return crossing
+
+    def heal(self, wires: list[_Wire]) -> None:
+        for wire in wires:
+            self.connect(wire.a, wire.b, wire.model)
+
+    def build(self, topology: Any, model: LinkModel | None = None) -> list[SimPeer]:
+        """Add ``topology.n`` peers and connect them along its edges."""
+        peers = [self.add_peer() for _ in range(topology.n)]
+        for a, b in topology.edges:
+            self.connect(peers[a], peers[b], model, topology.distance_dm(a, b))
+        return peers
+
+    # ------------------------------------------------------------------ running
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + seconds)
+
+    def run_until(self, deadline: float) -> None:
+        """Process events up to ``deadline`` (virtual), then set the clock to it."""
+        while self._queue and self._queue[0][0] <= deadline:
+            self._step()
+        self.now = max(self.now, deadline)
+
+    def run_until_true(
+        self, predicate: Callable[[], bool], timeout: float, check_every: float = 0.05
+    ) -> float:
+        """Run until ``predicate()`` holds (checked every ``check_every`` s); return the time taken.
+
+        Raises ``TimeoutError`` after ``timeout`` virtual seconds.
+        """
+        start = self.now
+        while not predicate():
+            if self.now - start >= timeout:
+                raise TimeoutError(f"condition not met after {timeout} simulated seconds")
+            self.run_until(self.now + check_every)
+        return self.now - start
+
+    def _step(self) -> None:
+        when, _, kind, args = heapq.heappop(self._queue)
+        self.now = max(self.now, when)
+        if kind == "deliver":
+            wire, sender, frame = args
+            receiver = wire.other(sender)
+            if wire.up and receiver.alive:
+                self.frames_delivered += 1
+                receiver.engine.receive(wire.id, frame, self.now)
+                self.pump(receiver)
+        elif kind == "timer":
+            (peer,) = args
+            if peer.alive and peer.timer_at == when:
+                peer.timer_at = None
+                peer.engine.handle_timer(self.now)
+                self.pump(peer)
+        elif kind == "down":
+            peer, wire_id = args
+            if peer.alive:
+                peer.engine.link_down(wire_id, self.now)
+                self.pump(peer)
+        elif kind == "dial":
+            a, b, model = args
+            if a.alive and b.alive:
+                self.connect(a, b, model)
+
+    def _push(self, when: float, kind: str, *args: Any) -> None:
+        heapq.heappush(self._queue, (when, next(self._seq), kind, args))
+
+    def _cut(self, wire: _Wire) -> None:
+        wire.up = False
+        for end in (wire.a, wire.b):
+            if end.alive:
+                end.engine.link_down(wire.id, self.now)
+                self.pump(end)
+
+    def pump(self, peer: SimPeer) -> None:
+        """Collect what the engine wants done: events, frames, its next timer, observer updates."""
+        if not peer.alive:
+            return
+        engine = peer.engine
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, ConnectionRequested):
+                answer = peer.presence.authorize(event.request).result()
+                engine.decide(event.link, answer.value == "Allow", self.now)
+            elif isinstance(event, CloseLink):
+                self._close_from(peer, event)
+        for link, frame in engine.datagrams_to_send(self.now):
+            wire = self._wires.get(link)  # type: ignore[call-overload]
+            if wire is None or not wire.up:
+                continue
+            self._transmit(wire, peer, frame)
+        timer = engine.next_timer()
+        if timer is not None:
+            timer = max(timer, self.now)
+            if peer.timer_at is None or timer < peer.timer_at:
+                peer.timer_at = timer
+                self._push(timer, "timer", peer)
+        if peer.presence.wants_graphs and engine.graph_version != peer.published_version:
+            graph = engine.graph(self.now)
+            peer.published_version = engine.graph_version
+            if graph != peer.last_graph:
+                peer.last_graph = graph
+                peer.presence.publish(graph)
+
+    def _transmit(self, wire: _Wire, sender: SimPeer, frame: bytes) -> None:
+        model = wire.model
+        direction = 0 if sender is wire.a else 1
+        wire.bytes_sent[direction] = wire.bytes_sent.get(direction, 0) + len(frame)
+        start = max(self.now, wire.busy_until.get(direction, 0.0))
+        airtime = (len(frame) + model.frame_overhead_bytes) * model.airtime_per_byte
+        wire.busy_until[direction] = start + airtime
+        if model.loss and self.rng.random() < model.loss:
+            self.frames_lost += 1
+            return
+        self._push(start + airtime + model.latency, "deliver", wire, sender, frame)
+
+    def _close_from(self, peer: SimPeer, event: CloseLink) -> None:
+        wire = self._wires.get(event.link)  # type: ignore[call-overload]
+        if wire is None or not wire.up:
+            return
+        wire.up = False
+        other = wire.other(peer)
+        # The closing side is done with the link; the far side notices one latency later.
+        peer.engine.link_down(wire.id, self.now)
+        self._push(self.now + wire.model.latency, "down", other, wire.id)
+        if event.retry_at is not None:
+            self._push(event.retry_at, "dial", peer, other, wire.model)
+
+    # ------------------------------------------------------------------ inspection
+
+    def wire_bytes(self) -> dict[int, dict[int, int]]:
+        """Bytes sent per wire and direction (0: a→b, 1: b→a)."""
+        return {w.id: dict(w.bytes_sent) for w in self._wires.values()}
+
+    def graphs_agree(self, peers: list[SimPeer] | None = None) -> bool:
+        """Every live peer sees every other live peer in ``peers`` (default: all live peers)."""
+        group = [p for p in (peers or self.peers) if p.alive]
+        expected = {p.peer_key_string for p in group}
+        for p in group:
+            graph = p.engine.graph(self.now)
+            seen = {x.peer_key_string for x in graph.peers()}
+            if seen != expected:
+                return False
+        return True
+
+    def close(self) -> None:
+        for peer in self.peers:
+            peer.presence.close()

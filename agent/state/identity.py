@@ -1,0 +1,190 @@
+"""This peer's identity: an Ed25519 key pair kept in ``<state_dir>/identity.key``.
+
+The key *is* the peer: its public half is the ``peer_key_string`` every other
+peer knows this device by, and it signs every record this device publishes. So
+the key file is created once and then only ever read. Anything wrong with an
+existing file -- unreadable, empty, truncated, not an Ed25519 key, or readable
+by group/other -- raises :class:`IdentityError` and leaves the file untouched:
+silently making a new key would silently make a new peer.
+
+File format: the private key in PEM PKCS#8, unencrypted (the 32-byte Ed25519
+seed inside), mode 0600, in a state directory of mode 0700.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.core.errors import PresenceError
+from agent.core.keys import peer_key_string
+
+#: Name of the key file inside the state directory.
+IDENTITY_FILE_NAME: Final = "identity.key"
+#: An Ed25519 PKCS#8 PEM is ~120 bytes; anything much larger is not our key.
+_MAX_KEY_FILE_BYTES: Final = 16 * 1024
+_GROUP_OTHER_BITS: Final = stat.S_IRWXG | stat.S_IRWXO
+
+
+class IdentityError(PresenceError):
+    """The identity key file exists but cannot be used. It was not replaced."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """This peer's key pair. Equality and repr use the public key only."""
+
+    private_key: Ed25519PrivateKey = field(compare=False, repr=False)
+    public_key: bytes  # raw 32 bytes
+
+    @classmethod
+    def from_private_key(cls, private_key: Ed25519PrivateKey) -> Identity:
+        """The identity of an existing private key."""
+        raw_public = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return cls(private_key=private_key, public_key=raw_public)
+
+    @property
+    def peer_key_string(self) -> str:
+        """The text form other peers and applications know this peer by."""
+        return peer_key_string(self.public_key)
+
+
+def generate_identity() -> Identity:
+    """A fresh in-memory identity (for the simulator and tests); nothing is written."""
+    return Identity.from_private_key(Ed25519PrivateKey.generate())
+
+
+def ensure_state_dir(state_dir: Path) -> None:
+    """Create ``state_dir`` with mode 0700, or tighten it to 0700 if it exists and is ours.
+
+    The directory holds the private key and the store, so group/other get no
+    access. A directory owned by someone else is left alone (we could not chmod it).
+    """
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if os.name != "posix":
+        return
+    st = state_dir.stat()
+    if st.st_uid == os.getuid() and st.st_mode & _GROUP_OTHER_BITS:
+        os.chmod(state_dir, stat.S_IMODE(st.st_mode) & ~_GROUP_OTHER_BITS)
+
+
+def load_or_create_identity(state_dir: Path) -> Identity:
+    """Load this peer's identity from ``state_dir``, creating it on first start.
+
+    Raises :class:`IdentityError` (naming the file) if the key file exists but is
+    unusable. Group/other permission bits on the key file are refused rather than
+    warned about or fixed: the key may already have been read by someone else,
+    and only the operator can judge that, so they must ``chmod 600`` it knowingly.
+    """
+    ensure_state_dir(state_dir)
+    path = state_dir / IDENTITY_FILE_NAME
+    if path.exists() or path.is_symlink():
+        return _load(path)
+    identity = generate_identity()
+    if not _publish(path, _encode(identity.private_key)):
+        # Another process created the key between our check and our write: use theirs.
+        return _load(path)
+    return identity
+
+
+def _encode(private_key: Ed25519PrivateKey) -> bytes:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _refuse(path: Path, problem: str, advice: str) -> IdentityError:
+    return IdentityError(
+        f"identity key file {path} {problem}. It was NOT replaced: a new key would make "
+        f"this device a different peer on the mesh. {advice}"
+    )
+
+
+_RESTORE_ADVICE: Final = (
+    "Restore it from a backup, or delete it yourself to start deliberately as a new peer."
+)
+
+
+def _load(path: Path) -> Identity:
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise _refuse(path, "is not a regular file", _RESTORE_ADVICE)
+        if os.name == "posix" and st.st_mode & _GROUP_OTHER_BITS:
+            raise _refuse(
+                path,
+                f"has permissions {stat.S_IMODE(st.st_mode):04o}; group/other may not access it",
+                f"Run 'chmod 600 {path}' once you are sure the key has not been exposed.",
+            )
+        with path.open("rb") as f:
+            data = f.read(_MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise _refuse(path, f"cannot be read ({exc.strerror or exc})", _RESTORE_ADVICE) from None
+    if not data.strip():
+        raise _refuse(path, "is empty", _RESTORE_ADVICE)
+    if len(data) > _MAX_KEY_FILE_BYTES:
+        raise _refuse(path, "is far too large to be a key", _RESTORE_ADVICE)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        # TypeError: the PEM is encrypted; ValueError: damaged or truncated.
+        raise _refuse(path, f"is not a readable PEM private key ({exc})", _RESTORE_ADVICE) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise _refuse(path, f"holds a {type(key).__name__}, not an Ed25519 private key", _RESTORE_ADVICE)
+    return Identity.from_private_key(key)
+
+
+def _publish(path: Path, data: bytes) -> bool:
+    """Durably and atomically create ``path`` with ``data`` (mode 0600).
+
+    Returns False, writing nothing, if ``path`` appeared meanwhile. The key is
+    written to a temp file (mkstemp makes it 0600) and fsynced first, so a crash
+    never leaves a half-written key. It is then published with ``os.link``,
+    which, unlike ``os.replace``, fails rather than clobbers an existing key.
+    """
+    directory = path.parent
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:
+            # Filesystems without hard links (e.g. FAT): atomic, but may clobber a
+            # key created in the same instant by a second agent on this directory.
+            os.replace(tmp, path)
+        _fsync_dir(directory)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename/link in ``directory`` durable (POSIX; a no-op elsewhere)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

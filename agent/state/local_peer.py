@@ -1,0 +1,86 @@
+"""Assemble this device's engine from its state directory, and persist what it learns.
+
+The one place that joins identity (key file), store (SQLite) and the pure
+engine; the runtime and the simulator's persistent peers both start here.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent import __version__
+from agent.core.engine import Engine, EngineConfig, RecordCodec
+from agent.core.records import make_card, parse_metadata_json
+from agent.state.identity import Identity, load_or_create_identity
+from agent.state.store import StateStore
+
+
+@dataclass(eq=False)
+class LocalPeer:
+    """This device's identity, persistent store and engine, opened together."""
+
+    identity: Identity
+    store: StateStore
+    engine: Engine
+
+    def flush(self) -> None:
+        """Persist the records the engine accepted or dropped since the last flush."""
+        saved, deleted = self.engine.take_dirty_records()
+        if saved:
+            self.store.save_records(saved)
+        if deleted:
+            self.store.delete_records(deleted)
+
+    def close(self) -> None:
+        """Flush and close the store. The engine must not be used afterwards."""
+        self.flush()
+        self.store.close()
+
+
+def open_local_peer(
+    state_dir: Path,
+    *,
+    now: float,
+    device_name: str | None = None,
+    os_name: str | None = None,
+    config: EngineConfig | None = None,
+    rng: Callable[[int], bytes] = os.urandom,
+    codec: RecordCodec | None = None,
+) -> LocalPeer:
+    """Open (or create) the state in ``state_dir`` and build the engine on it.
+
+    The device name given here is remembered; without one, the remembered name
+    or else the host name is used. Metadata, counter and held records come from
+    the store, so a restart republishes the same card with a higher counter.
+    """
+    identity = load_or_create_identity(state_dir)
+    store = StateStore.open(state_dir)
+    try:
+        if device_name:
+            store.save_device_name(device_name)
+        name = device_name or store.load_device_name() or socket.gethostname()
+        metadata = parse_metadata_json(store.load_metadata_json() or "{}")
+        card = make_card(name, os_name or platform.system(), __version__, metadata)
+        engine = Engine(
+            private_key=identity.private_key,
+            public_key=identity.public_key,
+            counters=store,
+            card=card,
+            now=now,
+            rng=rng,
+            config=config,
+            codec=codec,
+            held_records=store.load_records(),
+        )
+    except BaseException:
+        store.close()
+        raise
+    return LocalPeer(identity, store, engine)
+
+
+__all__ = ["LocalPeer", "open_local_peer"]

@@ -1,0 +1,426 @@
+"""The state store: one SQLite file, ``<state_dir>/state.sqlite3``.
+
+It keeps what must survive a restart:
+
+* the record counter's reserved ceiling (see :meth:`StateStore.next_counter`);
+* the metadata JSON (and device name) this peer publishes;
+* the signed records this peer holds, newest per ``(public_key, kind)``.
+
+Durability: the database runs in WAL mode. Counter and metadata writes commit
+with ``synchronous=FULL`` (the WAL is fsynced before the call returns), so they
+survive a power cut, not just a crash. Held records use ``synchronous=NORMAL``:
+losing the last few on power loss only means relearning them from neighbours.
+
+One connection serves all threads, serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Protocol
+
+from agent.core.errors import CounterExhaustedError, PresenceError, RecordError
+from agent.core.keys import peer_key_string
+from agent.core.limits import MAX_COUNTER, MAX_RECORD_BYTES
+from agent.core.records import open_record
+from agent.state.identity import ensure_state_dir
+
+log = logging.getLogger(__name__)
+
+#: Name of the database file inside the state directory.
+STORE_FILE_NAME: Final = "state.sqlite3"
+#: ``PRAGMA user_version`` of the schema this code writes.
+SCHEMA_VERSION: Final = 1
+#: The first counter a new identity hands out.
+FIRST_COUNTER: Final = 1
+#: Counters reserved per durable write. Each reservation costs an fsync (slow on
+#: SD cards), and each restart or crash skips the unused rest of a block. Peers
+#: sign a record only when something changes, so 64 means about one fsync per
+#: 64 signed records while a restart burns at most 64 of 2**32 counters: even a
+#: crash loop every second would take over two years to exhaust the space.
+COUNTER_BLOCK: Final = 64
+
+_CEILING_KEY: Final = "reserved_ceiling"
+_METADATA_KEY: Final = "metadata_json"
+_DEVICE_NAME_KEY: Final = "device_name"
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS settings (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS records (
+        public_key BLOB    NOT NULL,
+        kind       INTEGER NOT NULL,
+        counter    INTEGER NOT NULL,
+        raw        BLOB    NOT NULL,
+        PRIMARY KEY (public_key, kind)
+    ) WITHOUT ROWID""",
+)
+
+_PUT_SETTING: Final = (
+    "INSERT INTO settings(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+)
+# Keep the higher counter. On a tie the stored record wins: a peer signing two
+# different records with one counter is misbehaving, and first-seen is stable.
+_UPSERT_RECORD: Final = (
+    "INSERT INTO records(public_key, kind, counter, raw) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(public_key, kind) DO UPDATE SET counter = excluded.counter, raw = excluded.raw "
+    "WHERE excluded.counter > records.counter"
+)
+
+
+class StoreError(PresenceError):
+    """The state store file cannot be opened, read or written."""
+
+
+class CounterSource(Protocol):
+    """Where record counters come from: each call returns a larger int than any before."""
+
+    def next_counter(self) -> int:
+        """The next counter; raises :class:`CounterExhaustedError` past ``MAX_COUNTER``."""
+        ...
+
+
+class MemoryCounter:
+    """An in-memory :class:`CounterSource` (for the simulator and tests); forgets on exit."""
+
+    def __init__(self, start: int = FIRST_COUNTER) -> None:
+        self._next = start
+        self._lock = threading.Lock()
+
+    def next_counter(self) -> int:
+        """The next counter (strictly increasing)."""
+        with self._lock:
+            if self._next > MAX_COUNTER:
+                raise CounterExhaustedError(f"record counter passed {MAX_COUNTER}")
+            value = self._next
+            self._next += 1
+            return value
+
+    def advance_past(self, counter: int) -> None:
+        """Make every later :meth:`next_counter` return more than ``counter``."""
+        with self._lock:
+            self._next = max(self._next, counter + 1)
+
+
+class StateStore:
+    """This peer's persistent state in SQLite. Create with :meth:`open`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, ceiling: int) -> None:
+        """Use :meth:`open`; this only wires up an already-prepared connection."""
+        self._path = path
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.Lock()
+        self._synchronous_full = True
+        # Counters in [_next, _limit) are durably reserved by this process. On
+        # open nothing is: whatever an earlier process reserved may have been used.
+        self._next = ceiling
+        self._limit = ceiling
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, state_dir: Path) -> StateStore:
+        """Open (creating if needed) the store in ``state_dir``.
+
+        Raises :class:`StoreError` naming the file if it is not a usable SQLite
+        database of a schema version this code understands. The file is never
+        replaced or repaired automatically.
+        """
+        state_dir = Path(state_dir)
+        ensure_state_dir(state_dir)
+        path = state_dir / STORE_FILE_NAME
+        try:
+            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _store_error(path, "cannot be opened", exc) from None
+        try:
+            # A non-SQLite file is only detected at the first statement.
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if str(mode).lower() != "wal":
+                log.warning("%s: WAL unavailable, using journal_mode=%s", path, mode)
+            conn.execute("PRAGMA synchronous=FULL")
+            _migrate(conn, path)
+            ceiling = _read_ceiling(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _store_error(path, "is not a usable SQLite database", exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn, ceiling)
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    def close(self) -> None:
+        """Close the database. Idempotent; later calls raise :class:`StoreError`."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ counter
+
+    def next_counter(self) -> int:
+        """A record counter larger than any this state directory handed out before.
+
+        Holds across restarts and ``kill -9``: a block of counters is durably
+        reserved (committed with ``synchronous=FULL``) before any of it is
+        handed out, and a newly opened store starts above the last reservation.
+        Raises :class:`CounterExhaustedError` past ``MAX_COUNTER``.
+        """
+        with self._lock:
+            if self._next >= self._limit:
+                self._reserve_block()
+            value = self._next
+            self._next += 1
+            return value
+
+    def advance_past(self, counter: int) -> None:
+        """Make every later :meth:`next_counter` return more than ``counter``.
+
+        For when this peer learns it once signed a higher counter (e.g. the
+        store was lost but neighbours still hold its records). Nothing is
+        written: the next reservation persists the jump.
+        """
+        with self._lock:
+            self._next = max(self._next, counter + 1)
+
+    def _reserve_block(self) -> None:
+        # Caller holds self._lock.
+        if self._next > MAX_COUNTER:
+            raise CounterExhaustedError(f"record counter passed {MAX_COUNTER}")
+        with self._write(durable=True) as conn:
+            # Re-read inside the write transaction: another process sharing this
+            # file may have reserved beyond our block since we last looked.
+            start = max(self._next, _read_ceiling(conn))
+            if start > MAX_COUNTER:
+                raise CounterExhaustedError(f"record counter passed {MAX_COUNTER}")
+            ceiling = min(start + COUNTER_BLOCK, MAX_COUNTER + 1)
+            conn.execute(_PUT_SETTING, (_CEILING_KEY, ceiling))
+        self._next, self._limit = start, ceiling
+
+    # ------------------------------------------------------------ settings
+
+    def load_metadata_json(self) -> str | None:
+        """The metadata JSON text last saved, or None if never saved."""
+        return self._get_text(_METADATA_KEY)
+
+    def save_metadata_json(self, text: str) -> None:
+        """Store the metadata JSON text atomically; durable once this returns.
+
+        The text is stored as given: validating it is the caller's job.
+        """
+        self._put_text(_METADATA_KEY, text)
+
+    def load_device_name(self) -> str | None:
+        """The device name last saved, or None if never saved."""
+        return self._get_text(_DEVICE_NAME_KEY)
+
+    def save_device_name(self, name: str) -> None:
+        """Store the device name atomically; durable once this returns."""
+        self._put_text(_DEVICE_NAME_KEY, name)
+
+    def _get_text(self, key: str) -> str | None:
+        with self._lock, self._guard("read"):
+            row = self._connection().execute("SELECT value FROM settings WHERE name = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        value = row[0]
+        if not isinstance(value, str):
+            raise StoreError(f"state store {self._path}: setting {key!r} is not text")
+        return value
+
+    def _put_text(self, key: str, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"{key} must be str, got {type(text).__name__}")
+        with self._lock, self._write(durable=True) as conn:
+            conn.execute(_PUT_SETTING, (key, text))
+
+    # ------------------------------------------------------------ held records
+
+    def save_records(self, records: Iterable[bytes]) -> None:
+        """Upsert raw signed records in one transaction, keeping the higher counter.
+
+        Records are keyed by ``(public_key, kind)``; a record whose counter is
+        not above the stored one is ignored. Signatures are not checked here
+        (the caller stores only records it verified), but structure is: if any
+        record does not parse, :class:`RecordError` is raised and nothing is saved.
+        """
+        rows = []
+        for item in records:
+            raw = bytes(item)
+            if len(raw) > MAX_RECORD_BYTES:
+                raise RecordError("oversized", f"record is {len(raw)} bytes")
+            env = open_record(raw)
+            rows.append((env.public_key, int(env.kind), env.counter, raw))
+        if not rows:
+            return
+        with self._lock, self._write(durable=False) as conn:
+            conn.executemany(_UPSERT_RECORD, rows)
+
+    def delete_records(self, keys: Iterable[tuple[bytes, int]]) -> None:
+        """Delete held records by ``(public_key, kind)``; missing keys are ignored."""
+        rows = [(bytes(public_key), int(kind)) for public_key, kind in keys]
+        if not rows:
+            return
+        with self._lock, self._write(durable=False) as conn:
+            conn.executemany("DELETE FROM records WHERE public_key = ? AND kind = ?", rows)
+
+    def load_records(self) -> list[bytes]:
+        """Every held record's raw bytes (signatures unchecked: verify before use).
+
+        A row that does not parse, or disagrees with its own key columns, is
+        logged, skipped and deleted, so a fresh copy of that record can be saved.
+        """
+        with self._lock:
+            with self._guard("read"):
+                rows = (
+                    self._connection()
+                    .execute("SELECT public_key, kind, counter, raw FROM records")
+                    .fetchall()
+                )
+            good: list[bytes] = []
+            bad: list[tuple[object, object]] = []
+            for public_key, kind, counter, raw in rows:
+                problem = _row_problem(public_key, kind, counter, raw)
+                if problem is None:
+                    good.append(raw)
+                    continue
+                log.warning(
+                    "%s: skipping held record of %s kind %r: %s",
+                    self._path,
+                    _describe_key(public_key),
+                    kind,
+                    problem,
+                )
+                bad.append((public_key, kind))
+            if bad:
+                try:
+                    with self._write(durable=False) as conn:
+                        conn.executemany("DELETE FROM records WHERE public_key = ? AND kind = ?", bad)
+                except StoreError as exc:
+                    log.warning("%s: could not delete damaged records: %s", self._path, exc)
+        return good
+
+    # ------------------------------------------------------------ plumbing
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"state store {self._path} is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Turn sqlite3 errors (disk full, corruption, locked) into StoreError."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise _store_error(self._path, f"failed to {action}", exc) from None
+
+    @contextlib.contextmanager
+    def _write(self, *, durable: bool) -> Iterator[sqlite3.Connection]:
+        """One write transaction; caller holds the lock. Rolls back on any error."""
+        conn = self._connection()
+        with self._guard("write"):
+            if durable != self._synchronous_full:
+                # Only changeable outside a transaction; cheap (no I/O).
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._synchronous_full = durable
+            # IMMEDIATE takes the write lock up front, so the reads inside a
+            # transaction (e.g. the counter ceiling) cannot go stale before commit.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # Also after a failed COMMIT (disk full, I/O error): never leave
+                # the shared connection inside a half-done transaction.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+
+def _store_error(path: Path, problem: str, exc: sqlite3.Error) -> StoreError:
+    return StoreError(
+        f"state store {path} {problem} ({exc}). It was not modified; move it aside to "
+        "start with an empty store (this peer keeps its identity, but its records may be "
+        "ignored by peers until its counter passes the old one)."
+    )
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-read under the write lock: another process may have just migrated.
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state store {path} has schema version {version}, newer than this "
+                f"agent's {SCHEMA_VERSION}; upgrade the agent. The file was not modified."
+            )
+        if version < SCHEMA_VERSION:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _read_ceiling(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM settings WHERE name = ?", (_CEILING_KEY,)).fetchone()
+    if row is None:
+        return FIRST_COUNTER
+    value = row[0]
+    if type(value) is not int or value < FIRST_COUNTER:
+        # Guessing a value here could reuse counters; refuse instead.
+        raise sqlite3.DatabaseError(f"counter ceiling {value!r} is damaged")
+    return value
+
+
+def _row_problem(public_key: object, kind: object, counter: object, raw: object) -> str | None:
+    if not isinstance(raw, bytes):
+        return f"raw is {type(raw).__name__}, not bytes"
+    try:
+        env = open_record(raw)
+    except RecordError as exc:
+        return str(exc)
+    if (env.public_key, int(env.kind), env.counter) != (public_key, kind, counter):
+        return "record does not match its key columns"
+    return None
+
+
+def _describe_key(public_key: object) -> str:
+    if isinstance(public_key, bytes):
+        try:
+            return peer_key_string(public_key)
+        except PresenceError:
+            return public_key.hex()
+    return repr(public_key)
