@@ -161,6 +161,9 @@ class EngineConfig:
     dead_interval: float = 3.0
     departure_grace: float = 0.5
     links_debounce: float = 0.05
+    #: Records wait this long before going out, so a burst shares frames and a copy
+    #: that a neighbour meanwhile sends us is cancelled instead of sent back.
+    flood_delay: float = 0.01
     handshake_timeout: float = 30.0
     deny_backoff_initial: float = 1.0
     deny_backoff_max: float = 300.0
@@ -203,6 +206,7 @@ class _Link:
     digests: deque[bytes] = field(default_factory=deque)
     links_out: dict[tuple[bytes, RecordKind], bytes] = field(default_factory=dict)
     cards_out: dict[tuple[bytes, RecordKind], bytes] = field(default_factory=dict)
+    records_due: float = 0.0
     fragments_out: deque[bytes] = field(default_factory=deque)
     next_msg_id: int = 0
     partials: dict[int, _Partial] = field(default_factory=dict)
@@ -255,7 +259,10 @@ class Engine:
         self._links: dict[LinkId, _Link] = {}
         self._events: deque[Event] = deque()
         self._records: dict[tuple[bytes, RecordKind], Record] = {}
-        self._held_raw: set[bytes] = set()
+        # Raw bytes of every held record -> its key: flood echoes are dropped here.
+        self._held_raw: dict[bytes, tuple[bytes, RecordKind]] = {}
+        # Links with something queued, so sending does not scan idle links.
+        self._pending: set[_Link] = set()
         self._keys: dict[bytes, bytes] = {self.peer_id: public_key}
         self._summary = 0
         self._dirty: dict[tuple[bytes, RecordKind], Record | None] = {}
@@ -301,8 +308,8 @@ class Engine:
         state.tokens = self._burst(state)
         self._links[link] = state
         self.stats["links.opened"] += 1
-        state.control.append(
-            encode_message(MessageType.HELLO, PROTOCOL_VERSION, state.nonce, self._own_card.raw)
+        self._send_control(
+            state, encode_message(MessageType.HELLO, PROTOCOL_VERSION, state.nonce, self._own_card.raw)
         )
 
     def link_down(self, link: LinkId, now: float) -> None:
@@ -314,6 +321,7 @@ class Engine:
         if state.established:
             self._on_topology_change(now, removal=True)
         del self._links[link]
+        self._pending.discard(state)
 
     def receive(self, link: LinkId, frame: bytes, now: float) -> None:
         """Bytes arrived on ``link``. Never raises for anything a remote sends."""
@@ -350,11 +358,11 @@ class Engine:
             return
         if not allow:
             self.stats["links.denied_locally"] += 1
-            state.control.append(encode_message(MessageType.DENY, int(self.config.deny_backoff_initial)))
+            self._send_control(state, encode_message(MessageType.DENY, int(self.config.deny_backoff_initial)))
             self._close(state, "denied by connection request handler", None, now)
             return
         state.local_allowed = True
-        state.control.append(encode_message(MessageType.ACCEPT))
+        self._send_control(state, encode_message(MessageType.ACCEPT))
         if state.remote_allowed:
             self._establish(state, now)
 
@@ -378,7 +386,7 @@ class Engine:
                 self._close(state, "handshake did not complete", None, now)
                 continue
             if state.established and now - state.last_tx >= state.keepalive and not state.has_output():
-                state.control.append(self._summary_message())
+                self._send_control(state, self._summary_message())
         if self._resign_links_at is not None and now >= self._resign_links_at:
             self._resign_links_at = None
             self._publish_links(now)
@@ -403,12 +411,14 @@ class Engine:
     def datagrams_to_send(self, now: float) -> list[tuple[LinkId, bytes]]:
         """Frames to send now, each within its link's MTU and send budget."""
         out: list[tuple[LinkId, bytes]] = []
-        for state in list(self._links.values()):
+        for state in list(self._pending):
             state.wake_at = None
             if state.has_output():
                 self._drain(state, now, out)
+            if not state.has_output():
+                self._pending.discard(state)
             if state.state == "closing" and not state.has_output():
-                del self._links[state.id]
+                self._links.pop(state.id, None)
                 self._events.append(
                     CloseLink(
                         state.id,
@@ -552,7 +562,7 @@ class Engine:
         elif kind is MessageType.SUMMARY:
             self._on_summary(state, fields, now)
         elif kind is MessageType.DIGEST:
-            self._on_digest(state, fields)
+            self._on_digest(state, fields, now)
 
     def _on_hello(self, state: _Link, fields: tuple[Any, ...], now: float) -> None:
         if state.remote_key is not None:
@@ -583,7 +593,7 @@ class Engine:
         state.remote_key = card.public_key
         state.remote_card = card
         proof = self._private_key.sign(HANDSHAKE_CONTEXT + nonce + self.public_key + card.public_key)
-        state.control.append(encode_message(MessageType.PROOF, proof))
+        self._send_control(state, encode_message(MessageType.PROOF, proof))
 
     def _on_proof(self, state: _Link, fields: tuple[Any, ...], now: float) -> None:
         (signature,) = fields
@@ -644,7 +654,7 @@ class Engine:
         held = self._records.get((card.peer_id, RecordKind.CARD))
         if held is None or held.counter < card.counter:
             self._merge(card.raw, now, source=state)
-        state.control.append(self._summary_message())
+        self._send_control(state, self._summary_message())
         self._on_topology_change(now, removal=False)
 
     def _close(self, state: _Link, reason: str, retry_at: float | None, now: float) -> None:
@@ -659,6 +669,7 @@ class Engine:
         state.links_out.clear()
         state.cards_out.clear()
         state.digests.clear()
+        self._pending.add(state)  # so the close is reported once queued control frames are out
 
     # ------------------------------------------------------------------ records
 
@@ -668,7 +679,7 @@ class Engine:
 
     def _accept_own(self, record: Record, now: float) -> None:
         self._store(record, now)
-        self._flood(record, source=None)
+        self._flood(record, None, now)
 
     def _publish_links(self, now: float, force: bool = False) -> None:
         entries: dict[tuple[bytes, ConnectionType], LinkEntry] = {}
@@ -691,8 +702,15 @@ class Engine:
             self._resign_links_at = now + self.config.links_debounce
 
     def _merge(self, raw: bytes, now: float, source: _Link | None) -> None:
-        if raw in self._held_raw:
+        key = self._held_raw.get(raw)
+        if key is not None:
             self.stats["records.duplicate"] += 1
+            if source is not None:
+                # The sender has it: a copy still queued for it need not go.
+                queue = source.links_out if key[1] is RecordKind.LINKS else source.cards_out
+                if queue.get(key) == raw:
+                    del queue[key]
+                    self.stats["records.flood_suppressed"] += 1
             return
         try:
             env = self._codec.open(raw)
@@ -716,7 +734,7 @@ class Engine:
             return
         self.stats["records.accepted"] += 1
         self._store(record, now)
-        self._flood(record, source)
+        self._flood(record, source, now)
 
     def _check_own_copy(self, env: Envelope, raw: bytes, now: float) -> None:
         # A genuine own record newer than ours means this peer's state was lost
@@ -738,10 +756,10 @@ class Engine:
         key = (pid, record.kind)
         old = self._records.get(key)
         if old is not None:
-            self._held_raw.discard(old.raw)
+            self._held_raw.pop(old.raw, None)
             self._summary ^= _entry_hash(pid, record.kind, old.counter)
         self._records[key] = record
-        self._held_raw.add(record.raw)
+        self._held_raw[record.raw] = key
         self._summary ^= _entry_hash(pid, record.kind, record.counter)
         self._keys[pid] = record.public_key
         if pid != self.peer_id:
@@ -758,23 +776,36 @@ class Engine:
         record = self._records.pop((pid, kind), None)
         if record is None:
             return
-        self._held_raw.discard(record.raw)
+        self._held_raw.pop(record.raw, None)
         self._summary ^= _entry_hash(pid, kind, record.counter)
         self._dirty[(pid, kind)] = None
         self.graph_version += 1
         if kind is RecordKind.LINKS:
             self._mark_removal(now)
 
-    def _flood(self, record: Record, source: _Link | None) -> None:
+    def _flood(self, record: Record, source: _Link | None, now: float) -> None:
         key = (record.peer_id, record.kind)
         for state in self._links.values():
             if state is source or not state.established:
+                if state is source:
+                    # The sender holds this version, so an older one queued for it is moot.
+                    (state.links_out if record.kind is RecordKind.LINKS else state.cards_out).pop(key, None)
                 continue
             if state.remote_key is not None and state.remote_key == record.public_key:
                 # The origin has this record or a newer one; never echo back to it.
                 continue
-            queue = state.links_out if record.kind is RecordKind.LINKS else state.cards_out
-            queue[key] = record.raw
+            self._queue_record(state, key, record.raw, now)
+
+    def _send_control(self, state: _Link, message: bytes) -> None:
+        state.control.append(message)
+        self._pending.add(state)
+
+    def _queue_record(self, state: _Link, key: tuple[bytes, RecordKind], raw: bytes, now: float) -> None:
+        if not (state.links_out or state.cards_out):
+            state.records_due = now + self.config.flood_delay
+        queue = state.links_out if key[1] is RecordKind.LINKS else state.cards_out
+        queue[key] = raw
+        self._pending.add(state)
 
     def _sweep(self, now: float) -> None:
         for (pid, kind), record in list(self._records.items()):
@@ -826,8 +857,9 @@ class Engine:
             lo = _ID_LOW if i == 0 else chunk[0][:8]
             hi = _ID_HIGH if i == len(chunks) - 1 else _prev_id(chunks[i + 1][0][:8])
             state.digests.append(encode_message(MessageType.DIGEST, lo, hi, b"".join(chunk)))
+        self._pending.add(state)
 
-    def _on_digest(self, state: _Link, fields: tuple[Any, ...]) -> None:
+    def _on_digest(self, state: _Link, fields: tuple[Any, ...], now: float) -> None:
         lo, hi, packed = fields
         if not (isinstance(lo, bytes) and isinstance(hi, bytes) and isinstance(packed, bytes)):
             raise WireError("DIGEST is lo(8), hi(8), entries")
@@ -844,8 +876,7 @@ class Engine:
             if state.remote_key is not None and record.public_key == state.remote_key:
                 continue
             if theirs.get((pid, int(kind)), -1) < record.counter:
-                queue = state.links_out if kind is RecordKind.LINKS else state.cards_out
-                queue[(pid, kind)] = record.raw
+                self._queue_record(state, (pid, kind), record.raw, now)
                 self.stats["sync.records_offered"] += 1
 
     # ------------------------------------------------------------------ framing
@@ -884,7 +915,7 @@ class Engine:
             state.refilled_at = now
         while state.has_output():
             if not state.fragments_out:
-                message = self._next_message(state)
+                message = self._next_message(state, now)
                 if message is None:
                     break
                 state.fragments_out.extend(frames_for(message, spec.mtu, state.next_msg_id))
@@ -902,15 +933,18 @@ class Engine:
             self.stats["frames.sent"] += 1
             self.stats["bytes.sent"] += len(frame)
 
-    def _next_message(self, state: _Link) -> bytes | None:
+    def _next_message(self, state: _Link, now: float) -> bytes | None:
         if state.control:
             return state.control.popleft()
-        if state.links_out:
+        due = now >= state.records_due
+        if state.links_out and due:
             return self._records_message(state, state.links_out)
         if state.digests:
             return state.digests.popleft()
-        if state.cards_out:
+        if state.cards_out and due:
             return self._records_message(state, state.cards_out)
+        if state.links_out or state.cards_out:
+            state.wake_at = state.records_due
         return None
 
     def _records_message(self, state: _Link, queue: dict[tuple[bytes, RecordKind], bytes]) -> bytes:

@@ -146,10 +146,16 @@ class PresenceGraph:
         return GraphDiff(
             joined=tuple(new[k] for k in sorted(new.keys() - old.keys())),
             left=tuple(old[k] for k in sorted(old.keys() - new.keys())),
-            changed=tuple(new[k] for k in sorted(new.keys() & old.keys()) if new[k] != old[k]),
+            changed=self._local_change(previous)
+            + tuple(new[k] for k in sorted(new.keys() & old.keys()) if new[k] != old[k]),
             connections_added=tuple(new_conns[k] for k in sorted(new_conns.keys() - old_conns.keys())),
             connections_removed=tuple(old_conns[k] for k in sorted(old_conns.keys() - new_conns.keys())),
         )
+
+    def _local_change(self, previous: PresenceGraph | None) -> tuple[Peer, ...]:
+        if previous is None or previous.local_peer == self.local_peer:
+            return ()
+        return (self.local_peer,)
 
     def to_json(self) -> dict[str, Any]:
         """``{"local_peer": {...}, "remote_peers": [...]}`` with the API's field names."""
@@ -165,9 +171,10 @@ class PresenceGraph:
         """Graphviz DOT text: one node per peer (labelled with its name), one edge per connection."""
         lines = ["graph presence {", "  node [shape=box];"]
         for p in self.peers():
-            label = f"{p.device_name or '?'}\\n{p.peer_key_string[:10]}…"
+            # "\\n" is DOT's line break inside a label, so only the name is escaped.
+            label = f"{_dot_escape(p.device_name or '?')}\\n{p.peer_key_string[:10]}…"
             style = ", style=bold" if p.hops == 0 else ""
-            lines.append(f'  "{p.peer_key_string}" [label="{_dot_escape(label)}"{style}];')
+            lines.append(f'  "{p.peer_key_string}" [label="{label}"{style}];')
         for c in self.connections():
             dist = (
                 f" ~{c.approximate_distance_in_meters:g} m"
@@ -183,7 +190,7 @@ class PresenceGraph:
 
 
 def _dot_escape(text: str) -> str:
-    return text.replace('"', '\\"')
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def sorted_peers(peers: Iterable[Peer]) -> tuple[Peer, ...]:

@@ -163,7 +163,10 @@ def check_metadata_value(value: JsonValue, depth: int = 0) -> None:
     """Raise :class:`MetadataError` unless ``value`` is plain JSON data."""
     if depth > MAX_METADATA_DEPTH:
         raise MetadataError(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _check_utf8(value)
         return
     if isinstance(value, int):
         if not -(2**63) <= value < 2**64:
@@ -177,6 +180,7 @@ def check_metadata_value(value: JsonValue, depth: int = 0) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise MetadataError(f"metadata keys must be strings, got {type(key).__name__}")
+            _check_utf8(key)
             check_metadata_value(item, depth + 1)
         return
     if isinstance(value, list | tuple):
@@ -186,9 +190,19 @@ def check_metadata_value(value: JsonValue, depth: int = 0) -> None:
     raise MetadataError(f"metadata values must be JSON data, got {type(value).__name__}")
 
 
+def _check_utf8(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MetadataError("metadata text must be valid Unicode (found a lone surrogate)") from None
+
+
 def parse_metadata_json(text: str) -> Metadata:
     """Validate user JSON text: an object, at most 4096 bytes. Returns a frozen mapping."""
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise MetadataError("metadata JSON must be valid Unicode (found a lone surrogate)") from None
     if size > MAX_METADATA_JSON_BYTES:
         raise MetadataTooLargeError("metadata JSON", size, MAX_METADATA_JSON_BYTES)
     try:
@@ -242,7 +256,7 @@ def links_payload(public_key: bytes, counter: int, expiry: int, links: Links) ->
     entries = [
         e.peer_id
         + bytes([CONNECTION_TYPE_CODES[e.connection_type]])
-        + (b"" if e.distance_dm is None else min(e.distance_dm, MAX_DISTANCE_DM).to_bytes(2, "big"))
+        + (b"" if e.distance_dm is None else max(0, min(e.distance_dm, MAX_DISTANCE_DM)).to_bytes(2, "big"))
         for e in links.entries
     ]
     return cbor2.dumps([int(RecordKind.LINKS), public_key, counter, expiry, entries], canonical=True)
@@ -279,8 +293,9 @@ def sign_record(
     body: Card | Links,
 ) -> Record:
     """Sign a card or links record. The caller owns counter allocation."""
-    if not 0 <= counter <= MAX_COUNTER:
-        raise ValueError(f"counter {counter} outside 0..{MAX_COUNTER}")
+    for name, value in (("counter", counter), ("expiry", expiry)):
+        if not 0 <= value <= MAX_COUNTER:
+            raise ValueError(f"{name} {value} outside 0..{MAX_COUNTER}")
     if isinstance(body, Card):
         kind, payload = RecordKind.CARD, card_payload(public_key, counter, expiry, body)
     else:
@@ -290,6 +305,11 @@ def sign_record(
     raw = cose.sign(private_key, payload)
     if len(raw) > MAX_RECORD_BYTES:
         raise RecordError("oversized", f"signed record would be {len(raw)} bytes")
+    try:
+        # Never publish what a receiver would reject (over-long names, bad ids, ...).
+        body = _body(open_record(raw))
+    except RecordError as exc:
+        raise ValueError(f"refusing to sign an invalid record: {exc}") from None
     return Record(kind, public_key, counter, expiry, body, raw)
 
 
@@ -326,7 +346,11 @@ def open_record(raw: bytes) -> Envelope:
     for name, value in (("counter", counter), ("expiry", expiry)):
         if type(value) is not int or not 0 <= value <= MAX_COUNTER:
             raise RecordError("malformed", f"{name} must be a uint32")
-    if cbor2.dumps(list(fields), canonical=True) != payload:
+    try:
+        canonical = cbor2.dumps(list(fields), canonical=True)
+    except Exception as exc:  # e.g. cyclic structures built with value-sharing tags
+        raise RecordError("malformed", f"payload cannot be re-encoded: {exc}") from None
+    if canonical != payload:
         raise RecordError("malformed", "payload is not deterministic CBOR")
     return Envelope(RecordKind(kind_code), public_key, counter, expiry, tuple(fields[4:]), payload, signature)
 
@@ -371,7 +395,26 @@ def _body(env: Envelope) -> Card | Links:
     return Links(tuple(entries))
 
 
+#: Encodings of the eight small-order Ed25519 points: a "signature" by such a key
+#: can verify for any message, so no peer may use one (libsodium refuses them too).
+SMALL_ORDER_KEYS: Final = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    )
+)
+
+
 def load_public_key(public_key: bytes) -> Ed25519PublicKey:
+    if public_key in SMALL_ORDER_KEYS:
+        raise RecordError("malformed", "small-order Ed25519 public key")
     try:
         return Ed25519PublicKey.from_public_bytes(public_key)
     except ValueError:
