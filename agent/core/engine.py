@@ -373,19 +373,24 @@ class Engine:
         self._accept_own(self._own_card, now)
 
     def handle_timer(self, now: float) -> None:
-        """Do whatever is due at ``now``: keepalives, timeouts, re-signing, expiry."""
+        """Do whatever is due at ``now``: keepalives, timeouts, re-signing, expiry.
+
+        Deadlines are compared as ``start + interval <= now``, exactly as
+        :meth:`next_timer` computes them, so a wake-up at a deadline always
+        clears it (``now - start >= interval`` can differ by one rounding).
+        """
         for state in list(self._links.values()):
             if state.state == "closing":
                 continue
-            if now - state.last_rx >= state.dead:
+            if state.last_rx + state.dead <= now:
                 self.stats["links.dead"] += 1
                 self._close(state, "no frames within the dead interval", None, now)
                 continue
-            if not state.established and now - state.opened_at >= self.config.handshake_timeout:
+            if not state.established and state.opened_at + self.config.handshake_timeout <= now:
                 self.stats["links.handshake_timeout"] += 1
                 self._close(state, "handshake did not complete", None, now)
                 continue
-            if state.established and now - state.last_tx >= state.keepalive and not state.has_output():
+            if state.established and state.last_tx + state.keepalive <= now and not state.has_output():
                 self._send_control(state, self._summary_message())
         if self._resign_links_at is not None and now >= self._resign_links_at:
             self._resign_links_at = None
@@ -825,7 +830,8 @@ class Engine:
     # ------------------------------------------------------------------ sync
 
     def _summary_message(self) -> bytes:
-        return encode_message(MessageType.SUMMARY, self.summary, len(self._records))
+        # Fixed size whatever is held: quiet meshes cost the same per link at any N.
+        return encode_message(MessageType.SUMMARY, self.summary)
 
     def _on_summary(self, state: _Link, fields: tuple[Any, ...], now: float) -> None:
         remote_summary = fields[0]
@@ -923,8 +929,10 @@ class Engine:
             frame = state.fragments_out[0]
             if spec.bytes_per_second is not None:
                 cost = len(frame) + spec.frame_overhead_bytes
-                if state.tokens < cost:
-                    state.wake_at = now + (cost - state.tokens) / spec.bytes_per_second
+                # A hundredth of a byte of slack absorbs float rounding, so a wake-up
+                # at the computed refill time always sends.
+                if state.tokens < cost - 0.01:
+                    state.wake_at = now + max(0.001, (cost - state.tokens) / spec.bytes_per_second)
                     break
                 state.tokens -= cost
             state.fragments_out.popleft()
@@ -1026,7 +1034,7 @@ class Engine:
             if pid not in hops and pid not in self._gone:
                 self._gone[pid] = (now, last_hops)
         for pid, (since, _) in list(self._gone.items()):
-            if pid in hops or now - since >= self.config.departure_grace:
+            if pid in hops or since + self.config.departure_grace <= now:
                 del self._gone[pid]
         if hops != before or len(self._gone) != gone_before:
             self.graph_version += 1

@@ -17,7 +17,7 @@ type       fields                                              when
 3 ACCEPT   --                                                  handler allowed
 4 DENY     retry_after_s                                       handler denied
 5 RECORDS  record, record, ...                                 flooding / sync
-6 SUMMARY  summary(8), record_count                            keepalive
+6 SUMMARY  summary(8)                                          keepalive
 7 DIGEST   lo_peer_id(8), hi_peer_id(8), entries               sync on mismatch
 =========  ==================================================  ===============
 

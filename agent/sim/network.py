@@ -125,6 +125,7 @@ class SimPeer:
     alive: bool = True
     timer_at: float | None = None
     published_version: int = -1
+    immediate_wakeups: int = 0
     last_graph: PresenceGraph | None = None
 
     @property
@@ -139,6 +140,8 @@ class _Wire:
     b: SimPeer
     model: LinkModel
     up: bool = True
+    #: Closed on purpose (not cut): frames already in flight still arrive, as with TCP.
+    closed_gracefully: bool = False
     busy_until: dict[int, float] = field(default_factory=dict)
     bytes_sent: dict[int, int] = field(default_factory=dict)
 
@@ -168,6 +171,8 @@ class Simulation:
         self._wire_ids = itertools.count(1)
         self.frames_delivered = 0
         self.frames_lost = 0
+        #: The largest frame any engine handed to a wire (must stay within the wire's MTU).
+        self.max_frame = 0
 
     # ------------------------------------------------------------------ building
 
@@ -281,7 +286,7 @@ class Simulation:
         if kind == "deliver":
             wire, sender, frame = args
             receiver = wire.other(sender)
-            if wire.up and receiver.alive:
+            if (wire.up or wire.closed_gracefully) and receiver.alive:
                 self.frames_delivered += 1
                 receiver.engine.receive(wire.id, frame, self.now)
                 self.pump(receiver)
@@ -329,6 +334,13 @@ class Simulation:
             self._transmit(wire, peer, frame)
         timer = engine.next_timer()
         if timer is not None:
+            if timer <= self.now:
+                # An engine that keeps asking to be woken "now" without progress is a bug.
+                peer.immediate_wakeups += 1
+                if peer.immediate_wakeups > 10_000:
+                    raise RuntimeError(f"{peer.name}'s engine busy-loops at t={self.now}")
+            else:
+                peer.immediate_wakeups = 0
             timer = max(timer, self.now)
             if peer.timer_at is None or timer < peer.timer_at:
                 peer.timer_at = timer
@@ -343,6 +355,7 @@ class Simulation:
     def _transmit(self, wire: _Wire, sender: SimPeer, frame: bytes) -> None:
         model = wire.model
         direction = 0 if sender is wire.a else 1
+        self.max_frame = max(self.max_frame, len(frame))
         wire.bytes_sent[direction] = wire.bytes_sent.get(direction, 0) + len(frame)
         start = max(self.now, wire.busy_until.get(direction, 0.0))
         airtime = (len(frame) + model.frame_overhead_bytes) * model.airtime_per_byte
@@ -354,13 +367,15 @@ class Simulation:
 
     def _close_from(self, peer: SimPeer, event: CloseLink) -> None:
         wire = self._wires.get(event.link)  # type: ignore[call-overload]
-        if wire is None or not wire.up:
+        if wire is None:
             return
-        wire.up = False
         other = wire.other(peer)
-        # The closing side is done with the link; the far side notices one latency later.
-        peer.engine.link_down(wire.id, self.now)
-        self._push(self.now + wire.model.latency, "down", other, wire.id)
+        if wire.up:
+            wire.up = False
+            wire.closed_gracefully = True
+            # The closing side is done with the link; the far side notices one latency later.
+            peer.engine.link_down(wire.id, self.now)
+            self._push(self.now + wire.model.latency, "down", other, wire.id)
         if event.retry_at is not None:
             self._push(event.retry_at, "dial", peer, other, wire.model)
 
