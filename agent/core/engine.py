@@ -58,6 +58,8 @@ from agent.core.limits import (
     SIGNATURE_BYTES,
 )
 from agent.core.records import (
+    CONNECTION_TYPE_BY_CODE,
+    CONNECTION_TYPE_CODES,
     Card,
     ConnectionType,
     Envelope,
@@ -160,6 +162,8 @@ class EngineConfig:
     keepalive_interval: float = 1.0
     dead_interval: float = 3.0
     departure_grace: float = 0.5
+    #: Removals within this window share one reachability evaluation.
+    reachability_settle: float = 0.02
     links_debounce: float = 0.05
     #: Records wait this long before going out, so a burst shares frames and a copy
     #: that a neighbour meanwhile sends us is cancelled instead of sent back.
@@ -272,8 +276,10 @@ class Engine:
         self._visible: dict[bytes, int] = {}
         # Peers that stopped being reachable: (since when, last hop count).
         self._gone: dict[bytes, tuple[float, int]] = {}
+        # Remote peers' claimed connections: peer id -> {(neighbour id, type code): distance}.
+        self._claims: dict[bytes, dict[tuple[bytes, int], int | None]] = {}
         self._reach_stale = True
-        self._reach_dirty = False
+        self._reach_due: float | None = None
         self.graph_version = 0
 
         self._resign_links_at: float | None = None
@@ -282,7 +288,7 @@ class Engine:
         self._own_card = self._sign(card, now)
         self._own_links = self._sign(Links(()), now)
         self._accept_own(self._own_card, now)
-        self._accept_own(self._own_links, now)
+        # The (empty) links record is published only once this peer has a link.
         for raw in held_records:
             self._merge(raw, now, source=None)
 
@@ -404,7 +410,8 @@ class Engine:
         if now >= self._next_sweep:
             self._next_sweep = now + self.config.sweep_interval
             self._sweep(now)
-        if self._reach_dirty or (self._gone and self._grace_deadline() <= now):
+        due = self._reach_due is not None and self._reach_due <= now
+        if due or (self._gone and self._grace_deadline() <= now):
             self._evaluate_reachability(now)
 
     # ------------------------------------------------------------------ outputs
@@ -443,15 +450,16 @@ class Engine:
             if state.state == "closing":
                 continue
             times.append(state.last_rx + state.dead)
-            if state.established:
-                times.append(state.last_tx + state.keepalive)
-            else:
+            if not state.established:
                 times.append(state.opened_at + self.config.handshake_timeout)
+            elif not state.has_output():
+                # With output queued, its own wake-up (wake_at) comes first and resets last_tx.
+                times.append(state.last_tx + state.keepalive)
         if self._resign_links_at is not None:
             times.append(self._resign_links_at)
         times.append(min(self._own_card.expiry, self._own_links.expiry) - self.config.refresh_before_expiry)
-        if self._reach_dirty:
-            times.append(self._now_hint)
+        if self._reach_due is not None:
+            times.append(self._reach_due)
         if self._gone:
             times.append(self._grace_deadline())
         return min(times)
@@ -500,25 +508,24 @@ class Engine:
             if s.established and s.remote_key is not None
         ]
 
+    def peer_count(self, now: float) -> int:
+        """How many peers (the local one included) :meth:`graph` would show; cheap to poll."""
+        return len(self._shown(now))
+
     def retry_at(self, remote_key: bytes) -> float | None:
         """Earliest time to redial a peer that denied us (``None``: no restriction)."""
         return self._backoff_until.get(remote_key)
 
     def graph(self, now: float) -> PresenceGraph:
         """The presence graph as this peer sees it at ``now``."""
-        adjacency = self._evaluate_reachability(now)
-        shown = dict(self._visible)
-        for pid, (_, hops) in self._gone.items():
-            if pid in self._keys:
-                shown.setdefault(pid, hops)
+        shown = self._shown(now)
         keys = {pid: peer_key_string(self._keys[pid]) for pid in shown}
         conns: dict[bytes, list[Connection]] = {pid: [] for pid in shown}
-        for (a, b, ctype), dist in adjacency.items():
-            if a < b and a in shown and b in shown:
-                metres = None if dist is None else dist / 10.0
-                conn = Connection.between(keys[a], keys[b], ctype, metres)
-                conns[a].append(conn)
-                conns[b].append(conn)
+        for (a, b, code), dist in self._edges(shown).items():
+            metres = None if dist is None else dist / 10.0
+            conn = Connection.between(keys[a], keys[b], CONNECTION_TYPE_BY_CODE[code], metres)
+            conns[a].append(conn)
+            conns[b].append(conn)
         peers = []
         local: Peer | None = None
         for pid, hops in shown.items():
@@ -770,9 +777,15 @@ class Engine:
         if pid != self.peer_id:
             self._dirty[key] = record
         self.graph_version += 1
-        if record.kind is RecordKind.LINKS:
-            removed = old is not None and not _entries_subset(old, record)
-            if removed:
+        if record.kind is RecordKind.LINKS and pid != self.peer_id:
+            assert isinstance(record.body, Links)
+            claims = {
+                (e.peer_id, CONNECTION_TYPE_CODES[e.connection_type]): e.distance_dm
+                for e in record.body.entries
+            }
+            previous = self._claims.get(pid, {})
+            self._claims[pid] = claims
+            if any(k not in claims for k in previous):
                 self._mark_removal(now)
             else:
                 self._reach_stale = True
@@ -786,6 +799,7 @@ class Engine:
         self._dirty[(pid, kind)] = None
         self.graph_version += 1
         if kind is RecordKind.LINKS:
+            self._claims.pop(pid, None)
             self._mark_removal(now)
 
     def _flood(self, record: Record, source: _Link | None, now: float) -> None:
@@ -976,11 +990,11 @@ class Engine:
 
     def _mark_removal(self, now: float) -> None:
         # Peers reachable until now keep their grace period: bring "visible" up to
-        # date before the removal takes effect, then re-evaluate after it.
+        # date before the removal takes effect, then re-evaluate once it settles.
         if self._reach_stale:
             self._evaluate_reachability(now)
-        self._reach_dirty = True
-        self._now_hint = now
+        if self._reach_due is None:
+            self._reach_due = now + self.config.reachability_settle
 
     def _on_topology_change(self, now: float, removal: bool) -> None:
         if removal:
@@ -993,40 +1007,59 @@ class Engine:
     def _grace_deadline(self) -> float:
         return min(since for since, _ in self._gone.values()) + self.config.departure_grace
 
-    def _adjacency(self) -> dict[tuple[bytes, bytes, ConnectionType], int | None]:
-        claims: dict[tuple[bytes, bytes, ConnectionType], int | None] = {}
-        for (pid, kind), record in self._records.items():
-            if kind is RecordKind.LINKS and pid != self.peer_id:
-                assert isinstance(record.body, Links)
-                for e in record.body.entries:
-                    if e.peer_id != self.peer_id:
-                        claims[(pid, e.peer_id, e.connection_type)] = e.distance_dm
-        edges: dict[tuple[bytes, bytes, ConnectionType], int | None] = {}
-        for (a, b, ctype), dist in claims.items():
-            if (b, a, ctype) in claims:
-                other = claims[(b, a, ctype)]
-                edges[(a, b, ctype)] = _mean(dist, other)
+    def _local_edges(self) -> dict[tuple[bytes, int], int | None]:
+        edges: dict[tuple[bytes, int], int | None] = {}
         for state in self._links.values():
             if state.established and state.remote_key is not None:
-                b = peer_id(state.remote_key)
-                edges[(self.peer_id, b, state.spec.connection_type)] = state.spec.distance_dm
-                edges[(b, self.peer_id, state.spec.connection_type)] = state.spec.distance_dm
+                code = CONNECTION_TYPE_CODES[state.spec.connection_type]
+                edges[(peer_id(state.remote_key), code)] = state.spec.distance_dm
         return edges
 
-    def _evaluate_reachability(self, now: float) -> dict[tuple[bytes, bytes, ConnectionType], int | None]:
-        edges = self._adjacency()
-        neighbours: dict[bytes, list[bytes]] = collections.defaultdict(list)
-        for a, b, _ in edges:
-            neighbours[a].append(b)
+    def _shown(self, now: float) -> dict[bytes, int]:
+        """Peers in the graph now with their hop counts: reachable ones and those in grace."""
+        self._evaluate_reachability(now)
+        shown = dict(self._visible)
+        for pid, (_, hops) in self._gone.items():
+            if pid in self._keys:
+                shown.setdefault(pid, hops)
+        return shown
+
+    def _edges(self, shown: Mapping[bytes, int]) -> dict[tuple[bytes, bytes, int], int | None]:
+        """Connections among ``shown`` peers as (low id, high id, type code) -> distance.
+
+        The local peer's own links count as they are; a connection between two
+        remote peers counts only when both list it (a departed peer's stale
+        record cannot keep it in the graph).
+        """
+        edges: dict[tuple[bytes, bytes, int], int | None] = {}
+        for (nid, code), dist in self._local_edges().items():
+            if nid in shown:
+                low, high = sorted((self.peer_id, nid))
+                edges[(low, high, code)] = dist
+        for pid in shown:
+            for (nid, code), dist in self._claims.get(pid, {}).items():
+                if pid < nid and nid in shown and nid != self.peer_id:
+                    back = self._claims.get(nid, {})
+                    if (pid, code) in back:
+                        edges[(pid, nid, code)] = _mean(dist, back[(pid, code)])
+        return edges
+
+    def _evaluate_reachability(self, now: float) -> None:
+        keys = self._keys
+        claims = self._claims
         hops = {self.peer_id: 0}
-        frontier = [self.peer_id]
+        frontier = [nid for nid, _ in self._local_edges() if nid in keys]
+        depth = 1
+        for nid in frontier:
+            hops[nid] = 1
         while frontier:
+            depth += 1
             nxt = []
             for pid in frontier:
-                for other in neighbours.get(pid, ()):
-                    if other not in hops and other in self._keys:
-                        hops[other] = hops[pid] + 1
-                        nxt.append(other)
+                for nid, code in claims.get(pid, ()):
+                    if nid not in hops and nid in keys and (pid, code) in claims.get(nid, ()):
+                        hops[nid] = depth
+                        nxt.append(nid)
             frontier = nxt
         before = self._visible
         gone_before = len(self._gone)
@@ -1040,19 +1073,9 @@ class Engine:
             self.graph_version += 1
         self._visible = hops
         self._reach_stale = False
-        self._reach_dirty = False
-        return edges
+        self._reach_due = None
 
     # ------------------------------------------------------------------ helpers
-
-    #: The time of the last removal, so next_timer can ask to be woken at once.
-    _now_hint: float = 0.0
-
-
-def _entries_subset(old: Record, new: Record) -> bool:
-    assert isinstance(old.body, Links) and isinstance(new.body, Links)
-    fresh = {(e.peer_id, e.connection_type) for e in new.body.entries}
-    return all((e.peer_id, e.connection_type) in fresh for e in old.body.entries)
 
 
 def _mean(a: int | None, b: int | None) -> int | None:

@@ -88,7 +88,9 @@ CONNECTION_TYPE_CODES: Final[Mapping[ConnectionType, int]] = MappingProxyType(
         ConnectionType.RADIO: 5,
     }
 )
-_TYPE_BY_CODE: Final = {code: kind for kind, code in CONNECTION_TYPE_CODES.items()}
+CONNECTION_TYPE_BY_CODE: Final[Mapping[int, ConnectionType]] = MappingProxyType(
+    {code: kind for kind, code in CONNECTION_TYPE_CODES.items()}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,10 +390,10 @@ def _body(env: Envelope) -> Card | Links:
         if not isinstance(item, bytes) or len(item) not in (PEER_ID_BYTES + 1, PEER_ID_BYTES + 3):
             raise RecordError("malformed", "a connection is peer_id(8) + type(1) + ?distance(2)")
         code = item[PEER_ID_BYTES]
-        if code not in _TYPE_BY_CODE:
+        if code not in CONNECTION_TYPE_BY_CODE:
             raise RecordError("malformed", f"unknown connection type code {code}")
         distance = int.from_bytes(item[PEER_ID_BYTES + 1 :], "big") if len(item) > 9 else None
-        entries.append(LinkEntry(item[:PEER_ID_BYTES], _TYPE_BY_CODE[code], distance))
+        entries.append(LinkEntry(item[:PEER_ID_BYTES], CONNECTION_TYPE_BY_CODE[code], distance))
     return Links(tuple(entries))
 
 

@@ -18,7 +18,7 @@ from agent.sim.topology import TOPOLOGY_NAMES, build
 
 
 def _all_see_all(sim: Simulation, expected: int) -> bool:
-    return all(len(p.engine.graph(sim.now).remote_peers) == expected - 1 for p in sim.peers if p.alive)
+    return all(p.engine.peer_count(sim.now) == expected for p in sim.peers if p.alive)
 
 
 def _progress(message: str) -> None:
@@ -67,7 +67,7 @@ def run(peers: int, topology: str, seed: int, link: str) -> dict[str, Any]:
     sim.kill(victim)
     t0 = sim.now
     sim.run_until_true(
-        lambda: all(p.engine.graph(sim.now).peer(victim.peer_key_string) is None for p in nodes if p.alive),
+        lambda: all(p.engine.peer_count(sim.now) == peers - 1 for p in nodes if p.alive),
         timeout=36000,
         check_every=step,
     )
