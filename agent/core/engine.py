@@ -27,11 +27,11 @@ Protocol in short (message formats in :mod:`agent.core.wire`):
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Final, Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -89,6 +89,8 @@ log = logging.getLogger("agent.core.engine")
 
 _ID_LOW: Final = b"\x00" * 8
 _ID_HIGH: Final = b"\xff" * 8
+_NO_PEERS: Final[frozenset[bytes]] = frozenset()
+_NO_CLAIMS: Final[Mapping[tuple[bytes, int], int | None]] = MappingProxyType({})
 
 
 class CounterSource(Protocol):
@@ -228,11 +230,6 @@ class _Link:
         return bool(self.fragments_out or self.control or self.links_out or self.digests or self.cards_out)
 
 
-def _entry_hash(pid: bytes, kind: int, counter: int) -> int:
-    digest = hashlib.blake2b(pid + bytes([kind]) + counter.to_bytes(4, "big"), digest_size=8)
-    return int.from_bytes(digest.digest(), "big")
-
-
 class Engine:
     """One peer's presence protocol state. See the module docstring."""
 
@@ -277,7 +274,8 @@ class Engine:
         # Peers that stopped being reachable: (since when, last hop count).
         self._gone: dict[bytes, tuple[float, int]] = {}
         # Remote peers' claimed connections: peer id -> {(neighbour id, type code): distance}.
-        self._claims: dict[bytes, dict[tuple[bytes, int], int | None]] = {}
+        self._claims: dict[bytes, Mapping[tuple[bytes, int], int | None]] = {}
+        self._claim_peers: dict[bytes, frozenset[bytes]] = {}
         self._reach_stale = True
         self._reach_due: float | None = None
         self.graph_version = 0
@@ -424,6 +422,13 @@ class Engine:
         """Frames to send now, each within its link's MTU and send budget."""
         out: list[tuple[LinkId, bytes]] = []
         for state in list(self._pending):
+            if (
+                now < state.records_due
+                and not (state.control or state.fragments_out or state.digests)
+                and state.state != "closing"
+            ):
+                state.wake_at = state.records_due  # only records queued, not yet due
+                continue
             state.wake_at = None
             if state.has_output():
                 self._drain(state, now, out)
@@ -442,27 +447,33 @@ class Engine:
         return out
 
     def next_timer(self) -> float | None:
-        """When the engine next wants :meth:`handle_timer` (engine time), or ``None``."""
-        times: list[float] = [self._next_sweep]
+        """When the engine next wants :meth:`handle_timer` (engine time), or ``None``.
+
+        A time at or before the current one means "now".
+        """
+        handshake_timeout = self.config.handshake_timeout
+        soonest = self._next_sweep
         for state in self._links.values():
-            if state.wake_at is not None:
-                times.append(state.wake_at)
+            if state.wake_at is not None and state.wake_at < soonest:
+                soonest = state.wake_at
             if state.state == "closing":
                 continue
-            times.append(state.last_rx + state.dead)
+            deadline = state.last_rx + state.dead
             if not state.established:
-                times.append(state.opened_at + self.config.handshake_timeout)
+                deadline = min(deadline, state.opened_at + handshake_timeout)
             elif not state.has_output():
                 # With output queued, its own wake-up (wake_at) comes first and resets last_tx.
-                times.append(state.last_tx + state.keepalive)
-        if self._resign_links_at is not None:
-            times.append(self._resign_links_at)
-        times.append(min(self._own_card.expiry, self._own_links.expiry) - self.config.refresh_before_expiry)
-        if self._reach_due is not None:
-            times.append(self._reach_due)
+                deadline = min(deadline, state.last_tx + state.keepalive)
+            if deadline < soonest:
+                soonest = deadline
+        for extra in (self._resign_links_at, self._reach_due):
+            if extra is not None and extra < soonest:
+                soonest = extra
+        refresh = min(self._own_card.expiry, self._own_links.expiry) - self.config.refresh_before_expiry
+        soonest = min(soonest, refresh)
         if self._gone:
-            times.append(self._grace_deadline())
-        return min(times)
+            soonest = min(soonest, self._grace_deadline())
+        return soonest
 
     def take_dirty_records(self) -> tuple[list[bytes], list[tuple[bytes, int]]]:
         """Records to persist and (public key, kind) pairs to forget, since the last call."""
@@ -769,22 +780,20 @@ class Engine:
         old = self._records.get(key)
         if old is not None:
             self._held_raw.pop(old.raw, None)
-            self._summary ^= _entry_hash(pid, record.kind, old.counter)
+            self._summary ^= old.summary_hash
         self._records[key] = record
         self._held_raw[record.raw] = key
-        self._summary ^= _entry_hash(pid, record.kind, record.counter)
+        self._summary ^= record.summary_hash
         self._keys[pid] = record.public_key
         if pid != self.peer_id:
             self._dirty[key] = record
         self.graph_version += 1
         if record.kind is RecordKind.LINKS and pid != self.peer_id:
             assert isinstance(record.body, Links)
-            claims = {
-                (e.peer_id, CONNECTION_TYPE_CODES[e.connection_type]): e.distance_dm
-                for e in record.body.entries
-            }
-            previous = self._claims.get(pid, {})
+            claims = record.body.claims
+            previous = self._claims.get(pid, _NO_CLAIMS)
             self._claims[pid] = claims
+            self._claim_peers[pid] = record.body.neighbour_ids
             if any(k not in claims for k in previous):
                 self._mark_removal(now)
             else:
@@ -795,25 +804,45 @@ class Engine:
         if record is None:
             return
         self._held_raw.pop(record.raw, None)
-        self._summary ^= _entry_hash(pid, kind, record.counter)
+        self._summary ^= record.summary_hash
         self._dirty[(pid, kind)] = None
         self.graph_version += 1
         if kind is RecordKind.LINKS:
             self._claims.pop(pid, None)
+            self._claim_peers.pop(pid, None)
             self._mark_removal(now)
 
     def _flood(self, record: Record, source: _Link | None, now: float) -> None:
         key = (record.peer_id, record.kind)
+        is_links = record.kind is RecordKind.LINKS
+        # Neighbour-coverage pruning. The origin sends its record to all its
+        # neighbours, and a sender forwards to all of its neighbours that it does
+        # not prune by this same rule (which bottoms out at the origin): so a
+        # neighbour of the origin or of the sender gets the record from them and
+        # need not get it from us. Only claims we hold are used; a stale claim
+        # costs a digest repair, not a loss.
+        origin_peers = self._claim_peers.get(record.peer_id, _NO_PEERS)
+        source_peers = (
+            self._claim_peers.get(source.remote_key[:8], _NO_PEERS)
+            if source is not None and source.remote_key is not None
+            else _NO_PEERS
+        )
+        pruned = 0
         for state in self._links.values():
-            if state is source or not state.established:
-                if state is source:
-                    # The sender holds this version, so an older one queued for it is moot.
-                    (state.links_out if record.kind is RecordKind.LINKS else state.cards_out).pop(key, None)
+            if state is source:
+                # The sender holds this version, so an older one queued for it is moot.
+                (state.links_out if is_links else state.cards_out).pop(key, None)
                 continue
-            if state.remote_key is not None and state.remote_key == record.public_key:
-                # The origin has this record or a newer one; never echo back to it.
+            remote = state.remote_key
+            if remote is None or remote == record.public_key or state.state != "established":
+                continue  # the origin has this record or a newer one: never echo to it
+            remote_id = remote[:8]
+            if remote_id in source_peers or remote_id in origin_peers:
+                pruned += 1
                 continue
             self._queue_record(state, key, record.raw, now)
+        if pruned:
+            self.stats["records.flood_pruned"] += pruned
 
     def _send_control(self, state: _Link, message: bytes) -> None:
         state.control.append(message)

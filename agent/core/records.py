@@ -28,10 +28,11 @@ it read and rejects anything that differs.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
@@ -114,9 +115,20 @@ class LinkEntry:
 
 @dataclass(frozen=True, slots=True)
 class Links:
-    """The often-changing part of a peer: its current connections."""
+    """The often-changing part of a peer: its current connections.
+
+    ``claims`` maps (neighbour peer id, connection type code) to the distance,
+    computed once here because the graph and flooding consult it constantly.
+    """
 
     entries: tuple[LinkEntry, ...]
+    claims: Mapping[tuple[bytes, int], int | None] = field(init=False, repr=False, compare=False)
+    neighbour_ids: frozenset[bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        claims = {(e.peer_id, CONNECTION_TYPE_CODES[e.connection_type]): e.distance_dm for e in self.entries}
+        object.__setattr__(self, "claims", MappingProxyType(claims))
+        object.__setattr__(self, "neighbour_ids", frozenset(e.peer_id for e in self.entries))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,13 @@ class Record:
     expiry: int
     body: Card | Links
     raw: bytes
+    #: This record's contribution to a holder's summary hash (see the engine's SUMMARY).
+    summary_hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        entry = self.public_key[:PEER_ID_BYTES] + bytes([self.kind]) + self.counter.to_bytes(4, "big")
+        digest = hashlib.blake2b(entry, digest_size=8).digest()
+        object.__setattr__(self, "summary_hash", int.from_bytes(digest, "big"))
 
     @property
     def peer_id(self) -> bytes:

@@ -40,7 +40,8 @@ class LinkModel:
     connection_type: ConnectionType = ConnectionType.ACCESS_POINT
     latency: float = 0.005
     loss: float = 0.0
-    mtu: int = 1400
+    #: The default models a LAN TCP link, whose frames the transport caps at 16 KiB.
+    mtu: int = 16384
     bytes_per_second: float | None = None
     frame_overhead_bytes: int = 0
     airtime_per_byte: float = 0.0

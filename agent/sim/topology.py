@@ -69,11 +69,11 @@ def grid(n: int) -> Topology:
     return Topology("grid", n, tuple(edges), positions)
 
 
-def random_geometric(n: int, seed: int = 0, mean_degree: float = 6.0) -> Topology:
+def random_geometric(n: int, seed: int = 0, mean_degree: float = 8.0) -> Topology:
     """Peers uniform in a square; linked when closer than a radius giving ``mean_degree``.
 
-    Retries with new points (same seed stream) until the graph is connected, so
-    the result is reproducible from ``seed``.
+    Retries with new points (same seed stream, radius grown 1 % a try) until the
+    graph is connected, so the result is reproducible from ``seed``.
     """
     rng = random.Random(seed)
     side = 100.0 * math.sqrt(n)
@@ -85,7 +85,7 @@ def random_geometric(n: int, seed: int = 0, mean_degree: float = 6.0) -> Topolog
         try:
             topo.eccentricity(0)
         except ValueError:
-            radius *= 1.05
+            radius *= 1.01
             continue
         return topo
     raise RuntimeError(f"could not build a connected random geometric graph of {n} peers")
