@@ -6,6 +6,7 @@ and the clock are simulated, so nothing here sleeps.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 
@@ -266,8 +267,8 @@ def test_a_denied_peer_stays_out_and_retries_with_growing_backoff() -> None:
     sim.run_for(60.0)
     assert not sees(gate, visitor, sim) and not sees(visitor, gate, sim)
     assert len(asked) >= 4
-    gaps = [b - a for a, b in zip(asked, asked[1:], strict=False)]
-    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False))
+    gaps = [b - a for a, b in itertools.pairwise(asked)]
+    assert all(later > earlier for earlier, later in itertools.pairwise(gaps))
     assert visitor.engine.stats["links.denied_by_remote"] == len(asked)
     gate.presence.set_connection_request_handler(None)
     sim.run_for(120.0)

@@ -278,14 +278,6 @@ def test_decoding_any_message_prefixed_bytes_raises_wire_error_only(
         decode_message(bytes(message[:cut]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "decode_message uses cbor2.loads, which ignores bytes after the first CBOR item, so a "
-        "frame carrying a message plus trailing junk is accepted as that message (signed records "
-        "refuse trailing bytes; messages do not)"
-    ),
-)
 def test_trailing_bytes_after_a_message_are_refused() -> None:
     with pytest.raises(WireError):
         decode_message(encode_message(MessageType.ACCEPT) + b"junk")

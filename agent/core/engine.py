@@ -51,7 +51,9 @@ from agent.core.graph import Connection, Peer, PresenceGraph, sorted_peers
 from agent.core.keys import peer_id, peer_key_string
 from agent.core.limits import (
     HANDSHAKE_CONTEXT,
+    MAX_MESSAGE_BYTES,
     MAX_PARTIAL_MESSAGES_PER_LINK,
+    MAX_RECORD_BYTES,
     MIN_LINK_MTU,
     NONCE_BYTES,
     PROTOCOL_VERSION,
@@ -218,6 +220,7 @@ class _Link:
     partials: dict[int, _Partial] = field(default_factory=dict)
     summary_mismatches: int = 0
     digest_sent_at: float | None = None
+    handshake_deadline: float = 0.0
     close_reason: str = ""
     close_retry_at: float | None = None
     wake_at: float | None = None
@@ -310,6 +313,10 @@ class Engine:
             refilled_at=now,
         )
         state.tokens = self._burst(state)
+        # A slow link gets the time to carry two full-size cards on top of the timeout.
+        state.handshake_deadline = (
+            now + self.config.handshake_timeout + 2 * self._transfer_time(state, MAX_RECORD_BYTES)
+        )
         self._links[link] = state
         self.stats["links.opened"] += 1
         self._send_control(
@@ -386,11 +393,11 @@ class Engine:
         for state in list(self._links.values()):
             if state.state == "closing":
                 continue
-            if state.last_rx + state.dead <= now:
+            if state.established and state.last_rx + state.dead <= now:
                 self.stats["links.dead"] += 1
                 self._close(state, "no frames within the dead interval", None, now)
                 continue
-            if not state.established and state.opened_at + self.config.handshake_timeout <= now:
+            if not state.established and state.handshake_deadline <= now:
                 self.stats["links.handshake_timeout"] += 1
                 self._close(state, "handshake did not complete", None, now)
                 continue
@@ -451,19 +458,20 @@ class Engine:
 
         A time at or before the current one means "now".
         """
-        handshake_timeout = self.config.handshake_timeout
         soonest = self._next_sweep
         for state in self._links.values():
             if state.wake_at is not None and state.wake_at < soonest:
                 soonest = state.wake_at
             if state.state == "closing":
                 continue
-            deadline = state.last_rx + state.dead
             if not state.established:
-                deadline = min(deadline, state.opened_at + handshake_timeout)
-            elif not state.has_output():
-                # With output queued, its own wake-up (wake_at) comes first and resets last_tx.
-                deadline = min(deadline, state.last_tx + state.keepalive)
+                # Silence is normal while the handler decides: only the handshake deadline applies.
+                deadline = state.handshake_deadline
+            else:
+                deadline = state.last_rx + state.dead
+                if not state.has_output():
+                    # With output queued, its own wake-up (wake_at) comes first and resets last_tx.
+                    deadline = min(deadline, state.last_tx + state.keepalive)
             if deadline < soonest:
                 soonest = deadline
         for extra in (self._resign_links_at, self._reach_due):
@@ -592,9 +600,9 @@ class Engine:
             self.stats["handshake.repeated_hello"] += 1
             return
         version, nonce, card_raw = fields
-        if version != PROTOCOL_VERSION:
+        if type(version) is not int or version != PROTOCOL_VERSION:
             self.stats["handshake.version_mismatch"] += 1
-            self._close(state, f"remote speaks protocol {version!r}, not {PROTOCOL_VERSION}", None, now)
+            self._close(state, f"remote does not speak protocol version {PROTOCOL_VERSION}", None, now)
             return
         if not (isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES and isinstance(card_raw, bytes)):
             raise WireError("HELLO needs a 16-byte nonce and a card")
@@ -652,7 +660,9 @@ class Engine:
     def _on_deny(self, state: _Link, now: float) -> None:
         self.stats["links.denied_by_remote"] += 1
         retry_at = None
-        if state.remote_key is not None:
+        # Only a remote that proved its key may make us back off from that key;
+        # otherwise anyone replaying a card could keep us away from its owner.
+        if state.remote_key is not None and state.remote_proved:
             attempts = self._backoff.get(state.remote_key, 0) + 1
             self._backoff[state.remote_key] = attempts
             delay = min(
@@ -861,8 +871,12 @@ class Engine:
                 self.stats["records.expired"] += 1
                 self._forget(pid, kind, now)
         for state in self._links.values():
+            # A slow link gets the time its budget needs for the whole message.
             for msg_id, partial in list(state.partials.items()):
-                if now - partial.started > self.config.reassembly_timeout:
+                allowed = self.config.reassembly_timeout + 2 * self._transfer_time(
+                    state, partial.count * state.spec.mtu
+                )
+                if partial.started + allowed < now:
                     del state.partials[msg_id]
                     self.stats["frames.reassembly_timeout"] += 1
         held_pids = {pid for pid, _ in self._records}
@@ -935,11 +949,18 @@ class Engine:
             self.stats["frames.malformed"] += 1
             return None
         msg_id, index, count = frame[1], frame[2], frame[3]
-        if count < 2 or index >= count:
+        if (
+            count < 2
+            or index >= count
+            or (count - 1) * (state.spec.mtu - FRAGMENT_HEADER_BYTES) >= MAX_MESSAGE_BYTES
+        ):
             self.stats["frames.malformed"] += 1
             return None
         partial = state.partials.get(msg_id)
-        if partial is None or partial.count != count:
+        if partial is not None and partial.count != count:
+            del state.partials[msg_id]  # the sender restarted this id: replace, evict nothing else
+            partial = None
+        if partial is None:
             if len(state.partials) >= MAX_PARTIAL_MESSAGES_PER_LINK:
                 oldest = min(state.partials, key=lambda k: state.partials[k].started)
                 del state.partials[oldest]
@@ -952,8 +973,19 @@ class Engine:
         return b"".join(partial.parts[i] for i in range(count))
 
     def _burst(self, state: _Link) -> float:
+        # Never below one full frame, or a full frame could never be paid for.
         spec = state.spec
-        return float(spec.burst_bytes or spec.mtu + spec.frame_overhead_bytes)
+        return float(max(spec.burst_bytes or 0, spec.mtu + spec.frame_overhead_bytes))
+
+    def _transfer_time(self, state: _Link, size: int) -> float:
+        """Seconds the send budget needs to carry ``size`` bytes in full frames."""
+        spec = state.spec
+        if spec.bytes_per_second is None:
+            return 0.0
+        frames = -(-size // (spec.mtu - FRAGMENT_HEADER_BYTES))
+        return (
+            size + frames * (FRAGMENT_HEADER_BYTES + 1 + spec.frame_overhead_bytes)
+        ) / spec.bytes_per_second
 
     def _drain(self, state: _Link, now: float, out: list[tuple[LinkId, bytes]]) -> None:
         spec = state.spec

@@ -31,6 +31,7 @@ verifier_key``.
 from __future__ import annotations
 
 import enum
+import io
 from typing import Any, Final
 
 import cbor2
@@ -65,10 +66,13 @@ def encode_message(kind: MessageType, *fields: Any) -> bytes:
 def decode_message(data: bytes) -> tuple[MessageType, tuple[Any, ...]]:
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    stream = io.BytesIO(data)
     try:
-        item = cbor2.loads(data)
+        item = cbor2.CBORDecoder(stream).decode()
     except Exception as exc:  # cbor2 raises several types for bad input
         raise WireError(f"message is not CBOR: {exc}") from None
+    if stream.tell() != len(data):
+        raise WireError(f"{len(data) - stream.tell()} trailing bytes after the message")
     if not isinstance(item, list | tuple) or not item or type(item[0]) is not int:
         raise WireError("a message is an array starting with its type")
     try:

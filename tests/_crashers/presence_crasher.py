@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests_support import DirectDriver
+
 from agent.api import Presence
 from agent.state.local_peer import open_local_peer
-from tests_support import DirectDriver
 
 
 def main() -> None:
