@@ -261,6 +261,8 @@ class Engine:
         self.stats: collections.Counter[str] = collections.Counter()
 
         self._links: dict[LinkId, _Link] = {}
+        # (link, remote key, remote peer id) of every established link: the flooding fan-out.
+        self._neighbours: list[tuple[_Link, bytes, bytes]] = []
         self._events: deque[Event] = deque()
         self._records: dict[tuple[bytes, RecordKind], Record] = {}
         # Raw bytes of every held record -> its key: flood echoes are dropped here.
@@ -332,6 +334,7 @@ class Engine:
         if state.established:
             self._on_topology_change(now, removal=True)
         del self._links[link]
+        self._refresh_neighbours()
         self._pending.discard(state)
 
     def receive(self, link: LinkId, frame: bytes, now: float) -> None:
@@ -677,6 +680,7 @@ class Engine:
     def _establish(self, state: _Link, now: float) -> None:
         assert state.remote_key is not None and state.remote_card is not None
         state.state = "established"
+        self._refresh_neighbours()
         self._backoff.pop(state.remote_key, None)
         self._backoff_until.pop(state.remote_key, None)
         self.stats["links.established"] += 1
@@ -696,6 +700,7 @@ class Engine:
         if state.established:
             self._on_topology_change(now, removal=True)
         state.state = "closing"
+        self._refresh_neighbours()
         state.close_reason = reason
         state.close_retry_at = retry_at
         # Nothing but the queued control messages (a DENY) goes out any more.
@@ -804,7 +809,7 @@ class Engine:
             previous = self._claims.get(pid, _NO_CLAIMS)
             self._claims[pid] = claims
             self._claim_peers[pid] = record.body.neighbour_ids
-            if any(k not in claims for k in previous):
+            if not previous.keys() <= claims.keys():
                 self._mark_removal(now)
             else:
                 self._reach_stale = True
@@ -838,15 +843,14 @@ class Engine:
             else _NO_PEERS
         )
         pruned = 0
-        for state in self._links.values():
+        origin_key = record.public_key
+        for state, remote, remote_id in self._neighbours:
             if state is source:
                 # The sender holds this version, so an older one queued for it is moot.
                 (state.links_out if is_links else state.cards_out).pop(key, None)
                 continue
-            remote = state.remote_key
-            if remote is None or remote == record.public_key or state.state != "established":
+            if remote == origin_key:
                 continue  # the origin has this record or a newer one: never echo to it
-            remote_id = remote[:8]
             if remote_id in source_peers or remote_id in origin_peers:
                 pruned += 1
                 continue
@@ -854,13 +858,21 @@ class Engine:
         if pruned:
             self.stats["records.flood_pruned"] += pruned
 
+    def _refresh_neighbours(self) -> None:
+        self._neighbours = [
+            (state, state.remote_key, state.remote_key[:8])
+            for state in self._links.values()
+            if state.established and state.remote_key is not None
+        ]
+
     def _send_control(self, state: _Link, message: bytes) -> None:
         state.control.append(message)
         self._pending.add(state)
 
     def _queue_record(self, state: _Link, key: tuple[bytes, RecordKind], raw: bytes, now: float) -> None:
         if not (state.links_out or state.cards_out):
-            state.records_due = now + self.config.flood_delay
+            # Nagle-like: an idle link sends at once; a busy one batches for flood_delay.
+            state.records_due = max(now, state.last_tx + self.config.flood_delay)
         queue = state.links_out if key[1] is RecordKind.LINKS else state.cards_out
         queue[key] = raw
         self._pending.add(state)

@@ -141,17 +141,17 @@ class Record:
     expiry: int
     body: Card | Links
     raw: bytes
+    #: The short id of the signing peer (the key's first 8 bytes).
+    peer_id: bytes = field(init=False, repr=False, compare=False)
     #: This record's contribution to a holder's summary hash (see the engine's SUMMARY).
     summary_hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        entry = self.public_key[:PEER_ID_BYTES] + bytes([self.kind]) + self.counter.to_bytes(4, "big")
+        pid = peer_id(self.public_key)
+        object.__setattr__(self, "peer_id", pid)
+        entry = pid + bytes([self.kind]) + self.counter.to_bytes(4, "big")
         digest = hashlib.blake2b(entry, digest_size=8).digest()
         object.__setattr__(self, "summary_hash", int.from_bytes(digest, "big"))
-
-    @property
-    def peer_id(self) -> bytes:
-        return peer_id(self.public_key)
 
 
 # ---------------------------------------------------------------- metadata
