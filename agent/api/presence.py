@@ -198,6 +198,8 @@ class Presence:
     @property
     def wants_graphs(self) -> bool:
         """For drivers: true while any observer is active, i.e. :meth:`publish` has a reader."""
+        if not self._mailboxes:  # drivers ask after every event: keep the common case lock-free
+            return False
         with self._lock:
             return any(m.is_active for m in self._mailboxes.values())
 

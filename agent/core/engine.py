@@ -809,7 +809,7 @@ class Engine:
             previous = self._claims.get(pid, _NO_CLAIMS)
             self._claims[pid] = claims
             self._claim_peers[pid] = record.body.neighbour_ids
-            if not previous.keys() <= claims.keys():
+            if previous and not previous.keys() <= claims.keys():
                 self._mark_removal(now)
             else:
                 self._reach_stale = True

@@ -68,6 +68,10 @@ class RecordKind(enum.IntEnum):
     CARD = 1
     LINKS = 2
 
+    # Enum hashes by name in Python code; records are keyed by kind on every hop,
+    # so hash as the int it equals (consistent with IntEnum's equality).
+    __hash__ = int.__hash__
+
 
 class ConnectionType(enum.Enum):
     """How two peers are connected; values keep the reference API's spellings."""

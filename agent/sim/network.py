@@ -50,7 +50,7 @@ class LinkModel:
 
 
 #: A LoRa-class link: 255-byte frames, ~400 ms airtime per full frame (SF7/125 kHz),
-#: 1 % duty cycle as a send budget, and slow keepalives.
+#: 1 % duty cycle as a send budget (a full frame every 40 s), and slow keepalives.
 LORA = LinkModel(
     connection_type=ConnectionType.RADIO,
     latency=0.05,
@@ -58,8 +58,8 @@ LORA = LinkModel(
     bytes_per_second=255 / 40.0,
     frame_overhead_bytes=13,
     airtime_per_byte=0.4 / 255,
-    keepalive_interval=600.0,
-    dead_interval=1800.0,
+    keepalive_interval=120.0,  # a 12-byte SUMMARY every 2 min: ~3 % of the duty-cycle budget
+    dead_interval=360.0,
 )
 
 
