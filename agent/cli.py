@@ -1,10 +1,15 @@
 """``presence-agent``: the command line.
 
-Today: ``keys show`` (this device's peer key, creating the identity on first
-use) and ``sim`` (the simulator, see ``python -m agent.sim``). ``run``, ``graph``,
-``watch`` and ``metadata`` arrive with the LAN runtime.
+    presence-agent run [--config FILE] [--state-dir DIR] [--name NAME]
+    presence-agent graph [--json | --dot] [--state-dir DIR]
+    presence-agent watch [--json] [--state-dir DIR]
+    presence-agent metadata get | set JSON | set --file FILE   [--state-dir DIR]
+    presence-agent keys show [--json] [--state-dir DIR]
+    presence-agent sim ...            (python -m agent.sim)
 
-Exit codes: 0 success, 1 a runtime error (one line on stderr), 2 bad usage.
+Exit codes: 0 success (and a clean stop of ``run`` on SIGTERM/SIGINT), 1 a
+runtime error, 2 bad usage or an invalid configuration. Errors are one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from agent.core.errors import PresenceError
 
@@ -24,12 +30,75 @@ def default_state_dir() -> Path:
     return Path(base) / "presence-agent"
 
 
+# ---------------------------------------------------------------- commands
+
+
+def _run(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.config import load_config
+    from agent.runtime.run import run_forever
+
+    config = load_config(args.config)
+    state_dir = args.state_dir or (
+        Path(config.agent.state_dir) if config.agent.state_dir else default_state_dir()
+    )
+    return run_forever(config, state_dir, name=args.name)
+
+
+def _graph(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.runtime.control import request
+
+    answer = _checked(request(_state_dir(args), {"op": "graph"}))
+    document = answer["graph"]
+    if args.json:
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    elif args.dot:
+        from agent.runtime.render import graph_from_document
+
+        print(graph_from_document(document).to_dot(), end="")
+    else:
+        from agent.runtime.render import graph_table
+
+        print(graph_table(document))
+    return 0
+
+
+def _watch(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.runtime.control import stream
+    from agent.runtime.render import change_lines
+
+    previous: dict[str, Any] | None = None
+    try:
+        for answer in stream(_state_dir(args), {"op": "watch"}, timeout=None):
+            document = _checked(answer)["graph"]
+            for line in change_lines(previous, document, as_json=args.json):
+                print(line, flush=True)
+            previous = document
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def _metadata(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.runtime.control import request
+
+    if args.metadata_command == "get":
+        answer = _checked(request(_state_dir(args), {"op": "metadata_get"}))
+        print(json.dumps(answer["metadata"], indent=2, ensure_ascii=False))
+        return 0
+    if (args.json_text is None) == (args.file is None):
+        raise _UsageError("metadata set takes either JSON text or --file FILE")
+    text = args.json_text if args.json_text is not None else _read_file(args.file)
+    _checked(request(_state_dir(args), {"op": "metadata_set", "json": text}))
+    return 0
+
+
 def _keys_show(args: argparse.Namespace, rest: list[str]) -> int:
     from agent.state.identity import load_or_create_identity
 
-    identity = load_or_create_identity(args.state_dir)
+    state_dir = _state_dir(args)
+    identity = load_or_create_identity(state_dir)
     if args.json:
-        print(json.dumps({"peer_key_string": identity.peer_key_string, "state_dir": str(args.state_dir)}))
+        print(json.dumps({"peer_key_string": identity.peer_key_string, "state_dir": str(state_dir)}))
     else:
         print(identity.peer_key_string)
     return 0
@@ -41,14 +110,66 @@ def _sim(args: argparse.Namespace, rest: list[str]) -> int:
     return sim_main(rest)
 
 
+# ---------------------------------------------------------------- plumbing
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PresenceError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _checked(answer: dict[str, Any]) -> dict[str, Any]:
+    if not answer.get("ok"):
+        raise PresenceError(str(answer.get("error", "the agent refused the request")))
+    return answer
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="presence-agent", description="A signed presence mesh agent.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    def with_state_dir(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--state-dir", type=Path, help="state directory (default: XDG state dir)")
+        return sub
+
+    run = with_state_dir(commands.add_parser("run", help="run the agent in the foreground"))
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--name", help="device name to publish (default: the host name)")
+    run.set_defaults(handler=_run)
+
+    graph = with_state_dir(commands.add_parser("graph", help="the running agent's current graph"))
+    form = graph.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="JSON with signed records")
+    form.add_argument("--dot", action="store_true", help="Graphviz DOT")
+    graph.set_defaults(handler=_graph)
+
+    watch = with_state_dir(commands.add_parser("watch", help="a line per change, live"))
+    watch.add_argument("--json", action="store_true", help="JSON lines")
+    watch.set_defaults(handler=_watch)
+
+    metadata = commands.add_parser("metadata", help="this agent's published metadata")
+    metadata_commands = metadata.add_subparsers(dest="metadata_command", required=True)
+    with_state_dir(metadata_commands.add_parser("get", help="print it")).set_defaults(handler=_metadata)
+    set_ = with_state_dir(
+        metadata_commands.add_parser("set", help="replace it (a JSON object, <= 4096 bytes)")
+    )
+    set_.add_argument("json_text", nargs="?", metavar="JSON")
+    set_.add_argument("--file", type=Path, help="read the JSON from FILE")
+    set_.set_defaults(handler=_metadata)
+
     keys = commands.add_parser("keys", help="this device's identity")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
-    show = keys_commands.add_parser("show", help="print this device's peer key string")
-    show.add_argument("--state-dir", type=Path, default=default_state_dir(), help="state directory")
+    show = with_state_dir(keys_commands.add_parser("show", help="print this device's peer key string"))
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_keys_show)
 
@@ -66,9 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         code: int = args.handler(args, rest)
-    except PresenceError as exc:
+    except _UsageError as exc:
         print(f"presence-agent: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    except PresenceError as exc:
+        from agent.config import ConfigError
+
+        print(f"presence-agent: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         return 130
     return code

@@ -1,0 +1,361 @@
+"""The agent: an engine on its state directory, driven by asyncio with real transports.
+
+Two ways in::
+
+    async with Agent(config, state_dir=path) as agent:     # inside an event loop
+        graph = agent.presence.graph()
+
+    with BlockingAgent(config, state_dir=path) as agent:    # plain scripts: the loop runs
+        graph = agent.presence.graph()                      # on a background thread
+
+Everything that touches the engine runs on the agent's event loop. Presence
+calls from other threads are marshalled onto it; observer callbacks and
+connection request handlers run on threads of their own (see agent.api).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from agent.api.authorization import ConnectionRequestAuthorization
+from agent.api.presence import Presence
+from agent.config import AgentConfig
+from agent.core.engine import Engine, LinkSpec
+from agent.core.errors import PresenceError
+from agent.core.events import CloseLink, ConnectionRequested, LinkEstablished, LinkId
+from agent.core.keys import public_key_from_string
+from agent.runtime.control import ControlServer
+from agent.state.local_peer import LocalPeer, open_local_peer
+from agent.transports.base import Transport
+
+T = TypeVar("T")
+log = logging.getLogger("agent.runtime")
+
+#: How often learnt records are written to the store.
+FLUSH_INTERVAL = 1.0
+
+
+class AgentClosedError(PresenceError):
+    """The agent was closed; its presence API no longer works."""
+
+
+class _LoopDriver:
+    """Runs Presence calls on the agent's loop, from any thread."""
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    def call(self, fn: Callable[[Any, float], T]) -> T:
+        agent = self._agent
+        loop = agent._loop
+        if loop is None or agent._closed:
+            raise AgentClosedError("the agent is closed")
+        if threading.get_ident() == agent._loop_thread:
+            return agent._run(fn)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(agent._run(fn))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:
+            raise AgentClosedError("the agent is closed") from None
+        return future.result()
+
+
+class Agent:
+    """One presence agent. Use as ``async with Agent(...) as agent``."""
+
+    def __init__(
+        self,
+        config: AgentConfig | None = None,
+        *,
+        state_dir: Path,
+        name: str | None = None,
+        transports: Sequence[Transport] | None = None,
+        control_socket: bool = True,
+    ) -> None:
+        self.config = config or AgentConfig()
+        self.state_dir = Path(state_dir)
+        self._name = name or self.config.agent.name or None
+        self._transports: list[Transport] = list(transports) if transports is not None else []
+        self._default_transports = transports is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._local: LocalPeer | None = None
+        self._presence: Presence | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._link_owner: dict[LinkId, Transport] = {}
+        self._published_version = -1
+        self._closed = False
+        self._control: ControlServer | None = ControlServer(self) if control_socket else None
+        #: Transport-level counters (drops, refusals), beside the engine's own stats.
+        self.transport_stats: collections.Counter[str] = collections.Counter()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the state directory, start the engine and the transports."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._local = open_local_peer(
+            self.state_dir,
+            now=time.time(),
+            device_name=self._name,
+            config=self.config.engine_config(),
+        )
+        self._presence = Presence(
+            _LoopDriver(self),
+            self._local.identity.public_key,
+            self._local.store,
+            handler_timeout=self.config.presence.handler_timeout,
+        )
+        if self._default_transports and self.config.lan.enabled:
+            from agent.transports.lan import LanTransport
+
+            self._transports.append(LanTransport(self.config.lan, self._local.identity.public_key))
+        try:
+            for transport in self._transports:
+                await transport.start(self)
+        except BaseException:
+            await self.close()
+            raise
+        if self._control is not None:
+            await self._control.start()
+        self._flusher = asyncio.ensure_future(self._flush_forever())
+        self._pump()
+        log.info("agent %s started in %s", self.peer_key_string, self.state_dir)
+
+    async def close(self) -> None:
+        """Close links, flush state, stop observers. Idempotent; no callbacks run afterwards."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._control is not None:
+            await self._control.stop()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        for transport in self._transports:
+            try:
+                await transport.stop()
+            except Exception:
+                log.exception("stopping a transport failed")
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._presence is not None:
+            self._presence.close()
+        if self._local is not None:
+            self._local.close()
+        log.info("agent stopped")
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def presence(self) -> Presence:
+        """The Presence API of this agent."""
+        if self._presence is None:
+            raise PresenceError("the agent has not been started")
+        return self._presence
+
+    @property
+    def engine(self) -> Engine:
+        if self._local is None:
+            raise PresenceError("the agent has not been started")
+        return self._local.engine
+
+    @property
+    def peer_key_string(self) -> str:
+        return self.engine.peer_key_string
+
+    def stats(self) -> dict[str, int]:
+        """Engine and transport counters in one mapping (must be called on the loop)."""
+        merged = dict(self.engine.stats)
+        merged.update({f"transport.{k}": v for k, v in self.transport_stats.items()})
+        return merged
+
+    # ------------------------------------------------------------------ LinkHost (transports call these)
+
+    def link_up(self, link: LinkId, spec: LinkSpec) -> None:
+        if self._closed:
+            return
+        self.engine.link_up(link, spec, time.time())
+        self._pump()
+
+    def receive(self, link: LinkId, frame: bytes) -> None:
+        if self._closed:
+            return
+        self.engine.receive(link, frame, time.time())
+        self._pump()
+
+    def link_down(self, link: LinkId) -> None:
+        self._link_owner.pop(link, None)
+        if self._closed:
+            return
+        self.engine.link_down(link, time.time())
+        self._pump()
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.transport_stats[name] += n
+
+    def register_link(self, link: LinkId, transport: Transport) -> None:
+        """A transport announces which links are its own (before :meth:`link_up`)."""
+        self._link_owner[link] = transport
+
+    # ------------------------------------------------------------------ the pump
+
+    def _run(self, fn: Callable[[Any, float], T]) -> T:
+        try:
+            return fn(self.engine, time.time())
+        finally:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Act on everything the engine wants: events, frames, its timer, observers."""
+        if self._closed or self._local is None:
+            return
+        engine = self._local.engine
+        now = time.time()
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, ConnectionRequested):
+                self._ask_handler(event)
+            elif isinstance(event, CloseLink):
+                self._close_link(event)
+            elif isinstance(event, LinkEstablished):
+                owner = self._link_owner.get(event.link)
+                if owner is not None:
+                    owner.established(event.link, public_key_from_string(event.peer_key_string))
+        for link, frame in engine.datagrams_to_send(now):
+            owner = self._link_owner.get(link)
+            if owner is not None:
+                owner.send(link, frame)
+        self._schedule(engine.next_timer())
+        presence = self._presence
+        if presence is not None and presence.wants_graphs and engine.graph_version != self._published_version:
+            self._published_version = engine.graph_version
+            presence.publish(engine.graph(now))
+
+    def _schedule(self, at: float | None) -> None:
+        if at is None or self._loop is None:
+            return
+        if self._timer is not None and self._timer_at is not None and self._timer_at <= at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_later(max(0.0, at - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._closed:
+            return
+        self.engine.handle_timer(time.time())
+        self._pump()
+
+    def _ask_handler(self, event: ConnectionRequested) -> None:
+        assert self._presence is not None and self._loop is not None
+        answer = asyncio.wrap_future(self._presence.authorize(event.request), loop=self._loop)
+
+        def decided(done: asyncio.Future[ConnectionRequestAuthorization]) -> None:
+            if self._closed:
+                return
+            allow = not done.cancelled() and done.result() is ConnectionRequestAuthorization.ALLOW
+            self.engine.decide(event.link, allow, time.time())
+            self._pump()
+
+        answer.add_done_callback(decided)
+
+    def _close_link(self, event: CloseLink) -> None:
+        owner = self._link_owner.pop(event.link, None)
+        log.debug("closing link %r: %s", event.link, event.reason)
+        if owner is None:
+            return
+        owner.close_link(event.link)
+        if event.retry_at is not None and event.peer_key_string is not None:
+            owner.back_off(public_key_from_string(event.peer_key_string), event.retry_at)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            if self._local is not None:
+                try:
+                    self._local.flush()
+                except PresenceError:
+                    log.exception("could not persist records (will retry)")
+
+
+class BlockingAgent:
+    """An :class:`Agent` whose event loop runs on a background thread, for plain scripts."""
+
+    def __init__(
+        self, config: AgentConfig | None = None, *, state_dir: Path, name: str | None = None
+    ) -> None:
+        self._agent = Agent(config, state_dir=state_dir, name=name)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="presence-agent-loop", daemon=True
+        )
+
+    def start(self) -> BlockingAgent:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._agent.start(), self._loop).result()
+        return self
+
+    def close(self) -> None:
+        """Stop the agent and its loop; no callbacks run after this returns."""
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._agent.close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    @property
+    def presence(self) -> Presence:
+        return self._agent.presence
+
+    @property
+    def peer_key_string(self) -> str:
+        return self._agent.peer_key_string
+
+    def call(self, fn: Callable[[Agent], T]) -> T:
+        """Run ``fn(agent)`` on the agent's loop and return its result."""
+
+        async def run() -> T:
+            return fn(self._agent)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+
+    def __enter__(self) -> BlockingAgent:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

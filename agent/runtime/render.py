@@ -1,0 +1,95 @@
+"""Human and machine renderings of graph documents (the control socket's JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from agent.core.graph import Connection, Peer, PresenceGraph
+from agent.core.records import ConnectionType, freeze_metadata
+
+_METADATA_WIDTH = 40
+
+
+def graph_from_document(document: dict[str, Any]) -> PresenceGraph:
+    """Rebuild a PresenceGraph from its JSON document."""
+
+    def peer(item: dict[str, Any]) -> Peer:
+        return Peer(
+            peer_key_string=item["peer_key_string"],
+            device_name=item["device_name"],
+            os=item["os"],
+            connections=tuple(
+                Connection(
+                    c["id"],
+                    c["peer_key_string1"],
+                    c["peer_key_string2"],
+                    ConnectionType(c["connection_type"]),
+                    c["approximate_distance_in_meters"],
+                )
+                for c in item["connections"]
+            ),
+            peer_metadata=freeze_metadata(item["peer_metadata"]),
+            identity_service_metadata=freeze_metadata(item["identity_service_metadata"]),
+            hops=item["hops"],
+            agent_version=item.get("agent_version", ""),
+        )
+
+    return PresenceGraph(peer(document["local_peer"]), tuple(peer(p) for p in document["remote_peers"]))
+
+
+def _summary(metadata: dict[str, Any]) -> str:
+    text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False) if metadata else "-"
+    return text if len(text) <= _METADATA_WIDTH else text[: _METADATA_WIDTH - 1] + "…"
+
+
+def graph_table(document: dict[str, Any]) -> str:
+    """A table a person reads at a glance: one row per peer, the local one first."""
+    rows = [("PEER", "NAME", "OS", "HOPS", "CONNECTIONS", "METADATA")]
+    for item in [document["local_peer"], *document["remote_peers"]]:
+        types: dict[str, int] = {}
+        for c in item["connections"]:
+            types[c["connection_type"]] = types.get(c["connection_type"], 0) + 1
+        rows.append(
+            (
+                item["peer_key_string"][:12] + "…",
+                item["device_name"] or "?",
+                item["os"] or "?",
+                "self" if item["hops"] == 0 else str(item["hops"]),
+                ", ".join(f"{n}x {t}" for t, n in sorted(types.items())) or "-",
+                _summary(item["peer_metadata"]),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    count = len(document["remote_peers"])
+    lines.append(f"{count} remote peer{'s' if count != 1 else ''}")
+    return "\n".join(lines)
+
+
+def change_lines(
+    previous: dict[str, Any] | None, document: dict[str, Any], *, as_json: bool
+) -> Iterator[str]:
+    """One line per change between two graph documents (the first graph: one line per peer)."""
+    new = graph_from_document(document)
+    old = graph_from_document(previous) if previous is not None else None
+    diff = new.diff(old)
+    events: list[dict[str, Any]] = []
+    events += [
+        {"event": "joined", "peer": p.peer_key_string, "name": p.device_name, "hops": p.hops}
+        for p in diff.joined
+    ]
+    events += [{"event": "left", "peer": p.peer_key_string, "name": p.device_name} for p in diff.left]
+    events += [{"event": "changed", "peer": p.peer_key_string, "name": p.device_name} for p in diff.changed]
+    events += [{"event": "link_up", "connection": c.id} for c in diff.connections_added]
+    events += [{"event": "link_down", "connection": c.id} for c in diff.connections_removed]
+    for event in events:
+        if as_json:
+            yield json.dumps(event, ensure_ascii=False)
+        else:
+            detail = event.get("name") or ""
+            subject = event.get("peer", event.get("connection", ""))
+            yield f"{event['event']:<9} {subject} {detail}".rstrip()

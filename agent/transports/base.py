@@ -1,0 +1,46 @@
+"""The contract between the runtime and a transport."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agent.core.engine import LinkSpec
+from agent.core.events import LinkId
+
+
+class LinkHost(Protocol):
+    """What a transport calls on the runtime (always on the runtime's event loop)."""
+
+    def register_link(self, link: LinkId, transport: Transport) -> None:
+        """Claim ``link`` for this transport (before :meth:`link_up`), so frames find their way."""
+        ...
+
+    def link_up(self, link: LinkId, spec: LinkSpec) -> None: ...
+
+    def receive(self, link: LinkId, frame: bytes) -> None: ...
+
+    def link_down(self, link: LinkId) -> None: ...
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Count a transport-level event (drops, refusals) under ``name``."""
+        ...
+
+
+class Transport(Protocol):
+    """What the runtime calls on a transport (always on the runtime's event loop)."""
+
+    async def start(self, host: LinkHost) -> None: ...
+
+    def send(self, link: LinkId, frame: bytes) -> None: ...
+
+    def close_link(self, link: LinkId) -> None: ...
+
+    def established(self, link: LinkId, peer_key: bytes) -> None:
+        """The engine admitted ``link`` to ``peer_key`` (lets a transport drop duplicate links)."""
+        ...
+
+    def back_off(self, peer_key: bytes, until: float) -> None:
+        """Do not dial ``peer_key`` before ``until`` (wall-clock seconds)."""
+        ...
+
+    async def stop(self) -> None: ...

@@ -1,0 +1,403 @@
+"""LAN transport (connection type ``AccessPoint``): UDP multicast discovery, TCP links.
+
+Discovery: every ``beacon_interval`` each agent sends a beacon to the multicast
+group (default 239.255.77.77:47777, TTL 1, loopback on so agents on one host
+see each other)::
+
+    b"PAB1" + public_key(32) + tcp_port(2, big-endian)            38 bytes
+
+A beacon only says where to dial; nothing in it is trusted. Authentication is
+the engine's handshake over the TCP link (each side signs the other's nonce).
+
+Links: TCP, each frame preceded by its length (uint32 big-endian); a length
+above ``max_frame_bytes`` closes the connection. One link per peer pair: the
+peer with the lower key dials; the higher one dials too if it keeps hearing a
+lower peer that never dials it (one-way multicast). If both links come up, both
+sides keep the one dialled by the lower key. Failed dials back off
+exponentially with jitter (``dial_backoff_initial`` doubling to
+``dial_backoff_max``); a peer that denied us is not redialled before the
+engine's ``retry_at``.
+
+Hostile input -- garbage, an oversized length, a connection that never
+completes its handshake (slowloris), a peer sending faster than
+``max_receive_bytes_per_second`` -- closes that connection only, logged once
+per kind and counted (``transport.lan.*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from agent.config import LanSettings
+from agent.core.engine import LinkSpec
+from agent.core.records import ConnectionType
+from agent.transports.base import LinkHost
+
+log = logging.getLogger("agent.transports.lan")
+
+BEACON_MAGIC: Final = b"PAB1"
+BEACON_BYTES: Final = len(BEACON_MAGIC) + 32 + 2
+_LENGTH: Final = struct.Struct(">I")
+#: A link whose unsent bytes exceed this is dropped (the peer is not reading).
+MAX_UNSENT_BYTES: Final = 4 * 1024 * 1024
+
+
+@dataclass(eq=False)
+class _Conn:
+    id: int
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    outbound: bool
+    expected_peer: bytes | None
+    opened_at: float
+    peer_key: bytes | None = None
+    established: bool = False
+    tokens: float = 0.0
+    refilled_at: float = 0.0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def link(self) -> tuple[str, int]:
+        return ("lan", self.id)
+
+
+class _BeaconProtocol(asyncio.DatagramProtocol):
+    def __init__(self, transport: LanTransport) -> None:
+        self._owner = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self._owner._on_beacon(data, addr[0])
+
+    def error_received(self, exc: Exception) -> None:
+        self._owner._count_once("beacon_error", f"beacon socket error: {exc}")
+
+
+class LanTransport:
+    """Discovers peers by multicast beacons and links to them over TCP."""
+
+    def __init__(self, config: LanSettings, public_key: bytes, *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.public_key = public_key
+        self._rng = rng or random.Random()
+        self._host: LinkHost | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._beacon_transport: asyncio.DatagramTransport | None = None
+        self._beacon_task: asyncio.Task[None] | None = None
+        self._conns: dict[int, _Conn] = {}
+        self._next_id = 1
+        self._dialing: set[bytes] = set()
+        self._dials: set[asyncio.Task[None]] = set()
+        self._by_peer: dict[bytes, _Conn] = {}
+        self._not_before: dict[bytes, float] = {}
+        self._failures: dict[bytes, int] = {}
+        self._heard_since: dict[bytes, float] = {}
+        self._logged: set[str] = set()
+        self.tcp_port = 0
+        self._beacon = b""
+        self._send_addresses: list[str] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: LinkHost) -> None:
+        self._host = host
+        loop = asyncio.get_running_loop()
+        bind_host = self._tcp_bind_host()
+        self._server = await asyncio.start_server(self._accepted, host=bind_host, port=self.config.tcp_port)
+        self.tcp_port = self._server.sockets[0].getsockname()[1]
+        self._beacon = BEACON_MAGIC + self.public_key + struct.pack(">H", self.tcp_port)
+        sock = self._multicast_socket()
+        self._beacon_transport, _ = await loop.create_datagram_endpoint(
+            lambda: _BeaconProtocol(self), sock=sock
+        )
+        self._beacon_task = asyncio.ensure_future(self._beacon_forever())
+        log.info(
+            "LAN transport: TCP port %d, beacons to %s:%d on %s",
+            self.tcp_port,
+            self.config.multicast_group,
+            self.config.multicast_port,
+            ", ".join(self._send_addresses) or "the default interface",
+        )
+
+    async def stop(self) -> None:
+        if self._beacon_task is not None:
+            self._beacon_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beacon_task
+        if self._beacon_transport is not None:
+            self._beacon_transport.close()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns.values()):
+            self._drop(conn, "agent stopping", notify=False)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    # ------------------------------------------------------------------ Transport
+
+    def send(self, link: Any, frame: bytes) -> None:
+        conn = self._conns.get(link[1])
+        if conn is None or conn.writer.is_closing():
+            return
+        if conn.writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            # The peer stopped reading: drop it rather than buffer without bound.
+            self._count_once("peer_not_reading", "closing a link whose peer stopped reading")
+            self._drop(conn, "peer not reading")
+            return
+        conn.writer.write(_LENGTH.pack(len(frame)) + frame)
+
+    def close_link(self, link: Any) -> None:
+        conn = self._conns.get(link[1])
+        if conn is not None:
+            self._drop(conn, "closed by the engine", notify=False)
+
+    def established(self, link: Any, peer_key: bytes) -> None:
+        conn = self._conns.get(link[1])
+        if conn is None:
+            return
+        conn.established = True
+        conn.peer_key = peer_key
+        self._failures.pop(peer_key, None)
+        other = self._by_peer.get(peer_key)
+        if other is not None and other is not conn and other.id in self._conns:
+            # Both sides dialled: keep the link dialled by the lower key, on both ends.
+            keep = conn if self._dialer(conn) < self._dialer(other) else other
+            drop = other if keep is conn else conn
+            self._by_peer[peer_key] = keep
+            self._count("duplicate_link_closed")
+            self._drop(drop, "duplicate link to the same peer")
+            return
+        self._by_peer[peer_key] = conn
+
+    def back_off(self, peer_key: bytes, until: float) -> None:
+        self._not_before[peer_key] = max(until, self._not_before.get(peer_key, 0.0))
+
+    # ------------------------------------------------------------------ discovery
+
+    def _multicast_socket(self) -> socket.socket:
+        group = self.config.multicast_group
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("", self.config.multicast_port))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        addresses = self._interface_addresses()
+        self._send_addresses = addresses
+        for address in addresses or ["0.0.0.0"]:
+            membership = socket.inet_aton(group) + socket.inet_aton(address)
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            except OSError as exc:
+                sock.close()
+                raise OSError(f"cannot join multicast group {group} on {address}: {exc}") from exc
+        sock.setblocking(False)
+        return sock
+
+    def _interface_addresses(self) -> list[str]:
+        addresses = []
+        for item in self.config.interfaces:
+            try:
+                ipaddress.IPv4Address(item)
+                addresses.append(item)
+            except ValueError:
+                addresses.append(_address_of_interface(item))
+        return addresses
+
+    def _tcp_bind_host(self) -> str | None:
+        # Listening on the selected interfaces only when they are all loopback
+        # (several agents on one host); otherwise on all, as peers dial our LAN address.
+        addresses = self._interface_addresses()
+        if addresses and all(ipaddress.IPv4Address(a).is_loopback for a in addresses):
+            return addresses[0]
+        return None
+
+    async def _beacon_forever(self) -> None:
+        assert self._beacon_transport is not None
+        sock = self._beacon_transport.get_extra_info("socket")
+        while True:
+            targets: list[str | None] = list(self._send_addresses) or [None]
+            for address in targets:
+                try:
+                    if address is not None:
+                        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(address))
+                    self._beacon_transport.sendto(
+                        self._beacon, (self.config.multicast_group, self.config.multicast_port)
+                    )
+                except OSError as exc:
+                    self._count_once("beacon_send_failed", f"cannot send beacon: {exc}")
+            jitter = 1 + (self._rng.random() - 0.5) * 0.2
+            await asyncio.sleep(self.config.beacon_interval * jitter)
+
+    def _on_beacon(self, data: bytes, address: str) -> None:
+        if len(data) != BEACON_BYTES or not data.startswith(BEACON_MAGIC):
+            self._count_once("beacon_malformed", f"ignoring malformed beacons (first from {address})")
+            return
+        key = data[4:36]
+        (port,) = struct.unpack(">H", data[36:38])
+        if key == self.public_key or port == 0:
+            return
+        now = time.time()
+        if key in self._by_peer or key in self._dialing:
+            self._heard_since.pop(key, None)
+            return
+        if now < self._not_before.get(key, 0.0):
+            return
+        heard = self._heard_since.setdefault(key, now)
+        # The lower key dials; the higher one only if the lower has not dialled for a while.
+        patience = 4 * self.config.beacon_interval
+        if self.public_key > key and now - heard < patience:
+            return
+        self._dialing.add(key)
+        task = asyncio.ensure_future(self._dial(key, address, port))
+        self._dials.add(task)
+        task.add_done_callback(self._dials.discard)
+
+    async def _dial(self, key: bytes, address: str, port: int) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(address, port), self.config.handshake_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            self._dial_failed(key, f"cannot connect to {address}:{port}: {exc}")
+            return
+        finally:
+            self._dialing.discard(key)
+        self._heard_since.pop(key, None)
+        self._open(reader, writer, outbound=True, expected_peer=key)
+
+    def _dial_failed(self, key: bytes, reason: str) -> None:
+        self._count("dial_failed")
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        delay = min(self.config.dial_backoff_max, self.config.dial_backoff_initial * 2 ** (failures - 1))
+        self.back_off(key, time.time() + delay * (1 + self._rng.random() * 0.5))
+        log.debug("%s; next try in about %.1f s", reason, delay)
+
+    # ------------------------------------------------------------------ links
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pending = sum(1 for c in self._conns.values() if not c.established)
+        if pending >= self.config.max_pending_connections:
+            self._count_once("refused_too_many_pending", "refusing connections: too many handshakes pending")
+            writer.close()
+            return
+        self._open(reader, writer, outbound=False, expected_peer=None)
+
+    def _open(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        outbound: bool,
+        expected_peer: bytes | None,
+    ) -> None:
+        assert self._host is not None
+        now = time.time()
+        conn = _Conn(self._next_id, reader, writer, outbound, expected_peer, now, refilled_at=now)
+        conn.tokens = 2.0 * self.config.max_receive_bytes_per_second
+        self._next_id += 1
+        self._conns[conn.id] = conn
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._host.register_link(conn.link, self)
+        self._host.link_up(
+            conn.link,
+            LinkSpec(
+                connection_type=ConnectionType.ACCESS_POINT,
+                mtu=self.config.max_frame_bytes,
+                expected_peer=expected_peer,
+                keepalive_interval=self.config.keepalive_interval,
+                dead_interval=self.config.dead_interval,
+            ),
+        )
+        conn.task = asyncio.ensure_future(self._read(conn))
+
+    async def _read(self, conn: _Conn) -> None:
+        assert self._host is not None
+        limit = self.config.max_frame_bytes
+        try:
+            while True:
+                timeout = None if conn.established else self._handshake_left(conn)
+                header = await asyncio.wait_for(conn.reader.readexactly(4), timeout)
+                (length,) = _LENGTH.unpack(header)
+                if length == 0 or length > limit:
+                    self._count_once("frame_oversized", f"closing a link that sent a {length}-byte frame")
+                    break
+                frame = await asyncio.wait_for(conn.reader.readexactly(length), timeout)
+                if not self._within_rate(conn, length + 4):
+                    self._count_once("peer_flooding", "closing a link that sends faster than allowed")
+                    break
+                self._host.receive(conn.link, frame)
+        except TimeoutError:
+            self._count_once("handshake_timeout", "closing a connection that did not complete its handshake")
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            return
+        self._drop(conn, "connection ended")
+
+    def _handshake_left(self, conn: _Conn) -> float:
+        return max(0.01, conn.opened_at + self.config.handshake_timeout - time.time())
+
+    def _within_rate(self, conn: _Conn, size: int) -> bool:
+        now = time.time()
+        rate = self.config.max_receive_bytes_per_second
+        conn.tokens = min(2.0 * rate, conn.tokens + (now - conn.refilled_at) * rate)
+        conn.refilled_at = now
+        conn.tokens -= size
+        return conn.tokens >= 0
+
+    def _drop(self, conn: _Conn, reason: str, *, notify: bool = True) -> None:
+        if self._conns.pop(conn.id, None) is None:
+            return
+        if conn.peer_key is not None and self._by_peer.get(conn.peer_key) is conn:
+            del self._by_peer[conn.peer_key]
+        if conn.task is not None and conn.task is not asyncio.current_task():
+            conn.task.cancel()
+        with contextlib.suppress(Exception):
+            conn.writer.close()
+        if not conn.established and conn.outbound and conn.expected_peer is not None:
+            self._dial_failed(conn.expected_peer, f"link to a peer failed before admission: {reason}")
+        if notify and self._host is not None:
+            self._host.link_down(conn.link)
+
+    def _dialer(self, conn: _Conn) -> bytes:
+        assert conn.peer_key is not None
+        return self.public_key if conn.outbound else conn.peer_key
+
+    def _count(self, name: str) -> None:
+        if self._host is not None:
+            self._host.count(f"lan.{name}")
+
+    def _count_once(self, name: str, message: str) -> None:
+        self._count(name)
+        if name not in self._logged:
+            self._logged.add(name)
+            log.warning("%s (logged once; counted as transport.lan.%s)", message, name)
+
+
+def _address_of_interface(name: str) -> str:
+    """The IPv4 address of a network interface, by name (Linux)."""
+    import fcntl
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            packed = fcntl.ioctl(
+                probe.fileno(), 0x8915, struct.pack("256s", name.encode()[:15])
+            )  # SIOCGIFADDR
+        except OSError as exc:
+            raise OSError(f"interface {name!r} has no IPv4 address: {exc}") from exc
+    return socket.inet_ntoa(packed[20:24])
