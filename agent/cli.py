@@ -5,6 +5,7 @@
     presence-agent watch [--json] [--state-dir DIR]
     presence-agent metadata get | set JSON | set --file FILE   [--state-dir DIR]
     presence-agent keys show [--json] [--state-dir DIR]
+    presence-agent demo [--agents N] [--duration S]
     presence-agent sim ...            (python -m agent.sim)
 
 Exit codes: 0 success (and a clean stop of ``run`` on SIGTERM/SIGINT), 1 a
@@ -104,6 +105,12 @@ def _keys_show(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.runtime.demo import run_demo
+
+    return run_demo(args.agents, args.duration)
+
+
 def _sim(args: argparse.Namespace, rest: list[str]) -> int:
     from agent.sim.__main__ import main as sim_main
 
@@ -172,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = with_state_dir(keys_commands.add_parser("show", help="print this device's peer key string"))
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_keys_show)
+
+    demo = commands.add_parser("demo", help="run a small real mesh on loopback and show it live")
+    demo.add_argument("--agents", type=int, default=3, help="how many agent processes (2-8)")
+    demo.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    demo.set_defaults(handler=_demo)
 
     sim = commands.add_parser(
         "sim", help="run a simulated mesh (same options as python -m agent.sim)", add_help=False

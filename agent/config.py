@@ -37,6 +37,7 @@ from agent.core.limits import MAX_MESSAGE_BYTES, MIN_LINK_MTU
 
 __all__ = [
     "LOG_LEVELS",
+    "RESERVED_TABLES",
     "AgentConfig",
     "AgentSettings",
     "ConfigError",
