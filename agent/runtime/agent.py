@@ -162,7 +162,9 @@ class Agent:
         if self._timer is not None:
             self._timer.cancel()
         if self._presence is not None:
-            self._presence.close()
+            # Off the loop: close() waits for running callbacks, which may be waiting
+            # on this loop (a graph() call) and get AgentClosedError from it.
+            await asyncio.to_thread(self._presence.close)
         if self._local is not None:
             self._local.close()
         log.info("agent stopped")
@@ -232,6 +234,8 @@ class Agent:
     # ------------------------------------------------------------------ the pump
 
     def _run(self, fn: Callable[[Any, float], T]) -> T:
+        if self._closed:
+            raise AgentClosedError("the agent is closed")
         try:
             return fn(self.engine, time.time())
         finally:

@@ -166,6 +166,7 @@ class LanTransport:
             return
         conn.established = True
         conn.peer_key = peer_key
+        self._dialing.discard(peer_key)
         self._failures.pop(peer_key, None)
         other = self._by_peer.get(peer_key)
         if other is not None and other is not conn and other.id in self._conns:
@@ -269,10 +270,11 @@ class LanTransport:
                 asyncio.open_connection(address, port), self.config.handshake_timeout
             )
         except (OSError, TimeoutError) as exc:
+            self._dialing.discard(key)
             self._dial_failed(key, f"cannot connect to {address}:{port}: {exc}")
             return
-        finally:
-            self._dialing.discard(key)
+        # ``key`` stays in _dialing until the link is admitted or dropped, so beacons
+        # heard meanwhile do not open a second connection.
         self._heard_since.pop(key, None)
         self._open(reader, writer, outbound=True, expected_peer=key)
 
@@ -365,6 +367,8 @@ class LanTransport:
             return
         if conn.peer_key is not None and self._by_peer.get(conn.peer_key) is conn:
             del self._by_peer[conn.peer_key]
+        if conn.outbound and conn.expected_peer is not None:
+            self._dialing.discard(conn.expected_peer)
         if conn.task is not None and conn.task is not asyncio.current_task():
             conn.task.cancel()
         with contextlib.suppress(Exception):
