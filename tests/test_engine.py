@@ -1149,6 +1149,36 @@ def test_an_own_record_with_a_higher_counter_advances_the_counter_and_republishe
     assert held is not None and held[0] == a.engine.own_records[0].counter > 1000
 
 
+def test_a_peer_that_lost_its_store_recovers_its_counter_from_a_neighbour() -> None:
+    wire, a, b, old_link = established_pair()
+    for _ in range(20):  # push a's counter well past where a fresh counter starts
+        a.engine.set_card(a.engine.card, wire.now)
+    wire.run(0.5)
+    old = held_card(b, a)
+    assert old is not None and old[0] > 20
+
+    # The same key with a fresh counter: the state directory was lost, the key restored.
+    reborn = Node(
+        "a",
+        Engine(
+            private_key=a.private_key,
+            public_key=a.key,
+            counters=MemoryCounter(),
+            card=a.engine.card,
+            now=wire.now,
+            rng=random.Random(99).randbytes,
+        ),
+        a.private_key,
+    )
+    b.engine.link_down(old_link, wire.now)  # the old process is gone
+    wire2 = Wire(reborn, b, now=wire.now)
+    wire2.connect(reborn, b)
+    assert wire2.run_until(
+        lambda: (held := held_card(b, reborn)) is not None and held[0] > old[0], timeout=30.0
+    )
+    assert reborn.engine.stats["records.own_newer_seen"] >= 1
+
+
 def test_a_forged_own_record_with_a_higher_counter_changes_nothing() -> None:
     wire, a, _, link = established_pair()
     before = a.engine.own_records[0].counter

@@ -76,3 +76,22 @@ def test_kill_9_loses_no_metadata_the_api_reported_done_and_never_reuses_a_count
         assert card.body.metadata["step"] >= last_step  # type: ignore[union-attr]
         assert card.counter > last_counter
         peer.close()
+
+
+def test_expired_records_are_deleted_from_the_store(tmp_path: Path) -> None:
+    from agent.core.engine import EngineConfig
+
+    now = time.time()
+    short = EngineConfig(record_ttl=120.0, refresh_before_expiry=30.0)
+    other = open_local_peer(tmp_path / "other", now=now, config=short)
+    mine = open_local_peer(tmp_path / "mine", now=now)
+    mine.store.save_records([other.engine.own_records[0].raw])
+    mine.close()
+
+    reopened = open_local_peer(tmp_path / "mine", now=now)
+    assert reopened.engine.records_of(other.identity.public_key)
+    reopened.engine.handle_timer(now + 200.0)  # past the expiry and a sweep
+    reopened.flush()
+    assert reopened.store.load_records() == []
+    reopened.close()
+    other.close()

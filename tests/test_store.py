@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.core.engine import CounterSource
 from agent.core.errors import CounterExhaustedError, PresenceError, RecordError
 from agent.core.limits import MAX_COUNTER
 from agent.core.records import (
@@ -32,7 +33,6 @@ from agent.core.records import (
 from agent.state.store import (
     COUNTER_BLOCK,
     STORE_FILE_NAME,
-    CounterSource,
     MemoryCounter,
     StateStore,
     StoreError,

@@ -51,6 +51,7 @@ from agent.core.graph import Connection, Peer, PresenceGraph, sorted_peers
 from agent.core.keys import peer_id, peer_key_string
 from agent.core.limits import (
     HANDSHAKE_CONTEXT,
+    MAX_CONNECTIONS_PER_RECORD,
     MAX_MESSAGE_BYTES,
     MAX_PARTIAL_MESSAGES_PER_LINK,
     MAX_RECORD_BYTES,
@@ -271,7 +272,8 @@ class Engine:
         self._pending: set[_Link] = set()
         self._keys: dict[bytes, bytes] = {self.peer_id: public_key}
         self._summary = 0
-        self._dirty: dict[tuple[bytes, RecordKind], Record | None] = {}
+        # Records to persist (Record) or to delete from the store (the peer's public key).
+        self._dirty: dict[tuple[bytes, RecordKind], Record | bytes] = {}
         self._backoff: dict[bytes, int] = {}
         self._backoff_until: dict[bytes, float] = {}
 
@@ -372,7 +374,7 @@ class Engine:
             return
         if not allow:
             self.stats["links.denied_locally"] += 1
-            self._send_control(state, encode_message(MessageType.DENY, int(self.config.deny_backoff_initial)))
+            self._send_control(state, encode_message(MessageType.DENY))
             self._close(state, "denied by connection request handler", None, now)
             return
         state.local_allowed = True
@@ -490,13 +492,11 @@ class Engine:
         """Records to persist and (public key, kind) pairs to forget, since the last call."""
         saved: list[bytes] = []
         deleted: list[tuple[bytes, int]] = []
-        for (pid, kind), record in self._dirty.items():
-            if record is None:
-                key = self._keys.get(pid)
-                if key is not None:
-                    deleted.append((key, int(kind)))
+        for (_, kind), entry in self._dirty.items():
+            if isinstance(entry, Record):
+                saved.append(entry.raw)
             else:
-                saved.append(record.raw)
+                deleted.append((entry, int(kind)))
         self._dirty.clear()
         return saved, deleted
 
@@ -727,7 +727,12 @@ class Engine:
                 entries[(nid, state.spec.connection_type)] = LinkEntry(
                     nid, state.spec.connection_type, state.spec.distance_dm
                 )
-        links = Links(tuple(entries[k] for k in sorted(entries, key=lambda k: (k[0], k[1].value))))
+        ordered = [entries[k] for k in sorted(entries, key=lambda k: (k[0], k[1].value))]
+        if len(ordered) > MAX_CONNECTIONS_PER_RECORD:
+            # A record lists at most 64 links; the rest still carry traffic, unlisted.
+            self.stats["links.unlisted"] = len(ordered) - MAX_CONNECTIONS_PER_RECORD
+            ordered = ordered[:MAX_CONNECTIONS_PER_RECORD]
+        links = Links(tuple(ordered))
         fresh = self._own_links.expiry - now > self.config.refresh_before_expiry
         if links == self._own_links.body and fresh and not force:
             return
@@ -820,7 +825,7 @@ class Engine:
             return
         self._held_raw.pop(record.raw, None)
         self._summary ^= record.summary_hash
-        self._dirty[(pid, kind)] = None
+        self._dirty[(pid, kind)] = record.public_key
         self.graph_version += 1
         if kind is RecordKind.LINKS:
             self._claims.pop(pid, None)
@@ -948,8 +953,8 @@ class Engine:
         for (pid, kind), record in self._records.items():
             if not lo <= pid <= hi:
                 continue
-            if state.remote_key is not None and record.public_key == state.remote_key:
-                continue
+            # The sender's own records are included: if it restarted with a lost store,
+            # getting back its newer record is how it recovers its counter.
             if theirs.get((pid, int(kind)), -1) < record.counter:
                 self._queue_record(state, (pid, kind), record.raw, now)
                 self.stats["sync.records_offered"] += 1

@@ -21,7 +21,7 @@ SIGNATURE_BYTES: Final = 64
 #: Peers reference each other inside links records by this key prefix.
 PEER_ID_BYTES: Final = 8
 
-#: Counters are unsigned 32-bit so they always encode in five CBOR bytes.
+#: Counters and expiries are unsigned 32-bit: at most five CBOR bytes each.
 MAX_COUNTER: Final = 2**32 - 1
 
 #: Protocol version spoken in HELLO.

@@ -395,8 +395,13 @@ def _body(env: Envelope) -> Card | Links:
             raise RecordError("malformed", "card metadata must be a map")
         try:
             check_metadata_value(metadata)
+            size = len(metadata_json(metadata).encode("utf-8"))
         except MetadataError as exc:
             raise RecordError("malformed", str(exc)) from None
+        if size > MAX_METADATA_JSON_BYTES:
+            raise RecordError(
+                "malformed", f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_JSON_BYTES}"
+            )
         return Card(
             _text(name, "device name", MAX_DEVICE_NAME_BYTES),
             _text(os_name, "os", MAX_OS_BYTES),

@@ -15,7 +15,7 @@ type       fields                                              when
 1 HELLO    version, nonce(16), card (signed record bytes)      link up
 2 PROOF    Ed25519 signature (64)                              after HELLO
 3 ACCEPT   --                                                  handler allowed
-4 DENY     retry_after_s                                       handler denied
+4 DENY     --                                                  handler denied
 5 RECORDS  record, record, ...                                 flooding / sync
 6 SUMMARY  summary(8)                                          keepalive
 7 DIGEST   lo_peer_id(8), hi_peer_id(8), entries               sync on mismatch

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol
+from typing import Final
 
 from agent.core.errors import CounterExhaustedError, PresenceError, RecordError
 from agent.core.keys import peer_key_string
@@ -78,14 +78,6 @@ _UPSERT_RECORD: Final = (
 
 class StoreError(PresenceError):
     """The state store file cannot be opened, read or written."""
-
-
-class CounterSource(Protocol):
-    """Where record counters come from: each call returns a larger int than any before."""
-
-    def next_counter(self) -> int:
-        """The next counter; raises :class:`CounterExhaustedError` past ``MAX_COUNTER``."""
-        ...
 
 
 class MemoryCounter:
