@@ -47,6 +47,9 @@ log = logging.getLogger("agent.transports.lan")
 BEACON_MAGIC: Final = b"PAB1"
 BEACON_BYTES: Final = len(BEACON_MAGIC) + 32 + 2
 _LENGTH: Final = struct.Struct(">I")
+#: Stop dialling new peers at this many LAN links: the mesh stays connected through
+#: others, and a links record (at most 64 entries) never overflows on a big LAN.
+MAX_DIALED_LINKS: Final = 24
 #: A link whose unsent bytes exceed this is dropped (the peer is not reading).
 MAX_UNSENT_BYTES: Final = 4 * 1024 * 1024
 
@@ -252,7 +255,7 @@ class LanTransport:
         if key in self._by_peer or key in self._dialing:
             self._heard_since.pop(key, None)
             return
-        if now < self._not_before.get(key, 0.0):
+        if now < self._not_before.get(key, 0.0) or len(self._conns) >= MAX_DIALED_LINKS:
             return
         heard = self._heard_since.setdefault(key, now)
         # The lower key dials; the higher one only if the lower has not dialled for a while.
