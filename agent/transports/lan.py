@@ -333,21 +333,30 @@ class LanTransport:
     async def _read(self, conn: _Conn) -> None:
         assert self._host is not None
         limit = self.config.max_frame_bytes
+        # Slowloris guard: the first frame (HELLO) must arrive within handshake_timeout,
+        # and every frame must arrive whole within it once its length was read. Silence
+        # between frames is the engine's business (its handshake deadline covers a
+        # handler that takes its full 10 s; keepalives cover established links).
+        first = True
         try:
             while True:
-                timeout = None if conn.established else self._handshake_left(conn)
-                header = await asyncio.wait_for(conn.reader.readexactly(4), timeout)
+                wait = self._handshake_left(conn) if first else None
+                header = await asyncio.wait_for(conn.reader.readexactly(4), wait)
                 (length,) = _LENGTH.unpack(header)
                 if length == 0 or length > limit:
                     self._count_once("frame_oversized", f"closing a link that sent a {length}-byte frame")
                     break
-                frame = await asyncio.wait_for(conn.reader.readexactly(length), timeout)
+                body_wait = self._handshake_left(conn) if first else self.config.handshake_timeout
+                frame = await asyncio.wait_for(conn.reader.readexactly(length), body_wait)
+                first = False
                 if not self._within_rate(conn, length + 4):
                     self._count_once("peer_flooding", "closing a link that sends faster than allowed")
                     break
                 self._host.receive(conn.link, frame)
         except TimeoutError:
-            self._count_once("handshake_timeout", "closing a connection that did not complete its handshake")
+            self._count_once(
+                "handshake_timeout", "closing a connection that stalled mid-handshake or mid-frame"
+            )
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
