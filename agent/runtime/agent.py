@@ -247,6 +247,20 @@ class Agent:
             return
         engine = self._local.engine
         now = time.time()
+        self._handle_events(engine)
+        for link, frame in engine.datagrams_to_send(now):
+            owner = self._link_owner.get(link)
+            if owner is not None:
+                owner.send(link, frame)
+        # Sending can raise events too: a link closes once its last frame (a DENY) is out.
+        self._handle_events(engine)
+        self._schedule(engine.next_timer())
+        presence = self._presence
+        if presence is not None and presence.wants_graphs and engine.graph_version != self._published_version:
+            self._published_version = engine.graph_version
+            presence.publish(engine.graph(now))
+
+    def _handle_events(self, engine: Engine) -> None:
         while (event := engine.next_event()) is not None:
             if isinstance(event, ConnectionRequested):
                 self._ask_handler(event)
@@ -256,15 +270,6 @@ class Agent:
                 owner = self._link_owner.get(event.link)
                 if owner is not None:
                     owner.established(event.link, public_key_from_string(event.peer_key_string))
-        for link, frame in engine.datagrams_to_send(now):
-            owner = self._link_owner.get(link)
-            if owner is not None:
-                owner.send(link, frame)
-        self._schedule(engine.next_timer())
-        presence = self._presence
-        if presence is not None and presence.wants_graphs and engine.graph_version != self._published_version:
-            self._published_version = engine.graph_version
-            presence.publish(engine.graph(now))
 
     def _schedule(self, at: float | None) -> None:
         if at is None or self._loop is None:

@@ -322,17 +322,14 @@ class Simulation:
         if not peer.alive:
             return
         engine = peer.engine
-        while (event := engine.next_event()) is not None:
-            if isinstance(event, ConnectionRequested):
-                answer = peer.presence.authorize(event.request).result()
-                engine.decide(event.link, answer.value == "Allow", self.now)
-            elif isinstance(event, CloseLink):
-                self._close_from(peer, event)
+        self._handle_events(peer)
         for link, frame in engine.datagrams_to_send(self.now):
             wire = self._wires.get(link)  # type: ignore[call-overload]
             if wire is None or not wire.up:
                 continue
             self._transmit(wire, peer, frame)
+        # Sending can raise events too: a link closes once its last frame (a DENY) is out.
+        self._handle_events(peer)
         timer = engine.next_timer()
         if timer is not None:
             if timer <= self.now:
@@ -352,6 +349,15 @@ class Simulation:
             if graph != peer.last_graph:
                 peer.last_graph = graph
                 peer.presence.publish(graph)
+
+    def _handle_events(self, peer: SimPeer) -> None:
+        engine = peer.engine
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, ConnectionRequested):
+                answer = peer.presence.authorize(event.request).result()
+                engine.decide(event.link, answer.value == "Allow", self.now)
+            elif isinstance(event, CloseLink):
+                self._close_from(peer, event)
 
     def _transmit(self, wire: _Wire, sender: SimPeer, frame: bytes) -> None:
         model = wire.model

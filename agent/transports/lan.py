@@ -218,13 +218,15 @@ class LanTransport:
                 addresses.append(_address_of_interface(item))
         return addresses
 
-    def _tcp_bind_host(self) -> str | None:
+    def _tcp_bind_host(self) -> str:
         # Listening on the selected interfaces only when they are all loopback
         # (several agents on one host); otherwise on all, as peers dial our LAN address.
         addresses = self._interface_addresses()
         if addresses and all(ipaddress.IPv4Address(a).is_loopback for a in addresses):
             return addresses[0]
-        return None
+        # IPv4 only: beacons are IPv4, and host=None would also open an IPv6 socket
+        # on a different ephemeral port, which the beacon could then announce.
+        return "0.0.0.0"
 
     async def _beacon_forever(self) -> None:
         assert self._beacon_transport is not None
