@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from agent.api.authorization import ConnectionRequestAuthorization
+from agent.api.authorization import ConnectionRequestAuthorization, ConnectionRequestHandler
 from agent.api.presence import Presence
 from agent.config import AgentConfig
 from agent.core.engine import Engine, LinkSpec
@@ -89,6 +89,7 @@ class Agent:
         name: str | None = None,
         transports: Sequence[Transport] | None = None,
         control_socket: bool = True,
+        connection_request_handler: ConnectionRequestHandler | None = None,
     ) -> None:
         self.config = config or AgentConfig()
         self.state_dir = Path(state_dir)
@@ -105,6 +106,7 @@ class Agent:
         self._link_owner: dict[LinkId, Transport] = {}
         self._published_version = -1
         self._closed = False
+        self._initial_handler = connection_request_handler
         self._control: ControlServer | None = ControlServer(self) if control_socket else None
         #: Transport-level counters (drops, refusals), beside the engine's own stats.
         self.transport_stats: collections.Counter[str] = collections.Counter()
@@ -127,6 +129,9 @@ class Agent:
             self._local.store,
             handler_timeout=self.config.presence.handler_timeout,
         )
+        if self._initial_handler is not None:
+            # Installed before any transport starts, so no request slips past it.
+            self._presence.set_connection_request_handler(self._initial_handler)
         if self._default_transports and self.config.lan.enabled:
             from agent.transports.lan import LanTransport
 
@@ -305,11 +310,13 @@ class Agent:
     def _close_link(self, event: CloseLink) -> None:
         owner = self._link_owner.pop(event.link, None)
         log.debug("closing link %r: %s", event.link, event.reason)
-        if owner is None:
-            return
-        owner.close_link(event.link)
+        if owner is not None:
+            owner.close_link(event.link)
         if event.retry_at is not None and event.peer_key_string is not None:
-            owner.back_off(public_key_from_string(event.peer_key_string), event.retry_at)
+            # Even when the transport already lost the link, its back-off must hold.
+            key = public_key_from_string(event.peer_key_string)
+            for transport in [owner] if owner is not None else self._transports:
+                transport.back_off(key, event.retry_at)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -325,9 +332,16 @@ class BlockingAgent:
     """An :class:`Agent` whose event loop runs on a background thread, for plain scripts."""
 
     def __init__(
-        self, config: AgentConfig | None = None, *, state_dir: Path, name: str | None = None
+        self,
+        config: AgentConfig | None = None,
+        *,
+        state_dir: Path,
+        name: str | None = None,
+        connection_request_handler: ConnectionRequestHandler | None = None,
     ) -> None:
-        self._agent = Agent(config, state_dir=state_dir, name=name)
+        self._agent = Agent(
+            config, state_dir=state_dir, name=name, connection_request_handler=connection_request_handler
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="presence-agent-loop", daemon=True
