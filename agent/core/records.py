@@ -55,6 +55,9 @@ from agent.core.limits import (
     PUBLIC_KEY_BYTES,
 )
 
+#: An upper bound of (compact JSON bytes) / (CBOR bytes) for the same metadata.
+_JSON_EXPANSION_BOUND: Final = 8
+
 #: Distances saturate at this many decimetres (uint16).
 MAX_DISTANCE_DM: Final = 65535
 
@@ -395,7 +398,11 @@ def _body(env: Envelope) -> Card | Links:
             raise RecordError("malformed", "card metadata must be a map")
         try:
             check_metadata_value(metadata)
-            size = len(metadata_json(metadata).encode("utf-8"))
+            # JSON is at most ~6x the CBOR of the same data (a control character in a
+            # string: 1 byte vs "\u0000"), so only a large payload can exceed the limit.
+            size = 0
+            if len(env.payload) * _JSON_EXPANSION_BOUND > MAX_METADATA_JSON_BYTES:
+                size = len(metadata_json(metadata).encode("utf-8"))
         except MetadataError as exc:
             raise RecordError("malformed", str(exc)) from None
         if size > MAX_METADATA_JSON_BYTES:
