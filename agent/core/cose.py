@@ -19,16 +19,17 @@ from __future__ import annotations
 
 from typing import Final
 
-import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.core.errors import RecordError
 from agent.core.limits import MAX_RECORD_BYTES, SIGNATURE_BYTES
 
-COSE_SIGN1_TAG: Final = 18
 PROTECTED_HEADER: Final = b"\xa1\x01\x27"  # {1: -8}: alg EdDSA
 _SIG_STRUCTURE_PREFIX: Final = b"\x84\x6aSignature1\x43\xa1\x01\x27\x40"
+#: Tag 18, array(4), protected bstr({1: -8}), unprotected {}: every record starts so.
+_ENVELOPE_PREFIX: Final = b"\xd2\x84\x43\xa1\x01\x27\xa0"
+_SIGNATURE_HEAD: Final = b"\x58\x40"
 
 
 def _bstr_header(length: int) -> bytes:
@@ -74,29 +75,28 @@ def open_envelope(raw: bytes) -> tuple[bytes, bytes]:
     """Split COSE_Sign1 bytes into (payload, signature) without verifying.
 
     Raises :class:`RecordError` (``oversized`` or ``malformed``) on anything but
-    the exact deterministic layout above.
+    the exact deterministic layout above. The layout is fixed, so it is checked
+    byte for byte rather than decoded: this runs for every record received.
     """
     if len(raw) > MAX_RECORD_BYTES:
         raise RecordError("oversized", f"{len(raw)} bytes exceeds the {MAX_RECORD_BYTES}-byte limit")
-    try:
-        item = cbor2.loads(raw)
-    except Exception as exc:  # cbor2 raises several types for bad input
-        raise RecordError("malformed", f"not CBOR: {exc}") from None
-    if not isinstance(item, cbor2.CBORTag) or item.tag != COSE_SIGN1_TAG:
-        raise RecordError("malformed", "not a tagged COSE_Sign1")
-    value = item.value
-    if not (isinstance(value, list | tuple) and len(value) == 4):
-        raise RecordError("malformed", "COSE_Sign1 must be an array of 4")
-    protected, unprotected, payload, signature = value
-    if protected != PROTECTED_HEADER or unprotected != {}:
-        raise RecordError("malformed", "unsupported COSE headers (only alg EdDSA is accepted)")
-    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
-        raise RecordError("malformed", "payload and signature must be byte strings")
-    if len(signature) != SIGNATURE_BYTES:
-        raise RecordError("malformed", f"signature is {len(signature)} bytes, not {SIGNATURE_BYTES}")
-    if envelope(payload, signature) != raw:
-        raise RecordError("malformed", "not in deterministic encoding (or trailing bytes)")
-    return payload, signature
+    if not raw.startswith(_ENVELOPE_PREFIX):
+        raise RecordError("malformed", "not a tagged COSE_Sign1 with alg EdDSA and no other headers")
+    start = len(_ENVELOPE_PREFIX)
+    head = raw[start] if len(raw) > start else -1
+    if 0x40 <= head < 0x58:
+        length, start = head - 0x40, start + 1
+    elif head == 0x58 and len(raw) > start + 1 and raw[start + 1] >= 24:
+        length, start = raw[start + 1], start + 2
+    elif head == 0x59 and len(raw) > start + 2 and int.from_bytes(raw[start + 1 : start + 3], "big") >= 256:
+        length, start = int.from_bytes(raw[start + 1 : start + 3], "big"), start + 3
+    else:
+        raise RecordError("malformed", "payload is not a deterministically encoded byte string")
+    payload = raw[start : start + length]
+    tail = raw[start + length :]
+    if len(payload) != length or len(tail) != 2 + SIGNATURE_BYTES or not tail.startswith(_SIGNATURE_HEAD):
+        raise RecordError("malformed", f"expected a {SIGNATURE_BYTES}-byte signature and nothing after it")
+    return payload, tail[2:]
 
 
 def verify(public_key: Ed25519PublicKey, payload: bytes, signature: bytes) -> None:

@@ -268,8 +268,9 @@ class Engine:
         self._records: dict[tuple[bytes, RecordKind], Record] = {}
         # Raw bytes of every held record -> its key: flood echoes are dropped here.
         self._held_raw: dict[bytes, tuple[bytes, RecordKind]] = {}
-        # Links with something queued, so sending does not scan idle links.
-        self._pending: set[_Link] = set()
+        # Links with something queued, so sending does not scan idle links. A dict, not a
+        # set: insertion order keeps runs reproducible (sets of objects order by address).
+        self._pending: dict[_Link, None] = {}
         self._keys: dict[bytes, bytes] = {self.peer_id: public_key}
         self._summary = 0
         # Records to persist (Record) or to delete from the store (the peer's public key).
@@ -337,7 +338,7 @@ class Engine:
             self._on_topology_change(now, removal=True)
         del self._links[link]
         self._refresh_neighbours()
-        self._pending.discard(state)
+        self._pending.pop(state, None)
 
     def receive(self, link: LinkId, frame: bytes, now: float) -> None:
         """Bytes arrived on ``link``. Never raises for anything a remote sends."""
@@ -445,7 +446,7 @@ class Engine:
             if state.has_output():
                 self._drain(state, now, out)
             if not state.has_output():
-                self._pending.discard(state)
+                self._pending.pop(state, None)
             if state.state == "closing" and not state.has_output():
                 self._links.pop(state.id, None)
                 self._events.append(
@@ -707,7 +708,7 @@ class Engine:
         state.links_out.clear()
         state.cards_out.clear()
         state.digests.clear()
-        self._pending.add(state)  # so the close is reported once queued control frames are out
+        self._pending[state] = None  # so the close is reported once queued control frames are out
 
     # ------------------------------------------------------------------ records
 
@@ -872,7 +873,7 @@ class Engine:
 
     def _send_control(self, state: _Link, message: bytes) -> None:
         state.control.append(message)
-        self._pending.add(state)
+        self._pending[state] = None
 
     def _queue_record(self, state: _Link, key: tuple[bytes, RecordKind], raw: bytes, now: float) -> None:
         if not (state.links_out or state.cards_out):
@@ -880,7 +881,7 @@ class Engine:
             state.records_due = max(now, state.last_tx + self.config.flood_delay)
         queue = state.links_out if key[1] is RecordKind.LINKS else state.cards_out
         queue[key] = raw
-        self._pending.add(state)
+        self._pending[state] = None
 
     def _sweep(self, now: float) -> None:
         for (pid, kind), record in list(self._records.items()):
@@ -937,7 +938,7 @@ class Engine:
             lo = _ID_LOW if i == 0 else chunk[0][:8]
             hi = _ID_HIGH if i == len(chunks) - 1 else _prev_id(chunks[i + 1][0][:8])
             state.digests.append(encode_message(MessageType.DIGEST, lo, hi, b"".join(chunk)))
-        self._pending.add(state)
+        self._pending[state] = None
 
     def _on_digest(self, state: _Link, fields: tuple[Any, ...], now: float) -> None:
         lo, hi, packed = fields

@@ -1,0 +1,157 @@
+"""The benchmark suite runs and writes well-formed results. No timing is ever asserted here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.bench import machine
+from agent.bench.baseline import CARD, LINKS, GossipMesh
+from agent.bench.simtap import BenchSimulation, summarize
+from agent.sim import LinkModel, line
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURED = ("fig1", "fig2", "fig3", "fig4")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} in results.json")
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _numbers(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _numbers(v)]
+    return []
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    out = tmp_path_factory.mktemp("bench")
+    doc = out / "docs" / "PERFORMANCE.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent.bench", "--quick", "--out", str(out), "--doc", str(doc)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "results.json", doc, proc.stdout
+
+
+def test_quick_mode_writes_well_formed_results(quick_run: tuple[Path, Path, str]) -> None:
+    results_file, _, _ = quick_run
+    results = json.loads(results_file.read_text(encoding="utf-8"), parse_constant=_reject_constant)
+    assert results["mode"] == "quick"
+    for key in ("cpu_model", "cores", "python", "platform", "date", "git_commit"):
+        assert key in results["machine"]
+    assert results["machine"]["cores"] >= 1
+    figures = results["figures"]
+    assert set(figures) == {*MEASURED, "fig5", "fig6"}
+    for key in MEASURED:
+        figure = figures[key]
+        for field in ("title", "goal", "baseline", "repetitions"):
+            assert figure[field], (key, field)
+    for key in ("fig5", "fig6"):
+        assert figures[key]["status"] == "not yet measured"
+    for key in ("fig1", "fig2", "fig4"):
+        for goal in figures[key]["goals"]:
+            assert isinstance(goal["met"], bool), goal
+    assert all(math.isfinite(x) for x in _numbers(results))
+
+    sizes = {row["record"]: row for row in figures["fig1"]["rows"]}
+    assert sizes["card, no metadata"]["cose_bytes"] > 0
+    assert all(row["json_bytes"] > 0 for row in sizes.values())
+    ingest = figures["fig2"]
+    repetitions = ingest["repetitions"]
+    assert len(ingest["subject_records_per_s"]) == repetitions == len(ingest["baseline_verifies_per_s"])
+    assert ingest["ratio_subject_to_baseline"] > 0
+    propagation = figures["fig3"]
+    assert {(m["topology"], m["peers"]) for m in propagation["medians"]} == {
+        (t, n) for t in ("random_geometric", "grid", "line") for n in (10, 100)
+    }
+    for median in propagation["medians"]:
+        for change in ("metadata", "link_add", "link_remove", "kill"):
+            assert median[change]["subject"]["median_time_s"] > 0
+            assert median[change]["baseline"]["median_time_s"] > 0
+    lora = figures["fig4"]
+    assert [c["loss"] for c in lora["conditions"]] == [0.0, 0.1]
+    for condition in lora["conditions"]:
+        assert condition["medians"]["quiet_hour"]["card_bytes"] > 0
+
+
+def test_quick_mode_writes_the_page_and_a_summary(quick_run: tuple[Path, Path, str]) -> None:
+    _, doc, stdout = quick_run
+    text = doc.read_text(encoding="utf-8")
+    for heading in ("Figure 1", "Figure 2", "Figure 3", "Figure 4", "Figures 5 and 6: not yet measured"):
+        assert f"## {heading}" in text
+    assert "Baseline:" in text
+    plots = sorted(p.name for p in (doc.parent / "perf").glob("*.png"))
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert plots == [
+            "fig1_record_sizes.png",
+            "fig2_ingest.png",
+            "fig3_propagation.png",
+            "fig4_lora.png",
+        ]
+    else:
+        assert "matplotlib is not importable" in text
+    assert stdout.splitlines()[0].split()[:3] == ["figure", "measure", "subject"]
+
+
+def test_gossip_baseline_spreads_a_change_and_pays_for_full_state() -> None:
+    model = LinkModel()
+    mesh = GossipMesh(4, [(0, 1, model), (1, 2, model), (2, 3, model)], [(150, 130)] * 4, seed=3)
+    mesh.run_until(1.0)
+    smallest = mesh.state_message_bytes(0)
+    version = mesh.set_record(0, CARD, 160)
+    took = mesh.run_until_all_hold({(0, CARD): version}, timeout=600)
+    assert took is not None and took >= 3 * model.latency
+    assert mesh.state_message_bytes(3) == 150 * 3 + 160 + 130 * 4 + 3 * 8 + 4
+    totals = mesh.totals()
+    assert totals["bytes"] >= totals["messages"] * (smallest + 1)  # every message is the full state
+
+    detected = mesh.kill(3, {2: 118})
+    assert set(detected) == {2}
+    took = mesh.run_until_all_hold({(2, LINKS): mesh.version_of(2, LINKS) + 1}, timeout=600)
+    assert took is not None and took >= mesh.config.dead_interval - mesh.config.keepalive_interval
+
+
+def test_frame_tap_sees_handshake_and_records() -> None:
+    sim = BenchSimulation(seed=5, tap=True)
+    sim.build(line(3))
+    sim.run_for(2.0)
+    summary = summarize(sim.tapped)
+    sim.close()
+    assert summary.frames == len(sim.tapped) > 0
+    assert {"HELLO", "PROOF", "ACCEPT", "RECORDS", "SUMMARY"} <= set(summary.bytes_by_type)
+    assert summary.records_by_kind["CARD_IN_HELLO"] == 4  # two links, a HELLO each way
+    assert summary.records_by_kind["LINKS"] > 0
+
+
+def test_machine_description_reads_cpuinfo_and_git_files(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n", encoding="utf-8")
+    assert machine.cpu_model(cpuinfo) == "Raspberry Pi 4 Model B Rev 1.4"
+    repo = tmp_path / "repo"
+    (repo / ".git" / "refs" / "heads").mkdir(parents=True)
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n", encoding="utf-8")
+    assert machine.git_commit(repo) is None
+    (repo / ".git" / "packed-refs").write_text("abc123 refs/heads/main\n", encoding="utf-8")
+    assert machine.git_commit(repo) == "abc123"
+    (repo / ".git" / "refs" / "heads" / "main").write_text("def456\n", encoding="utf-8")
+    assert machine.git_commit(repo) == "def456"
+    assert machine.git_commit(tmp_path / "nowhere") is None
