@@ -30,7 +30,7 @@ import collections
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
@@ -1168,8 +1168,3 @@ def _mean(a: int | None, b: int | None) -> int | None:
 def _prev_id(pid: bytes) -> bytes:
     value = int.from_bytes(pid, "big")
     return max(0, value - 1).to_bytes(8, "big")
-
-
-def with_metadata(card: Card, metadata: Mapping[str, Any]) -> Card:
-    """A copy of ``card`` carrying new metadata."""
-    return replace(card, metadata=metadata)
