@@ -1257,3 +1257,43 @@ def test_a_deny_before_the_remote_proved_its_key_does_not_back_off_from_that_key
     _, events = flush(a, NOW)
     assert len(closes(events)) == 1
     assert a.engine.retry_at(b.key) is None
+
+
+# ================================================================ handshake retransmission
+
+
+def test_a_lost_hello_is_retransmitted_and_the_link_comes_up_long_before_the_deadline() -> None:
+    a, b = make_node("a"), make_node("b")
+    wire = Wire(a, b)
+    link = wire.connect(a, b)
+    wire.muted.add(link)
+    wire.pump()  # both HELLOs vanish
+    wire.muted.discard(link)
+
+    assert wire.run_until(lambda: bool(a.engine.established_links() and b.engine.established_links()), 5.0)
+    assert a.engine.stats["handshake.retransmitted"] >= 1
+    assert wire.now < NOW + a.engine.config.handshake_timeout
+
+
+def test_a_lost_accept_is_asked_for_again_and_the_link_comes_up_on_both_sides() -> None:
+    a, b = make_node("a"), make_node("b")
+    wire = Wire(a, b, policy=lambda node, event: None)  # answer later, by hand
+    link = wire.connect(a, b)
+    wire.pump()
+    assert len(wire.pending) == 2
+    wire.muted.add(link)
+    for node, event in wire.pending:
+        node.engine.decide(event.link, True, wire.now)
+    wire.pending.clear()
+    wire.pump()  # both ACCEPTs vanish
+    wire.muted.discard(link)
+
+    assert wire.run_until(lambda: bool(a.engine.established_links() and b.engine.established_links()), 5.0)
+
+
+def test_an_established_pair_does_not_exchange_accepts_forever() -> None:
+    wire, a, b, link = established_pair()
+    start = wire.now
+    wire.run(10.0)
+    later = [s.frame for s in wire.log if s.link == link and s.time > start]
+    assert MessageType.ACCEPT not in kinds(later)

@@ -174,6 +174,9 @@ class EngineConfig:
     #: that a neighbour meanwhile sends us is cancelled instead of sent back.
     flood_delay: float = 0.01
     handshake_timeout: float = 30.0
+    #: First retransmission of an unanswered handshake message (doubles each time;
+    #: stretched on slow links to four times the message's transfer time).
+    handshake_retry: float = 1.0
     deny_backoff_initial: float = 1.0
     deny_backoff_max: float = 300.0
     backoff_jitter: float = 0.5
@@ -222,6 +225,13 @@ class _Link:
     summary_mismatches: int = 0
     digest_sent_at: float | None = None
     handshake_deadline: float = 0.0
+    # Handshake messages are retransmitted on silence, so one lost frame on a lossy
+    # radio costs a retry, not the whole handshake deadline.
+    retry_every: float = 1.0
+    retry_at: float = 0.0
+    hello: bytes = b""
+    proof: bytes = b""
+    remote_nonce: bytes = b""
     close_reason: str = ""
     close_retry_at: float | None = None
     wake_at: float | None = None
@@ -324,9 +334,10 @@ class Engine:
         )
         self._links[link] = state
         self.stats["links.opened"] += 1
-        self._send_control(
-            state, encode_message(MessageType.HELLO, PROTOCOL_VERSION, state.nonce, self._own_card.raw)
-        )
+        state.hello = encode_message(MessageType.HELLO, PROTOCOL_VERSION, state.nonce, self._own_card.raw)
+        state.retry_every = max(self.config.handshake_retry, 4 * self._transfer_time(state, len(state.hello)))
+        state.retry_at = now + state.retry_every
+        self._send_control(state, state.hello)
 
     def link_down(self, link: LinkId, now: float) -> None:
         """The transport lost ``link`` (closed, timed out, unplugged)."""
@@ -407,6 +418,8 @@ class Engine:
                 self.stats["links.handshake_timeout"] += 1
                 self._close(state, "handshake did not complete", None, now)
                 continue
+            if not state.established and state.retry_at <= now:
+                self._retransmit_handshake(state, now)
             if state.established and state.last_tx + state.keepalive <= now and not state.has_output():
                 self._send_control(state, self._summary_message())
         if self._resign_links_at is not None and now >= self._resign_links_at:
@@ -471,8 +484,9 @@ class Engine:
             if state.state == "closing":
                 continue
             if not state.established:
-                # Silence is normal while the handler decides: only the handshake deadline applies.
-                deadline = state.handshake_deadline
+                # Silence is normal while the handler decides: the handshake deadline and
+                # the retransmission timer apply, not the dead interval.
+                deadline = min(state.handshake_deadline, state.retry_at)
             else:
                 deadline = state.last_rx + state.dead
                 if not state.has_output():
@@ -581,6 +595,9 @@ class Engine:
             self._on_proof(state, fields, now)
         elif kind is MessageType.ACCEPT:
             state.remote_allowed = True
+            if fields[:1] == (1,) and state.local_allowed:
+                # A retransmitted ACCEPT asks for ours: the remote missed it.
+                self._send_control(state, encode_message(MessageType.ACCEPT))
             if state.local_allowed and state.state == "deciding":
                 self._establish(state, now)
         elif kind is MessageType.DENY:
@@ -601,7 +618,12 @@ class Engine:
 
     def _on_hello(self, state: _Link, fields: tuple[Any, ...], now: float) -> None:
         if state.remote_key is not None:
+            # The remote did not get our PROOF (or ACCEPT): answer its retransmission.
             self.stats["handshake.repeated_hello"] += 1
+            if state.proof and fields[1:2] == (state.remote_nonce,):
+                self._send_control(state, state.proof)
+                if state.local_allowed:
+                    self._send_control(state, encode_message(MessageType.ACCEPT))
             return
         version, nonce, card_raw = fields
         if type(version) is not int or version != PROTOCOL_VERSION:
@@ -628,7 +650,9 @@ class Engine:
         state.remote_key = card.public_key
         state.remote_card = card
         proof = self._private_key.sign(HANDSHAKE_CONTEXT + nonce + self.public_key + card.public_key)
-        self._send_control(state, encode_message(MessageType.PROOF, proof))
+        state.remote_nonce = nonce
+        state.proof = encode_message(MessageType.PROOF, proof)
+        self._send_control(state, state.proof)
 
     def _on_proof(self, state: _Link, fields: tuple[Any, ...], now: float) -> None:
         (signature,) = fields
@@ -660,6 +684,17 @@ class Engine:
                 ),
             )
         )
+
+    def _retransmit_handshake(self, state: _Link, now: float) -> None:
+        # Whatever the remote has not acknowledged yet: our HELLO until its PROOF
+        # arrives (its PROOF proves it got our HELLO), then our ACCEPT asking for its.
+        self.stats["handshake.retransmitted"] += 1
+        if not state.remote_proved:
+            self._send_control(state, state.hello)
+        elif state.local_allowed and not state.remote_allowed:
+            self._send_control(state, encode_message(MessageType.ACCEPT, 1))
+        state.retry_every = min(2 * state.retry_every, self.config.handshake_timeout)
+        state.retry_at = now + state.retry_every
 
     def _on_deny(self, state: _Link, now: float) -> None:
         self.stats["links.denied_by_remote"] += 1

@@ -14,7 +14,7 @@ type       fields                                              when
 =========  ==================================================  ===============
 1 HELLO    version, nonce(16), card (signed record bytes)      link up
 2 PROOF    Ed25519 signature (64)                              after HELLO
-3 ACCEPT   --                                                  handler allowed
+3 ACCEPT   ?1 ("answer with your ACCEPT": a retransmission)     handler allowed
 4 DENY     --                                                  handler denied
 5 RECORDS  record, record, ...                                 flooding / sync
 6 SUMMARY  summary(8)                                          keepalive
@@ -25,7 +25,11 @@ DIGEST ``entries`` is one byte string of 13-byte items
 ``peer_id(8) + kind(1) + counter(4, big-endian)``, sorted, covering every
 record the sender holds for peer ids in ``[lo, hi]``. The link proof is an
 Ed25519 signature over ``HANDSHAKE_CONTEXT + verifier_nonce + signer_key +
-verifier_key``.
+verifier_key``. HELLO is resent until the remote's PROOF arrives; after
+admitting, our ACCEPT is resent as ``ACCEPT 1`` until the remote's ACCEPT
+arrives. ``ACCEPT 1`` is answered with a plain ACCEPT, never with another
+``ACCEPT 1``. Resends back off from one second (or four times the message's
+transfer time on a slow link).
 """
 
 from __future__ import annotations
