@@ -1292,7 +1292,7 @@ def test_a_lost_accept_is_asked_for_again_and_the_link_comes_up_on_both_sides() 
 
 
 def test_an_established_pair_does_not_exchange_accepts_forever() -> None:
-    wire, a, b, link = established_pair()
+    wire, _, _, link = established_pair()
     start = wire.now
     wire.run(10.0)
     later = [s.frame for s in wire.log if s.link == link and s.time > start]
