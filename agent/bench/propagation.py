@@ -41,6 +41,7 @@ from agent.bench.simtap import BenchSimulation
 from agent.core.engine import EngineConfig
 from agent.core.records import RecordKind
 from agent.sim import LinkModel, SimPeer, Topology, build
+from agent.sim.topology import hop_depths
 
 TOPOLOGIES = ("random_geometric", "grid", "line")
 MODEL = LinkModel()
@@ -92,16 +93,7 @@ def _poll_until(
 def _by_distance(
     topo_adj: list[list[int]], origins: Sequence[int], peers: Sequence[SimPeer]
 ) -> list[SimPeer]:
-    depth = {o: 0 for o in origins}
-    frontier = list(origins)
-    while frontier:
-        nxt = []
-        for node in frontier:
-            for other in topo_adj[node]:
-                if other not in depth:
-                    depth[other] = depth[node] + 1
-                    nxt.append(other)
-        frontier = nxt
+    depth = hop_depths(topo_adj, origins)
     return sorted((p for p in peers if p.alive), key=lambda p: depth.get(p.index, len(peers)))
 
 

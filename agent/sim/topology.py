@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -28,19 +29,27 @@ class Topology:
         for a, b in self.edges:
             adjacency[a].append(b)
             adjacency[b].append(a)
-        depth = {origin: 0}
-        frontier = [origin]
-        while frontier:
-            nxt = []
-            for node in frontier:
-                for other in adjacency[node]:
-                    if other not in depth:
-                        depth[other] = depth[node] + 1
-                        nxt.append(other)
-            frontier = nxt
+        depth = hop_depths(adjacency, [origin])
         if len(depth) != self.n:
             raise ValueError(f"{self.name} topology is not connected")
         return max(depth.values())
+
+
+def hop_depths(
+    adjacency: Mapping[int, Sequence[int]] | Sequence[Sequence[int]], origins: Iterable[int]
+) -> dict[int, int]:
+    """Hops from the nearest of ``origins`` to every node reachable over ``adjacency`` (BFS)."""
+    depth = dict.fromkeys(origins, 0)
+    frontier = list(depth)
+    while frontier:
+        nxt = []
+        for node in frontier:
+            for other in adjacency[node]:
+                if other not in depth:
+                    depth[other] = depth[node] + 1
+                    nxt.append(other)
+        frontier = nxt
+    return depth
 
 
 def line(n: int) -> Topology:
