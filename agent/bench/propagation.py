@@ -153,6 +153,11 @@ def _window(
     n = len(peers)
     frames = (after[1] - before[1]) / n
     sent = (after[0] - before[0]) / n
+    return _window_figures(window, frames, sent, steady)
+
+
+def _window_figures(window: float, frames: float, sent: float, steady: dict[str, float]) -> dict[str, Any]:
+    """Per-peer traffic in a window after a change, and what it adds over the steady state."""
     return {
         "window_s": rounded(window),
         "frames_per_peer": rounded(frames, 2),
@@ -170,13 +175,7 @@ def _baseline_window(
     window = mesh.now - t0
     frames = (after["frames"] - before["frames"]) / mesh.n
     sent = (after["bytes"] - before["bytes"]) / mesh.n
-    return {
-        "window_s": rounded(window),
-        "frames_per_peer": rounded(frames, 2),
-        "bytes_per_peer": rounded(sent, 1),
-        "marginal_frames_per_peer": rounded(frames - steady["frames_per_peer_per_s"] * window, 2),
-        "marginal_bytes_per_peer": rounded(sent - steady["bytes_per_peer_per_s"] * window, 1),
-    }
+    return _window_figures(window, frames, sent, steady)
 
 
 # ---------------------------------------------------------------- one run
