@@ -6,7 +6,7 @@ the table of keys; ``hw_configs/*.toml`` are profiles per hardware setup)::
     [agent]     name, state_dir, log_level
     [lan]       interfaces, multicast group and ports, beacon/keepalive/dead timing, limits
     [presence]  departure_grace, record_ttl, handler_timeout
-    [mqtt]      reserved for the MQTT mirror: accepted, only checked to be a table
+    [mqtt]      the mirror to an MQTT broker: broker URL, credentials, TLS, topics (off by default)
 
 Each table maps onto a frozen dataclass below. One generic validator walks the
 dataclass fields: the field's type says which TOML type is accepted (an
@@ -34,6 +34,8 @@ from agent.api.presence import DEFAULT_HANDLER_TIMEOUT
 from agent.core.engine import EngineConfig
 from agent.core.errors import PresenceError
 from agent.core.limits import MAX_MESSAGE_BYTES, MIN_LINK_MTU
+from agent.mqtt.broker import parse_broker_url
+from agent.mqtt.topics import DEFAULT_DISCOVERY_PREFIX, DEFAULT_TOPIC_ROOT, check_topic_root
 
 __all__ = [
     "LOG_LEVELS",
@@ -42,6 +44,7 @@ __all__ = [
     "AgentSettings",
     "ConfigError",
     "LanSettings",
+    "MqttSettings",
     "PresenceSettings",
     "load_config",
     "parse_config",
@@ -49,8 +52,8 @@ __all__ = [
 
 #: Accepted values of ``agent.log_level``.
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-#: Tables accepted but not (yet) read into :class:`AgentConfig`; the MQTT mirror defines ``[mqtt]``.
-RESERVED_TABLES: Final = frozenset({"mqtt"})
+#: Tables accepted but not (yet) read into :class:`AgentConfig` (none today).
+RESERVED_TABLES: Final[frozenset[str]] = frozenset()
 
 _ENGINE_DEFAULTS: Final = EngineConfig()
 #: Linux interface names are at most IFNAMSIZ - 1 bytes.
@@ -167,6 +170,61 @@ class PresenceSettings:
     handler_timeout: float = _positive(DEFAULT_HANDLER_TIMEOUT)
 
 
+def _is_broker_url(text: str) -> bool:
+    if not text:
+        return True  # the mirror is off
+    try:
+        parse_broker_url(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """``[mqtt]``: mirror the mesh to an MQTT broker. Off unless ``broker`` is set.
+
+    The password is never in this file's values: it is read from ``password_file``
+    (first line) or the environment variable named by ``password_env``.
+    """
+
+    broker: str = _rule("", 'a URL "mqtt://host[:port]" or "mqtts://host[:port]"', _is_broker_url)
+    #: ``""`` means ``presence-agent-<peer id>``: unique per device, stable across restarts.
+    client_id: str = _rule("", "at most 64 characters", lambda v: len(v) <= 64)
+    username: str = ""
+    password_file: str = ""
+    password_env: str = ""
+    #: CA bundle to trust for ``mqtts://`` (``""``: the system's CAs).
+    ca_file: str = ""
+    #: Client certificate and its key, for brokers that require one.
+    cert_file: str = ""
+    key_file: str = ""
+    topic_root: str = _rule(
+        DEFAULT_TOPIC_ROOT,
+        'a topic prefix such as "presence" or "site/7/presence"',
+        lambda v: check_topic_root(v) is None,
+    )
+    qos: int = _rule(1, "0, 1 or 2", (0, 1, 2).__contains__)
+    keepalive: int = _rule(30, "an integer in 5..3600 (seconds)", lambda v: 5 <= v <= 3600)
+    #: Changes within this many seconds are published together (one message per topic).
+    coalesce: float = _rule(0.1, "a number of seconds in 0..60", lambda v: 0 <= v <= 60)
+    #: Reconnect back-off (doubling, with jitter) between these bounds, in seconds.
+    reconnect_min: float = _positive(1.0)
+    reconnect_max: float = _positive(60.0)
+    #: Most topics waiting to be published; beyond it clears of departed peers are dropped
+    #: (and counted): the sweep after the next connect removes them.
+    max_pending: int = _rule(20_000, "an integer >= 100", lambda v: v >= 100)
+    #: Publish Home Assistant MQTT discovery: each peer a device with a presence entity.
+    homeassistant: bool = False
+    discovery_prefix: str = _rule(
+        DEFAULT_DISCOVERY_PREFIX, "a topic prefix", lambda v: check_topic_root(v) is None
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.broker)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     """The whole configuration: one field per TOML table. ``AgentConfig()`` is all defaults."""
@@ -174,6 +232,7 @@ class AgentConfig:
     agent: AgentSettings = field(default_factory=AgentSettings)
     lan: LanSettings = field(default_factory=LanSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
 
     def engine_config(self) -> EngineConfig:
         """The engine's timings from ``[lan]`` and ``[presence]``; everything else keeps the engine default.
@@ -297,6 +356,23 @@ def _check_relations(config: AgentConfig, source: str) -> None:
             f"expected an integer >= lan.max_frame_bytes ({lan.max_frame_bytes}), "
             f"got {lan.max_receive_bytes_per_second}",
         )
+    _check_mqtt(config.mqtt, source)
+
+
+def _check_mqtt(mqtt: MqttSettings, source: str) -> None:
+    if mqtt.password_file and mqtt.password_env:
+        raise ConfigError(source, "mqtt.password_env", "expected only one of password_file and password_env")
+    if bool(mqtt.cert_file) != bool(mqtt.key_file):
+        raise ConfigError(source, "mqtt.key_file", "expected cert_file and key_file together")
+    if mqtt.reconnect_max < mqtt.reconnect_min:
+        raise ConfigError(
+            source,
+            "mqtt.reconnect_max",
+            f"expected a number >= mqtt.reconnect_min ({mqtt.reconnect_min:g}), got {mqtt.reconnect_max:g}",
+        )
+    tls_files = mqtt.ca_file or mqtt.cert_file
+    if mqtt.broker and tls_files and not parse_broker_url(mqtt.broker).tls:
+        raise ConfigError(source, "mqtt.broker", "expected an mqtts:// URL when TLS files are configured")
 
 
 def _unknown(kind: str, name: str, known: typing.Iterable[str]) -> str:

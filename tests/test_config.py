@@ -78,7 +78,12 @@ def test_values_are_read_with_ints_accepted_as_numbers() -> None:
         [presence]
         record_ttl = 3600
         [mqtt]
-        host = "broker.local"
+        broker = "mqtts://broker.local"
+        username = "gate-3"
+        password_file = "/etc/presence-agent/mqtt.pass"
+        ca_file = "/etc/presence-agent/ca.pem"
+        topic_root = "site/7/presence"
+        homeassistant = true
         """,
         "site.toml",
     )
@@ -88,6 +93,34 @@ def test_values_are_read_with_ints_accepted_as_numbers() -> None:
     assert config.lan.beacon_interval == 2.0 and isinstance(config.lan.beacon_interval, float)
     assert config.lan.tcp_port == 47778
     assert config.presence.record_ttl == 3600.0
+    assert config.mqtt.enabled and config.mqtt.broker == "mqtts://broker.local"
+    assert (config.mqtt.topic_root, config.mqtt.qos, config.mqtt.homeassistant) == ("site/7/presence", 1, True)
+
+
+def test_the_mirror_is_off_by_default() -> None:
+    assert not AgentConfig().mqtt.enabled
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "problem"),
+    [
+        ('broker = "http://x"', "mqtt.broker", 'expected a URL "mqtt://host[:port]"'),
+        ('broker = "mqtt://user:pw@x"', "mqtt.broker", "expected a URL"),
+        ('topic_root = "a/#"', "mqtt.topic_root", "expected a topic prefix"),
+        ('topic_root = "/a"', "mqtt.topic_root", "expected a topic prefix"),
+        ("qos = 3", "mqtt.qos", "expected 0, 1 or 2"),
+        ('password = "s3cret"', "mqtt.password", "unknown key (did you mean password_env?)"),
+        ('password_file = "f"\npassword_env = "E"', "mqtt.password_env", "only one of password_file"),
+        ('cert_file = "c.pem"', "mqtt.key_file", "cert_file and key_file together"),
+        ('broker = "mqtt://x"\nca_file = "ca.pem"', "mqtt.broker", "an mqtts:// URL"),
+        ("reconnect_min = 10\nreconnect_max = 5", "mqtt.reconnect_max", "expected a number >= mqtt.reconnect_min"),
+    ],
+)
+def test_bad_mqtt_settings_name_the_key(table: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"[mqtt]\n{table}\n", "m.toml")
+    assert caught.value.key == key
+    assert problem in str(caught.value)
 
 
 def test_engine_config_carries_the_timing() -> None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.api.authorization import ConnectionRequestAuthorization, ConnectionRequestHandler
 from agent.api.presence import Presence
@@ -34,9 +34,13 @@ from agent.core.engine import Engine, LinkSpec
 from agent.core.errors import PresenceError
 from agent.core.events import CloseLink, ConnectionRequested, LinkEstablished, LinkId
 from agent.core.keys import public_key_from_string
+from agent.mqtt.messages import MirrorSnapshot
 from agent.runtime.control import ControlServer
 from agent.state.local_peer import LocalPeer, open_local_peer
 from agent.transports.base import Transport
+
+if TYPE_CHECKING:
+    from agent.mqtt.mirror import MqttMirror
 
 T = TypeVar("T")
 log = logging.getLogger("agent.runtime")
@@ -108,6 +112,9 @@ class Agent:
         self._closed = False
         self._initial_handler = connection_request_handler
         self._control: ControlServer | None = ControlServer(self) if control_socket else None
+        self._mirror: MqttMirror | None = None
+        self._mirrored: tuple[int, bytes] | None = None
+        self._mirror_timer: asyncio.TimerHandle | None = None
         #: Transport-level counters (drops, refusals), beside the engine's own stats.
         self.transport_stats: collections.Counter[str] = collections.Counter()
 
@@ -129,6 +136,11 @@ class Agent:
             self._local.store,
             handler_timeout=self.config.presence.handler_timeout,
         )
+        if self.config.mqtt.enabled:
+            from agent.mqtt.mirror import MqttMirror  # paho is only imported when mirroring
+
+            # Before the transports: a bad password file stops the start, not the mesh later.
+            self._mirror = MqttMirror(self.config.mqtt, self._local.engine.peer_key_string)
         if self._initial_handler is not None:
             # Installed before any transport starts, so no request slips past it.
             self._presence.set_connection_request_handler(self._initial_handler)
@@ -144,6 +156,8 @@ class Agent:
             raise
         if self._control is not None:
             await self._control.start()
+        if self._mirror is not None:
+            self._mirror.start()
         self._flusher = asyncio.ensure_future(self._flush_forever())
         self._pump()
         log.info("agent %s started in %s", self.peer_key_string, self.state_dir)
@@ -155,6 +169,10 @@ class Agent:
         self._closed = True
         if self._control is not None:
             await self._control.stop()
+        if self._mirror_timer is not None:
+            self._mirror_timer.cancel()
+        if self._mirror is not None:
+            await asyncio.to_thread(self._mirror.close)
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -201,6 +219,11 @@ class Agent:
     @property
     def peer_key_string(self) -> str:
         return self.engine.peer_key_string
+
+    @property
+    def mirror(self) -> MqttMirror | None:
+        """The MQTT mirror, when ``[mqtt] broker`` is set."""
+        return self._mirror
 
     def stats(self) -> dict[str, int]:
         """Engine and transport counters in one mapping (must be called on the loop)."""
@@ -264,6 +287,25 @@ class Agent:
         if presence is not None and presence.wants_graphs and engine.graph_version != self._published_version:
             self._published_version = engine.graph_version
             presence.publish(engine.graph(now))
+        mirror_due = self._mirror is not None and self._mirror_timer is None and self._loop is not None
+        if mirror_due and (engine.graph_version, engine.summary) != self._mirrored:
+            assert self._loop is not None
+            self._mirror_timer = self._loop.call_later(self.config.mqtt.coalesce, self._offer_to_mirror)
+
+    def _offer_to_mirror(self) -> None:
+        """Hand the mirror the current view (a graph and the held records: references, no copies)."""
+        self._mirror_timer = None
+        if self._closed or self._mirror is None:
+            return
+        engine = self.engine
+        now = time.time()
+        self._mirrored = (engine.graph_version, engine.summary)
+        graph = engine.graph(now)
+        records = {
+            p.peer_key_string: tuple(engine.records_of(public_key_from_string(p.peer_key_string)))
+            for p in graph.peers()
+        }
+        self._mirror.offer(MirrorSnapshot(graph, records, now))
 
     def _handle_events(self, engine: Engine) -> None:
         while (event := engine.next_event()) is not None:

@@ -1,0 +1,1 @@
+"""The MQTT mirror and the fleet view."""
