@@ -1,0 +1,40 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from broker_support import Mosquitto, make_tls_files, missing_broker_tools
+
+#: Users of the ``mosquitto_tls_auth`` broker, name -> password.
+BROKER_USERS = {"agent": "s3cret", "viewer": "v1ew"}
+
+
+@pytest.fixture
+def require_broker() -> None:
+    """Skips the test when mosquitto is missing; fails it instead if PRESENCE_REQUIRE_BROKER is set (CI)."""
+    missing = missing_broker_tools()
+    if not missing:
+        return
+    reason = f"{', '.join(missing)} not installed (Debian packages: mosquitto mosquitto-clients)"
+    if os.environ.get("PRESENCE_REQUIRE_BROKER", "") not in ("", "0"):
+        pytest.fail(f"PRESENCE_REQUIRE_BROKER is set but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def mosquitto(require_broker: None, tmp_path: Path) -> Iterator[Mosquitto]:
+    """A plain-MQTT broker with anonymous access on a private loopback port."""
+    with Mosquitto(tmp_path / "mosquitto") as broker:
+        yield broker
+
+
+@pytest.fixture
+def mosquitto_tls_auth(require_broker: None, tmp_path: Path) -> Iterator[Mosquitto]:
+    """A TLS broker (CA in ``.tls.ca_cert``) that admits only BROKER_USERS (also in ``.users``)."""
+    tls = make_tls_files(tmp_path / "tls")
+    with Mosquitto(tmp_path / "mosquitto", tls=tls, users=BROKER_USERS) as broker:
+        yield broker
