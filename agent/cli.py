@@ -5,6 +5,7 @@
     presence-agent watch [--json] [--state-dir DIR]
     presence-agent metadata get | set JSON | set --file FILE   [--state-dir DIR]
     presence-agent keys show [--json] [--state-dir DIR]
+    presence-agent fleet [--broker URL | --config FILE] [--json] [--watch] [credentials, TLS, --topic-root]
     presence-agent demo [--agents N] [--duration S]
     presence-agent sim ...            (python -m agent.sim)
 
@@ -16,9 +17,12 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +109,91 @@ def _keys_show(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _fleet(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.mqtt.broker import broker_options
+    from agent.mqtt.fleet import render_table
+    from agent.mqtt.fleet_view import FleetView
+
+    settings = _fleet_settings(args)
+    view = FleetView(broker_options(settings), topic_root=settings.topic_root, connect_timeout=args.timeout)
+    mqtt_log = logging.getLogger("agent.mqtt")
+    mqtt_log.setLevel(logging.CRITICAL)  # a failed connect is this command's one-line error
+    view.start()
+    mqtt_log.setLevel(logging.WARNING)  # from here on, a lost connection is worth a line
+    with view:
+        graph = view.settle(args.timeout)
+        if not args.watch:
+            if args.json:
+                document = {**graph.to_json(), "rejections": [dataclasses.asdict(r) for r in view.rejections]}
+                print(json.dumps(document, indent=2, ensure_ascii=False))
+            else:
+                print(render_table(graph))
+                for line in _rejection_lines(view.rejections):
+                    print(line)
+            return 0
+        if args.json:
+            print(json.dumps({"event": "fleet", **graph.to_json()}, ensure_ascii=False), flush=True)
+        else:
+            print(render_table(graph), flush=True)
+        try:
+            for update in view.changes():
+                if args.json:
+                    events = update.diff.to_json()
+                    events += [{"event": "rejected", **dataclasses.asdict(r)} for r in update.rejections]
+                    for event in events:
+                        print(json.dumps(event, ensure_ascii=False), flush=True)
+                else:
+                    stamp = time.strftime("%H:%M:%S")
+                    for line in (*update.diff.lines(), *_rejection_lines(update.rejections)):
+                        print(f"{stamp} {line}", flush=True)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def _fleet_settings(args: argparse.Namespace) -> Any:
+    """``[mqtt]`` of ``--config`` (if given) with the command-line options on top."""
+    from agent.config import AgentConfig, MqttSettings, load_config
+
+    base = load_config(args.config).mqtt if args.config else AgentConfig().mqtt
+    overrides = {
+        name: value
+        for name in (
+            "broker",
+            "username",
+            "password_file",
+            "password_env",
+            "ca_file",
+            "cert_file",
+            "key_file",
+        )
+        if (value := getattr(args, name)) is not None
+    }
+    if args.topic_root is not None:
+        overrides["topic_root"] = args.topic_root
+    if overrides.get("password_file"):
+        overrides.setdefault("password_env", "")
+    elif overrides.get("password_env"):
+        overrides["password_file"] = ""
+    settings: MqttSettings = dataclasses.replace(base, **overrides)
+    if not settings.broker:
+        raise _UsageError("fleet needs --broker URL (or --config FILE with [mqtt] broker)")
+    _check_fleet_settings(settings)
+    return settings
+
+
+def _check_fleet_settings(settings: Any) -> None:
+    """The [mqtt] checks, on the merged settings, reported like a configuration error."""
+    from agent.config import parse_config
+
+    lines = ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in dataclasses.asdict(settings).items()]
+    parse_config("\n".join(lines), "command line")
+
+
+def _rejection_lines(rejections: Any) -> list[str]:
+    return [f"rejected      {r.topic} ({r.reason}: {r.detail})" for r in rejections]
+
+
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     from agent.runtime.demo import run_demo
 
@@ -180,6 +269,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(handler=_keys_show)
 
+    fleet = commands.add_parser(
+        "fleet", help="every agent's view from an MQTT broker, verified and merged into one graph"
+    )
+    fleet.add_argument("--broker", help="mqtt://host[:port] or mqtts://host[:port]")
+    fleet.add_argument("--config", type=Path, help="take the [mqtt] settings of this agent configuration")
+    fleet.add_argument("--username")
+    secret = fleet.add_mutually_exclusive_group()
+    secret.add_argument("--password-file", help="read the password from this file's first line")
+    secret.add_argument("--password-env", metavar="VAR", help="read the password from this variable")
+    fleet.add_argument("--ca-file", help="CA bundle to trust (mqtts://)")
+    fleet.add_argument("--cert-file", help="client certificate (mqtts://)")
+    fleet.add_argument("--key-file", help="client certificate's key")
+    fleet.add_argument("--topic-root", help="topic root the agents publish under (default: presence)")
+    fleet.add_argument("--json", action="store_true", help="JSON (with --watch: one JSON object per line)")
+    fleet.add_argument("--watch", action="store_true", help="then a line per change, live")
+    fleet.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and settle")
+    fleet.set_defaults(handler=_fleet)
+
     demo = commands.add_parser("demo", help="run a small real mesh on loopback and show it live")
     demo.add_argument("--agents", type=int, default=3, help="how many agent processes (2-8)")
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
@@ -209,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+        sys.stderr.close()
+        return 0
     return code
 
 

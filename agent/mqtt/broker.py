@@ -5,14 +5,20 @@ No paho here, so the configuration can validate a broker URL without the client 
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from agent.core.errors import PresenceError
+
+if TYPE_CHECKING:
+    from agent.config import MqttSettings
+
+log = logging.getLogger("agent.mqtt")
 
 #: Default ports of the two URL schemes (IANA).
 DEFAULT_PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
@@ -115,3 +121,20 @@ def password_file_too_open(password_file: str) -> bool:
     except OSError:
         return False
     return bool(mode & (stat.S_IRWXG | stat.S_IRWXO))
+
+
+def broker_options(settings: MqttSettings) -> BrokerOptions:
+    """Connection options from ``[mqtt]``; reads the password. Raises CredentialsError."""
+    if settings.password_file and password_file_too_open(settings.password_file):
+        log.warning("%s is readable by group or others; chmod 600 it", settings.password_file)
+    return BrokerOptions(
+        address=parse_broker_url(settings.broker),
+        username=settings.username or None,
+        password=read_password(settings.password_file, settings.password_env),
+        ca_file=settings.ca_file or None,
+        cert_file=settings.cert_file or None,
+        key_file=settings.key_file or None,
+        keepalive=settings.keepalive,
+        reconnect_min=settings.reconnect_min,
+        reconnect_max=settings.reconnect_max,
+    )

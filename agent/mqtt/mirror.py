@@ -32,7 +32,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from agent.config import MqttSettings
 from agent.core.graph import Peer
-from agent.mqtt.broker import BrokerOptions, parse_broker_url, password_file_too_open, read_password
+from agent.mqtt.broker import BrokerOptions, broker_options
 from agent.mqtt.connection import BrokerConnection
 from agent.mqtt.messages import MirrorOptions, MirrorSnapshot, build_messages
 from agent.mqtt.topics import OFFLINE, ONLINE, TopicKind, TopicLayout, short_id
@@ -46,23 +46,6 @@ SWEEP_SECONDS: Final = 3.0
 OK: Final = MQTTErrorCode.MQTT_ERR_SUCCESS
 #: Departed peers remembered for Home Assistant (shown absent); older ones are removed.
 MAX_DEPARTED: Final = 1000
-
-
-def broker_options(settings: MqttSettings) -> BrokerOptions:
-    """Connection options from ``[mqtt]``; reads the password. Raises CredentialsError."""
-    if settings.password_file and password_file_too_open(settings.password_file):
-        log.warning("%s is readable by group or others; chmod 600 it", settings.password_file)
-    return BrokerOptions(
-        address=parse_broker_url(settings.broker),
-        username=settings.username or None,
-        password=read_password(settings.password_file, settings.password_env),
-        ca_file=settings.ca_file or None,
-        cert_file=settings.cert_file or None,
-        key_file=settings.key_file or None,
-        keepalive=settings.keepalive,
-        reconnect_min=settings.reconnect_min,
-        reconnect_max=settings.reconnect_max,
-    )
 
 
 class MqttMirror:
@@ -148,6 +131,7 @@ class MqttMirror:
                 "state": conn.state.value,
                 "last_error": conn.last_error,
                 "connects": conn.connects,
+                "failures": conn.failures,
                 "topics": len(self._desired),
                 "pending": len(self._pending),
                 **self.counters,

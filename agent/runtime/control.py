@@ -8,7 +8,8 @@ line each way::
     {"op": "watch"}                    -> one {"ok": true, "graph": {...}} per change, until closed
     {"op": "metadata_get"}             -> {"ok": true, "metadata": {...}}
     {"op": "metadata_set", "json": s}  -> {"ok": true} | {"ok": false, "error": "..."}
-    {"op": "status"}                   -> {"ok": true, "peer_key_string": ..., "stats": {...}}
+    {"op": "status"}                   -> {"ok": true, "peer_key_string": ..., "stats": {...},
+                                           "mqtt": {...} | null}  (the mirror's state and counters)
 
 Graphs use the Presence API's field names; each peer also carries its held
 signed records, base64, under ``signed_records``, so anyone can verify them.
@@ -121,7 +122,13 @@ class ControlServer:
                 agent.presence.set_peer_metadata_json_str(text)
                 return {"ok": True}
             if op == "status":
-                return {"ok": True, "peer_key_string": agent.peer_key_string, "stats": agent.stats()}
+                mirror = agent.mirror.status() if agent.mirror is not None else None
+                return {
+                    "ok": True,
+                    "peer_key_string": agent.peer_key_string,
+                    "stats": agent.stats(),
+                    "mqtt": mirror,
+                }
         except PresenceError as exc:
             return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": f"unknown op {op!r}"}
