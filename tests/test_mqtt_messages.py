@@ -344,12 +344,6 @@ def test_departed_peers_keep_their_discovery_config_but_no_state_or_records() ->
     assert {topic for topic in messages if D.key in topic} == {LAYOUT.peer_topic(A.key, D.key, PRESENCE)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: a peer without an agent version gets "sw_version": null in its discovery device; '
-    "Home Assistant's MQTT device schema declares sw_version as cv.string, which refuses None, "
-    "so Home Assistant rejects the whole discovery config (omit the key instead)",
-)
 def test_a_peer_without_an_agent_version_gets_a_device_home_assistant_accepts() -> None:
     graph = PresenceGraph(A.peer(0), (B.peer(1, agent_version=""),))
 

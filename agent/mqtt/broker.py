@@ -57,22 +57,33 @@ class BrokerAddress:
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://host[:port]`` or ``mqtts://host[:port]``. Raises ValueError saying what is wrong."""
-    parts = urlsplit(url)
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]``. Raises ValueError saying what is wrong.
+
+    Messages name the URL, except that a URL carrying credentials is shown without them.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"broker URL {url!r} is malformed: {exc}") from None
     if parts.scheme not in DEFAULT_PORTS:
         raise ValueError(f"broker URL {url!r} must start with mqtt:// or mqtts://")
-    if parts.username is not None or parts.password is not None:
-        # A password in a URL ends up in argv, shell history and logs.
-        raise ValueError(f"broker URL {url!r} must not carry credentials; use username and password_file")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    if "@" in parts.netloc:
+        # A password in a URL ends up in argv, shell history and logs: refuse it, and do not repeat it.
+        shown = f"{parts.scheme}://***@{parts.netloc.rpartition('@')[2]}"
+        raise ValueError(f"broker URL {shown!r} must not carry credentials; use username and password_file")
+    if parts.path not in ("", "/") or "?" in url or "#" in url:
         raise ValueError(f"broker URL {url!r} must be only scheme://host[:port]")
+    if not parts.hostname:
+        raise ValueError(f"broker URL {url!r} has no host")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"broker URL {url!r} has an invalid port") from None
-    if not parts.hostname:
-        raise ValueError(f"broker URL {url!r} has no host")
-    return BrokerAddress(parts.hostname, port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts")
+        port = 0
+    if port == 0 or parts.netloc.endswith(":"):
+        raise ValueError(f"broker URL {url!r} has an invalid port")
+    return BrokerAddress(
+        parts.hostname, port if port is not None else DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,8 +99,9 @@ def _homeassistant(layout: TopicLayout, agent: str, peer: Peer, state: bytes) ->
             "identifiers": [f"presence_{short_id(key)}"],
             "name": peer.device_name or key[:12],
             "model": peer.os or "presence peer",
-            "sw_version": peer.agent_version or None,
             "manufacturer": "presence-agent",
+            # Home Assistant refuses a null sw_version: leave it out until the card says.
+            **({"sw_version": peer.agent_version} if peer.agent_version else {}),
         },
         "origin": {"name": "presence-agent", "sw": __version__},
     }

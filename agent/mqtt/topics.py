@@ -138,6 +138,8 @@ class TopicLayout:
         if not topic.startswith(prefix):
             return None
         parts = topic[len(prefix) :].split("/")
+        if not all(parts):
+            return None  # an empty agent or peer level
         try:
             if len(parts) == 2 and TopicKind(parts[1]) in _AGENT_KINDS:
                 return ParsedTopic(parts[0], TopicKind(parts[1]))
