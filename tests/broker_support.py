@@ -243,6 +243,15 @@ class Mosquitto:
             # The port may linger for a moment after kill(), or another program grabbed it: try again.
             time.sleep(0.1)
 
+    def pause(self) -> None:
+        """SIGSTOP: the broker freezes with its sockets open (a hung or overloaded broker)."""
+        assert self._proc is not None and self.running
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: the broker dies without a clean shutdown."""
         if self._proc is not None and self._proc.poll() is None:

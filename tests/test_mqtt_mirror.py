@@ -18,15 +18,17 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from broker_support import Mosquitto, subscribe_retained
+from broker_support import Mosquitto, make_tls_files, subscribe_retained
 from lan_support import Mesh, Proc, ask, cli, graph_of, remote_keys, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.config import AgentConfig, LanSettings, MqttSettings
 from agent.core.keys import public_key_from_string
 from agent.core.records import RecordKind, decode_record
 from agent.mqtt.broker import BrokerOptions, BrokerRefusedError, parse_broker_url
 from agent.mqtt.fleet_view import FleetView
 from agent.mqtt.topics import TopicKind, TopicLayout, short_id
+from agent.runtime.agent import BlockingAgent
 
 LAYOUT = TopicLayout()
 #: A SIGKILLed agent's peers leave the other graphs within dead + grace (2.5 s) plus the coalesce window.
@@ -295,6 +297,59 @@ def test_an_agent_starts_without_its_broker_and_mirrors_once_it_is_up(
     assert mirror_status(alpha)["state"] == "connected"
 
 
+def test_a_frozen_broker_does_not_slow_the_mesh_and_catches_up_when_it_thaws(
+    mesh: Mesh, mosquitto: Mosquitto
+) -> None:
+    alpha, beta = start_agents(mesh, mosquitto, "alpha", "beta")
+    wait_until(lambda: complete_view(mosquitto, [alpha, beta]), 10, "both views on the broker")
+    mosquitto.pause()
+    try:
+        for n in range(20):  # the mirror's queue fills while the broker answers nothing
+            ask(alpha, {"op": "metadata_set", "json": json.dumps({"n": n})})
+
+        def beta_has_the_last() -> bool:
+            peer = next(p for p in graph_of(beta)["remote_peers"] if p["peer_key_string"] == alpha.peer_key)
+            return bool(peer["peer_metadata"] == {"n": 19})
+
+        started = time.monotonic()
+        wait_until(beta_has_the_last, 5, "the mesh to carry the change while the broker is frozen")
+        assert time.monotonic() - started < 2.0
+    finally:
+        mosquitto.resume()
+    topic = LAYOUT.peer_topic(beta.peer_key, alpha.peer_key, TopicKind.STATE)
+    wait_until(
+        lambda: json.loads(retained(mosquitto, topic).get(topic, b"{}")).get("peer_metadata") == {"n": 19},
+        15,
+        "the broker to catch up after thawing",
+    )
+
+
+def test_a_burst_of_changes_is_coalesced_and_the_broker_ends_with_the_last(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    config = AgentConfig(lan=LanSettings(enabled=False), mqtt=MqttSettings(broker=mosquitto.url))
+    with BlockingAgent(config, state_dir=tmp_path / "solo", name="solo") as agent:
+        mirror = agent.call(lambda a: a.mirror)
+        assert mirror is not None
+        key = agent.peer_key_string
+        topic = LAYOUT.peer_topic(key, key, TopicKind.STATE)
+        wait_until(lambda: topic in retained(mosquitto, topic), 10, "the first publish")
+        before = mirror.status()
+        for n in range(200):
+            agent.presence.set_peer_metadata({"n": n})
+
+        def final() -> bool:
+            state = json.loads(retained(mosquitto, topic).get(topic, b"{}"))
+            return bool(state.get("peer_metadata") == {"n": 199})
+
+        wait_until(final, 10, "the last change on the broker")
+        after = mirror.status()
+    # 200 changes, each re-signing the card, published as a few snapshots of ~5 topics each.
+    assert after["snapshots"] - before["snapshots"] < 50
+    assert after["published"] - before["published"] < 200
+    assert after["pending"] == 0 and after["dropped"] == 0
+
+
 # ---------------------------------------------------------------- TLS and credentials
 
 
@@ -341,6 +396,15 @@ def test_an_agent_mirrors_over_tls_with_a_username_and_password(
     )
     assert result.returncode == 0, result.stderr
     assert [p["device_name"] for p in json.loads(result.stdout)["peers"]] == ["alpha"]
+
+
+def test_an_agent_mirrors_with_a_client_certificate(mesh: Mesh, require_broker: None, tmp_path: Path) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    with Mosquitto(tmp_path / "broker", tls=tls, require_client_cert=True) as broker:
+        extra = f'ca_file = "{tls.ca_cert}"\ncert_file = "{tls.client_cert}"\nkey_file = "{tls.client_key}"\n'
+        (alpha,) = start_agents(mesh, broker, "alpha", extra=extra)
+        status = LAYOUT.agent_topic(alpha.peer_key, TopicKind.STATUS)
+        wait_until(lambda: retained(broker, status).get(status) == b"online", 10, "status via a client cert")
 
 
 def test_a_wrong_password_stops_the_mirror_after_one_attempt_and_the_mesh_runs_on(

@@ -74,7 +74,9 @@ class MqttMirror:
         self._last_change: dict[str, float] = {}
         self._departed: collections.OrderedDict[str, Peer] = collections.OrderedDict()
         #: Counters for ``status``: published, cleared, swept, dropped, snapshots.
-        self.counters: collections.Counter[str] = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(("published", "cleared", "swept", "dropped", "snapshots"), 0)
+        )
         self._connection = BrokerConnection(
             options or broker_options(settings),
             client_id=settings.client_id or f"presence-agent-{short_id(agent_key)}",

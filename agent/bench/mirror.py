@@ -1,0 +1,214 @@
+"""MQTT mirror latency: how long a metadata change takes to appear at a broker subscriber.
+
+Two real agent processes on loopback mirror to a private mosquitto (started
+here, on a free port, no persistence). A subscriber in this process watches
+two retained topics while the first agent's metadata is changed through its
+control socket, ``repetitions`` times:
+
+* ``own``: the changed agent's own view of itself (the mirror alone: coalesce
+  window, JSON, publish, broker);
+* ``remote``: the second agent's view of the first (one mesh hop, then its mirror).
+
+Baseline in the same run: a bare paho publish -> receive through the same
+broker (the floor any mirror pays). Defaults are what a user gets
+(``[mqtt] coalesce = 0.1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.bench.common import Mode, median, progress, rounded
+from agent.mqtt.topics import TopicKind, TopicLayout
+from agent.runtime.control import ControlError, request
+
+LAYOUT = TopicLayout()
+
+
+def _free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _broker(workdir: Path) -> Iterator[int]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = _free_port(socket.SOCK_STREAM)
+    conf = workdir / "mosquitto.conf"
+    user = (
+        "user root\n" if os.getuid() == 0 else ""
+    )  # as root mosquitto would drop to a user who cannot read tmp
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: _accepts(port), 10, "mosquitto to listen")
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
+
+
+def _wait(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.02)
+    raise RuntimeError(f"bench: timed out waiting for {what}")
+
+
+def _status(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        return request(state_dir, {"op": "status"}, timeout=2)
+    except (ControlError, OSError, ValueError):
+        return None
+
+
+class _Watcher:
+    """Records when each (topic, metadata value) first arrives."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        self.seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        for topic in topics:
+            self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
+        now = time.perf_counter()
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            value = str(json.loads(message.payload)["peer_metadata"].get("n"))
+            with self._lock:
+                self.seen.setdefault((message.topic, value), now)
+
+    def arrival(self, topic: str, value: str) -> float | None:
+        with self._lock:
+            return self.seen.get((topic, value))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _broker_floor(port: int, repetitions: int) -> list[float]:
+    got = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda *_: got.set()
+    client.connect("127.0.0.1", port)
+    client.subscribe("bench/floor", qos=1)
+    client.loop_start()
+    time.sleep(0.2)
+    samples = []
+    try:
+        for _ in range(repetitions):
+            got.clear()
+            start = time.perf_counter()
+            client.publish("bench/floor", b"x", qos=1)
+            if got.wait(5):
+                samples.append(time.perf_counter() - start)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return samples
+
+
+def run(mode: Mode) -> dict[str, Any]:
+    repetitions = 5 if mode.quick else 25
+    progress(f"mqtt mirror latency: 2 agents, {repetitions} metadata changes")
+    with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
+        workdir = Path(tmp)
+        with _broker(workdir) as port:
+            multicast = _free_port(socket.SOCK_DGRAM)
+            procs = []
+            try:
+                dirs = []
+                for name in ("alpha", "beta"):
+                    config = workdir / f"{name}.toml"
+                    config.write_text(
+                        f'[lan]\ninterfaces = ["127.0.0.1"]\nmulticast_port = {multicast}\n'
+                        f'[mqtt]\nbroker = "mqtt://127.0.0.1:{port}"\n'
+                    )
+                    state = workdir / name
+                    dirs.append(state)
+                    argv = [sys.executable, "-m", "agent.cli", "run", "--config", str(config)]
+                    argv += ["--state-dir", str(state), "--name", name]
+                    procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                alpha, beta = (_wait(lambda d=d: _status(d), 15, "an agent")["peer_key_string"] for d in dirs)
+                own = LAYOUT.peer_topic(alpha, alpha, TopicKind.STATE)
+                remote = LAYOUT.peer_topic(beta, alpha, TopicKind.STATE)
+                watcher = _Watcher(port, [own, remote])
+                try:
+                    _wait(
+                        lambda: (mqtt_status := _status(dirs[1])) and mqtt_status["mqtt"]["topics"] >= 6,
+                        15,
+                        "the mirrors to publish",
+                    )
+                    own_samples, remote_samples = [], []
+                    for i in range(repetitions):
+                        value = f"{i}-{time.monotonic_ns()}"
+                        start = time.perf_counter()
+                        request(dirs[0], {"op": "metadata_set", "json": json.dumps({"n": value})})
+                        _wait(lambda v=value: watcher.arrival(remote, v), 10, "the change at the subscriber")
+                        own_at = watcher.arrival(own, value)
+                        if own_at is not None:
+                            own_samples.append(own_at - start)
+                        remote_samples.append(watcher.arrival(remote, value) - start)  # type: ignore[operator]
+                        time.sleep(0.3)  # let both mirrors go quiet before the next change
+                finally:
+                    watcher.close()
+            finally:
+                for proc in procs:
+                    proc.terminate()
+                for proc in procs:
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+            floor = _broker_floor(port, repetitions)
+    result = {
+        "title": "MQTT mirror: a metadata change at a broker subscriber",
+        "baseline": "bare paho publish -> receive through the same broker",
+        "repetitions": repetitions,
+        "coalesce_s": 0.1,
+        "own_view_ms": rounded(median(own_samples) * 1000, 2),
+        "remote_view_ms": rounded(median(remote_samples) * 1000, 2),
+        "broker_floor_ms": rounded(median(floor) * 1000, 3),
+        "goals": [],
+    }
+    progress(
+        f"mqtt: own view {result['own_view_ms']} ms, via one hop {result['remote_view_ms']} ms, "
+        f"broker floor {result['broker_floor_ms']} ms (medians)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    from agent.bench.common import FULL, QUICK
+
+    print(json.dumps(run(QUICK if "--quick" in sys.argv else FULL), indent=1))
