@@ -47,6 +47,7 @@ from agent.core.records import (
     Card,
     ConnectionType,
     Links,
+    Record,
     RecordKind,
     card_payload,
     check_card_budget,
@@ -58,9 +59,13 @@ from agent.core.wire import (
     FRAGMENT_HEADER_BYTES,
     FRAME_FRAGMENT,
     FRAME_WHOLE,
+    Hello,
     MessageType,
     WireError,
+    decode_hello,
     decode_message,
+    digest_entry,
+    encode_hello,
     encode_message,
     frames_for,
 )
@@ -1297,3 +1302,147 @@ def test_an_established_pair_does_not_exchange_accepts_forever() -> None:
     wire.run(10.0)
     later = [s.frame for s in wire.log if s.link == link and s.time > start]
     assert MessageType.ACCEPT not in kinds(later)
+
+
+# ================================================================ the card by reference
+
+
+def hellos(frames: Iterable[bytes]) -> list[Hello]:
+    return [decode_hello(fields) for kind, fields in decode_frames(frames) if kind is MessageType.HELLO]
+
+
+def cards_sent(frames: Iterable[bytes]) -> int:
+    """Signed cards in these frames: in HELLOs (by value) and in RECORDS."""
+    count = 0
+    for kind, fields in decode_frames(frames):
+        if kind is MessageType.HELLO:
+            count += int(decode_hello(fields).reference is None)
+        elif kind is MessageType.RECORDS:
+            count += sum(open_record(raw).kind is RecordKind.CARD for raw in fields)
+    return count
+
+
+def both_up(a: Node, b: Node) -> Callable[[], bool]:
+    return lambda: bool(a.engine.established_links() and b.engine.established_links())
+
+
+def test_a_first_contact_carries_the_card_in_hello_and_needs_no_extra_round_trip() -> None:
+    a, b = make_node("a", metadata={"role": "gateway"}), make_node("b")
+    wire = Wire(a, b)
+    link = wire.connect(a, b)
+    wire.pump()  # no time passes: HELLO, PROOF and ACCEPT each way, nothing else needed
+
+    (first,) = hellos(wire.sent_by(a, link))
+    assert first.reference is None and first.card == a.engine.own_records[0].raw
+    assert both_up(a, b)()
+    assert held_card(b, a) == (a.engine.own_records[0].counter, a.engine.card)
+    assert MessageType.CARD_REQUEST not in kinds(s.frame for s in wire.log)
+
+
+def test_a_re_handshake_after_a_dead_link_does_not_resend_an_unchanged_card() -> None:
+    wire, a, b, link = established_pair()
+    wire.muted.add(link)  # every frame lost, until both ends give the link up as dead
+    assert wire.run_until(lambda: not (a.engine.established_links() or b.engine.established_links()), 10.0)
+    start = wire.now
+
+    again = wire.connect(a, b)
+    assert wire.run_until(both_up(a, b), 1.0)
+    wire.run(2.0)  # and the sync that follows
+
+    frames = [s.frame for s in wire.log if s.link == again and s.time >= start]
+    assert [h.reference for h in hellos(frames)] == [
+        (a.key[:8], a.engine.own_records[0].counter),
+        (b.key[:8], b.engine.own_records[0].counter),
+    ]
+    assert cards_sent(frames) == 0
+
+
+def test_a_peer_whose_card_changed_while_the_link_was_down_gets_the_new_card() -> None:
+    wire, a, b, link = established_pair()
+    for node in (a, b):
+        node.engine.link_down(link, wire.now)  # the cable is pulled
+    b.engine.set_card(make_card("b", "linux", "0.1.0", {"v": 2}), wire.now)
+    asked: list[tuple[Node, Any]] = []
+
+    def remember(node: Node, event: ConnectionRequested) -> bool:
+        asked.append((node, event.request.peer_metadata))
+        return True
+
+    wire.policy = remember
+    wire.connect(a, b)
+    wire.pump()
+
+    assert both_up(a, b)()
+    assert (a, {"v": 2}) in asked  # a's handler judged b by its new card
+    assert held_card(a, b) == (b.engine.own_records[0].counter, b.engine.card)
+    assert a.engine.stats["handshake.card_requested"] == 1
+    assert b.engine.stats["handshake.card_sent_on_request"] == 1
+    assert b.engine.stats["handshake.card_requested"] == 0  # a's card had not changed
+
+
+def test_a_card_referenced_but_not_held_is_asked_for_and_the_link_comes_up_without_a_retry() -> None:
+    b = make_node("b")
+    a = make_node("a", held_records=[b.engine.own_records[0].raw])  # a knows b; b has never heard of a
+    wire = Wire(a, b)
+    link = wire.connect(a, b)
+    wire.pump()
+
+    assert both_up(a, b)()
+    assert [h.reference is None for h in hellos(wire.sent_by(a, link))] == [False, True]
+    assert held_card(b, a) == (a.engine.own_records[0].counter, a.engine.card)
+    # a's PROOF overtook its card; b kept it rather than have it sent twice.
+    assert kinds(wire.sent_by(a, link)).count(MessageType.PROOF) == 1
+    assert a.engine.stats["handshake.retransmitted"] == 0
+
+
+def test_a_card_request_is_answered_once_and_the_card_is_retransmitted_from_then_on() -> None:
+    b = make_node("b")
+    a = make_node("a", held_records=[b.engine.own_records[0].raw])
+    a.engine.link_up("l", LinkSpec(LAN, expected_peer=b.key), NOW)
+    (by_reference,) = hellos(flush(a, NOW)[0])
+    assert by_reference.reference is not None
+
+    request = whole(encode_message(MessageType.CARD_REQUEST))
+    for _ in range(3):
+        a.engine.receive("l", request, NOW)
+    (answer,) = hellos(flush(a, NOW)[0])  # one card, however often it is asked
+    assert answer == Hello(by_reference.nonce, a.engine.own_records[0].raw, None)
+    assert a.engine.stats["handshake.unexpected_card_request"] == 2
+
+    retry = a.engine.next_timer()
+    assert retry is not None
+    a.engine.handle_timer(retry)
+    assert hellos(flush(a, retry)[0]) == [answer]
+
+
+def test_a_card_request_on_an_established_link_is_ignored_and_counted() -> None:
+    wire, a, _, link = established_pair()
+    a.engine.receive(link, whole(encode_message(MessageType.CARD_REQUEST)), wire.now)
+    frames, events = flush(a, wire.now + 0.5)
+    assert cards_sent(frames) == 0 and not closes(events)
+    assert a.engine.stats["handshake.unexpected_card_request"] == 1
+
+
+def reference_to(card: Record) -> bytes:
+    """A HELLO naming ``card`` by reference."""
+    reference = digest_entry(card.peer_id, card.kind, card.counter)
+    return whole(encode_hello(b"\x11" * NONCE_BYTES, reference))
+
+
+def test_a_hello_referencing_this_peers_own_card_is_refused() -> None:
+    a, link = lonely_link()
+    a.engine.receive(link, reference_to(a.engine.own_records[0]), NOW)
+    frames, events = flush(a, NOW)
+    assert a.engine.stats["handshake.rejected.self"] == 1
+    assert MessageType.PROOF not in kinds(frames) and len(closes(events)) == 1
+
+
+def test_a_hello_referencing_a_held_card_of_another_than_the_expected_peer_is_refused() -> None:
+    b, c = make_node("b"), make_node("c")
+    a = make_node("a", held_records=[c.engine.own_records[0].raw])
+    a.engine.link_up("l", LinkSpec(LAN, expected_peer=b.key), NOW)
+    flush(a, NOW)
+    a.engine.receive("l", reference_to(c.engine.own_records[0]), NOW)
+    _, events = flush(a, NOW)
+    assert a.engine.stats["handshake.rejected.key_mismatch"] == 1
+    assert len(closes(events)) == 1

@@ -16,8 +16,19 @@ import pytest
 from agent.api import ConnectionRequestAuthorization, PresenceGraph
 from agent.core import cose
 from agent.core.errors import MetadataTooLargeError
-from agent.core.wire import FRAME_WHOLE, MessageType, encode_message
-from agent.sim import LORA, LinkModel, SimPeer, Simulation, grid, line, random_geometric
+from agent.core.records import RecordKind, open_record
+from agent.core.wire import FRAME_WHOLE, MessageType, decode_hello, decode_message, encode_message
+from agent.sim import (
+    LORA,
+    ClosedLink,
+    LinkModel,
+    SimPeer,
+    Simulation,
+    Transmission,
+    grid,
+    line,
+    random_geometric,
+)
 
 
 def view(peer: SimPeer, sim: Simulation) -> tuple[frozenset[str], frozenset[str]]:
@@ -358,3 +369,106 @@ def test_a_quiet_mesh_sends_only_small_keepalives_whatever_its_size() -> None:
     # One SUMMARY (hash + count) per keepalive interval and direction: same size for any N.
     assert per_link[9] == pytest.approx(per_link[36], rel=0.05)
     assert per_link[36] < 40  # bytes per second per link direction
+
+
+# ---------------------------------------------------------------- the card by reference
+
+
+def cards_in(sent: list[Transmission]) -> int:
+    """Signed cards these (whole, LAN-sized) frames carried: in HELLOs by value and in RECORDS."""
+    count = 0
+    for t in sent:
+        kind, fields = decode_message(t.frame[1:])
+        if kind is MessageType.HELLO:
+            count += int(decode_hello(fields).reference is None)
+        elif kind is MessageType.RECORDS:
+            count += sum(open_record(raw).kind is RecordKind.CARD for raw in fields)
+    return count
+
+
+def metadata_seen(observer: SimPeer, target: SimPeer, sim: Simulation) -> object:
+    peer = observer.engine.graph(sim.now).peer(target.peer_key_string)
+    return None if peer is None else peer.peer_metadata
+
+
+def both_admitted(a: SimPeer, b: SimPeer) -> bool:
+    return any(p == b.peer_key_string for _, p, _ in a.engine.established_links()) and any(
+        p == a.peer_key_string for _, p, _ in b.engine.established_links()
+    )
+
+
+def admitted_after(sim: Simulation, a: SimPeer, b: SimPeer) -> float:
+    """Virtual seconds until both ends admitted their link, polled at a tenth of a LAN latency."""
+    return sim.run_until_true(lambda: both_admitted(a, b), timeout=1, check_every=LinkModel().latency / 10)
+
+
+def test_a_first_contact_and_a_re_contact_are_each_admitted_within_three_latencies() -> None:
+    sim = Simulation(seed=15)
+    a, b = sim.add_peer("a"), sim.add_peer("b")
+    sent: list[Transmission] = []
+    sim.on_transmit(sent.append)
+    latency = LinkModel().latency
+    sim.connect(a, b)
+    # HELLO, PROOF, ACCEPT: the card travels inside the first HELLO, as no one knows anyone yet.
+    assert admitted_after(sim, a, b) <= 3.1 * latency
+    assert cards_in(sent) == 2
+    sim.run_for(1.0)
+    sim.disconnect(a, b)
+    sim.run_for(1.0)
+    del sent[:]
+
+    sim.connect(a, b)
+    assert admitted_after(sim, a, b) <= 3.1 * latency
+    sim.run_for(1.0)
+    assert cards_in(sent) == 0  # each names its card; the other holds it
+    sim.close()
+
+
+def test_a_peer_whose_card_changed_while_cut_off_is_asked_for_it_and_everyone_gets_it() -> None:
+    sim = Simulation(seed=16)
+    a, b, c = sim.build(line(3))
+    sim.run_until_true(lambda: converged(sim, [a, b, c]), timeout=30)
+    cut = sim.partition({c})
+    c.presence.set_peer_metadata({"moved": "upstairs"})
+    sim.run_for(1.0)
+    sim.heal(cut)
+    sim.run_until_true(lambda: metadata_seen(a, c, sim) == {"moved": "upstairs"}, timeout=5)
+    assert b.engine.stats["handshake.card_requested"] == 1
+    assert c.engine.stats["handshake.card_sent_on_request"] == 1
+    sim.close()
+
+
+# ---------------------------------------------------------------- the simulator's observers
+
+
+def test_on_transmit_reports_every_frame_with_its_ends_and_whether_the_wire_lost_it() -> None:
+    sim = Simulation(seed=17)
+    a, b = sim.add_peer("a"), sim.add_peer("b")
+    sent: list[Transmission] = []
+    sim.on_transmit(sent.append)
+    wire = sim.connect(a, b, LinkModel(loss=0.3))
+    sim.run_for(10.0)
+
+    assert len(sent) == a.engine.stats["frames.sent"] + b.engine.stats["frames.sent"]
+    assert sum(t.lost for t in sent) == sim.frames_lost > 0
+    assert {(t.sender, t.receiver) for t in sent} == {(a, b), (b, a)}
+    assert all(t.wire == wire and t.airtime == 0.0 for t in sent)
+    assert [t.time for t in sent] == sorted(t.time for t in sent)
+    sim.close()
+
+
+def test_on_close_reports_a_link_an_engine_gave_up_on_and_dial_at_can_bring_it_back() -> None:
+    sim = Simulation(seed=18)
+    a, b = sim.add_peer("a"), sim.add_peer("b")
+    closed: list[ClosedLink] = []
+    sim.on_close(closed.append)
+    sim.connect(a, b, LinkModel(loss=1.0))  # nothing arrives: the handshake cannot complete
+    sim.run_for(sim.config.handshake_timeout + 1.0)
+
+    (report,) = closed  # both ends gave up; the wire closed once
+    assert report.event.reason == "handshake did not complete" and report.event.retry_at is None
+    assert {report.closer, report.other} == {a, b}
+    sim.dial_at(sim.now + 1.0, report.closer, report.other)
+    sim.run_for(2.0)
+    assert both_admitted(a, b)
+    sim.close()

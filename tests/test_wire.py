@@ -21,18 +21,24 @@ from hypothesis import strategies as st
 
 from agent.core.engine import Engine, LinkSpec
 from agent.core.limits import MAX_MESSAGE_BYTES, MIN_LINK_MTU, NONCE_BYTES, PROTOCOL_VERSION
-from agent.core.records import ConnectionType, make_card
+from agent.core.records import ConnectionType, RecordKind, make_card
 from agent.core.wire import (
+    DIGEST_ENTRY_BYTES,
     FRAGMENT_HEADER_BYTES,
     FRAME_FRAGMENT,
     FRAME_WHOLE,
     MAX_FRAGMENTS,
+    Hello,
     MessageType,
     WireError,
+    decode_hello,
     decode_message,
+    digest_entry,
+    encode_hello,
     encode_message,
     frames_for,
     max_message_bytes,
+    read_digest_entry,
 )
 from agent.state.store import MemoryCounter
 
@@ -181,6 +187,7 @@ def test_message_type_numbers_never_change() -> None:
         "RECORDS": 5,
         "SUMMARY": 6,
         "DIGEST": 7,
+        "CARD_REQUEST": 8,
     }
 
 
@@ -229,7 +236,7 @@ def test_a_message_whose_first_item_is_not_an_integer_type_is_refused(first: lis
         decode_message(cbor2.dumps([*first, b"field"]) if first else cbor2.dumps([]))
 
 
-@pytest.mark.parametrize("kind", [0, 8, 9, 255, -1, 2**64 - 1, -(2**64)])
+@pytest.mark.parametrize("kind", [0, 9, 10, 255, -1, 2**64 - 1, -(2**64)])
 def test_an_unknown_message_type_is_refused(kind: int) -> None:
     with pytest.raises(WireError, match="unknown message type"):
         decode_message(cbor2.dumps([kind, b"field"]))
@@ -283,8 +290,56 @@ def test_trailing_bytes_after_a_message_are_refused() -> None:
         decode_message(encode_message(MessageType.ACCEPT) + b"junk")
 
 
+# ---------------------------------------------------------------- HELLO and card references
+
+
+#: Stands in for a signed card: anything but 13 bytes long is taken as one (and verified later).
+CARD = b"\xd2\x84" + b"c" * 140
+PEER = bytes(range(1, 9))
+
+
 def test_a_hello_encodes_version_nonce_and_card_in_order() -> None:
     nonce = bytes(range(NONCE_BYTES))
-    kind, fields = decode_message(encode_message(MessageType.HELLO, PROTOCOL_VERSION, nonce, b"card"))
+    kind, fields = decode_message(encode_hello(nonce, CARD))
     assert kind is MessageType.HELLO
-    assert fields == (PROTOCOL_VERSION, nonce, b"card")
+    assert fields == (PROTOCOL_VERSION, nonce, CARD)
+    assert decode_hello(fields) == Hello(nonce, CARD, None)
+
+
+def test_a_digest_entry_is_peer_id_kind_and_big_endian_counter() -> None:
+    entry = digest_entry(PEER, RecordKind.CARD, 0x01020304)
+    assert entry == PEER + b"\x01" + b"\x01\x02\x03\x04"
+    assert len(entry) == DIGEST_ENTRY_BYTES
+    assert read_digest_entry(entry) == (PEER, RecordKind.CARD, 0x01020304)
+
+
+def test_a_hello_may_name_its_card_by_digest_entry_instead_of_carrying_it() -> None:
+    nonce = bytes(NONCE_BYTES)
+    by_reference = encode_hello(nonce, digest_entry(PEER, RecordKind.CARD, 7))
+    kind, fields = decode_message(by_reference)
+    assert kind is MessageType.HELLO
+    assert decode_hello(fields).reference == (PEER, 7)
+    # Compact: the whole frame is a fifth of a 255-byte radio frame, whatever the card's size.
+    assert len(frames_for(by_reference, 255, 0)[0]) <= 40 < len(encode_hello(nonce, CARD))
+
+
+def test_a_hello_referencing_anything_but_a_card_is_refused() -> None:
+    fields = (PROTOCOL_VERSION, bytes(NONCE_BYTES), digest_entry(PEER, RecordKind.LINKS, 7))
+    with pytest.raises(WireError, match="card"):
+        decode_hello(fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (PROTOCOL_VERSION, bytes(NONCE_BYTES)),
+        (PROTOCOL_VERSION, bytes(NONCE_BYTES), CARD, b"extra"),
+        (PROTOCOL_VERSION, bytes(NONCE_BYTES - 1), CARD),
+        (PROTOCOL_VERSION, "nonce", CARD),
+        (PROTOCOL_VERSION, bytes(NONCE_BYTES), 7),
+    ],
+    ids=["short", "long", "short-nonce", "text-nonce", "int-card"],
+)
+def test_a_hello_of_the_wrong_shape_is_a_wire_error(fields: tuple[Any, ...]) -> None:
+    with pytest.raises(WireError, match="HELLO"):
+        decode_hello(fields)

@@ -681,11 +681,11 @@ def _fig4(fig: dict[str, Any]) -> list[str]:
         out += [
             "With 10 % loss, a lost RECORDS frame is repaired only by the SUMMARY/DIGEST sync, which runs "
             "on the 120 s keepalive, so a change that loses a frame takes minutes instead of about a "
-            "second. Handshake messages are not retransmitted: a lost HELLO, PROOF or ACCEPT leaves the "
-            "link down until the handshake deadline (about 23 minutes on this budget) and a redial, and a "
-            "link established on one side only is torn down by the dead-link timer. Those re-handshakes "
-            "are what the lossy quiet hour carries: each HELLO carries its sender's card, and every "
-            "re-established link is announced in new links records.",
+            "second. A run of lost keepalives closes a link as dead, and the benchmark redials it: that "
+            "churn is what the lossy quiet hour carries, as new links records announcing each "
+            "re-established link. The re-handshakes carry no card: a HELLO names its sender's card by "
+            "reference (its 13-byte digest entry) when the far end holds that card already, and the card "
+            "goes out only if the far end asks for it.",
             "",
         ]
     return out + _goal_lines(fig["goals"])

@@ -1,17 +1,16 @@
 """The simulator with two additions the benchmarks need: a frame tap and redialling.
 
-:class:`agent.sim.Simulation` has no public hook for either, so
-:class:`BenchSimulation` overrides two of its private methods (``_transmit``
-and ``_close_from``) and calls the originals. If those change, the benchmark
-suite's test fails loudly rather than measuring the wrong thing.
+Both use the simulator's public observers (:meth:`agent.sim.Simulation.on_transmit`
+and :meth:`~agent.sim.Simulation.on_close`), so they see the wires without
+changing what they do.
 
-* **Frame tap.** Every frame an engine hands to a wire is recorded with its
-  time, wire, sender and the wire's link model, before the wire decides
-  whether to lose it (a lost frame still used the air).
+* **Frame tap.** Every frame an engine hands to a wire is kept as an
+  :class:`agent.sim.Transmission` (time, wire, sender, receiver, bytes, link
+  model, airtime), lost frames included: a lost frame still used the air.
 * **Redialling.** A link that an engine closes for a reason other than a
   denial (a handshake that did not complete, a dead link) is dialled again
   ``redial_after`` seconds later, as a radio transport would. Without it a
-  lossy LoRa line falls apart: a lost HELLO or ACCEPT ends that link for good.
+  lossy LoRa line falls apart: a link whose keepalives are lost stays down.
 """
 
 from __future__ import annotations
@@ -20,28 +19,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.core.events import CloseLink
 from agent.core.records import RecordKind, open_record
-from agent.core.wire import FRAGMENT_HEADER_BYTES, FRAME_FRAGMENT, FRAME_WHOLE, MessageType, decode_message
-from agent.sim import LinkModel, SimPeer, Simulation
-from agent.sim.network import _Wire
-
-
-@dataclass(frozen=True, slots=True)
-class TappedFrame:
-    """One frame as it went onto a wire."""
-
-    time: float
-    wire: int
-    sender: int
-    receiver: int
-    frame: bytes
-    model: LinkModel
-
-    @property
-    def airtime(self) -> float:
-        """Seconds on the air: (frame + overhead) x airtime per byte (0 on wired links)."""
-        return (len(self.frame) + self.model.frame_overhead_bytes) * self.model.airtime_per_byte
+from agent.core.wire import (
+    FRAGMENT_HEADER_BYTES,
+    FRAME_FRAGMENT,
+    FRAME_WHOLE,
+    MessageType,
+    decode_hello,
+    decode_message,
+)
+from agent.sim import ClosedLink, Simulation, Transmission
 
 
 class BenchSimulation(Simulation):
@@ -51,26 +38,18 @@ class BenchSimulation(Simulation):
         self, *args: Any, tap: bool = False, redial_after: float | None = None, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.tap = tap
-        self.tapped: list[TappedFrame] = []
+        self.tapped: list[Transmission] = []
         self.redial_after = redial_after
         self.redials = 0
+        if tap:
+            self.on_transmit(self.tapped.append)
+        if redial_after is not None:
+            self.on_close(self._redial)
 
-    def _transmit(self, wire: _Wire, sender: SimPeer, frame: bytes) -> None:
-        if self.tap:
-            receiver = wire.other(sender)
-            self.tapped.append(
-                TappedFrame(self.now, wire.id, sender.index, receiver.index, frame, wire.model)
-            )
-        super()._transmit(wire, sender, frame)
-
-    def _close_from(self, peer: SimPeer, event: CloseLink) -> None:
-        wire = self._wires.get(event.link)  # type: ignore[call-overload]
-        was_up = wire is not None and wire.up
-        super()._close_from(peer, event)
-        if wire is not None and was_up and event.retry_at is None and self.redial_after is not None:
+    def _redial(self, closed: ClosedLink) -> None:
+        if closed.event.retry_at is None and self.redial_after is not None:
             self.redials += 1
-            self._push(self.now + self.redial_after, "dial", peer, wire.other(peer), wire.model)
+            self.dial_at(self.now + self.redial_after, closed.closer, closed.other, closed.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +78,14 @@ def _message_type(message: bytes) -> str:
         return "unknown"
 
 
-def summarize(frames: Iterable[TappedFrame]) -> FrameSummary:
+def _carries_card(hello: bytes) -> bool:
+    """Whether a HELLO carries its sender's card (by value), not a reference to it."""
+    return decode_hello(decode_message(hello)[1]).reference is None
+
+
+def summarize(frames: Iterable[Transmission]) -> FrameSummary:
     """Count frames, bytes and airtime by message type, and the records RECORDS carried (by kind)
-    and the cards HELLOs carried."""
+    and the cards HELLOs carried (by value, not by reference)."""
     count = 0
     total = 0
     airtime = 0.0
@@ -121,7 +105,7 @@ def summarize(frames: Iterable[TappedFrame]) -> FrameSummary:
             kind = _message_type(message)
         elif frame[:1] == bytes([FRAME_FRAGMENT]) and len(frame) > FRAGMENT_HEADER_BYTES:
             msg_id, index, parts = frame[1], frame[2], frame[3]
-            key = (tapped.wire, tapped.sender, msg_id)
+            key = (tapped.wire, tapped.sender.index, msg_id)
             chunk = frame[FRAGMENT_HEADER_BYTES:]
             if index == 0:
                 partial_types[key] = _message_type(chunk)
@@ -141,6 +125,6 @@ def summarize(frames: Iterable[TappedFrame]) -> FrameSummary:
             for raw in fields:
                 name = RecordKind(open_record(raw).kind).name
                 records[name] = records.get(name, 0) + 1
-        elif message is not None and kind == MessageType.HELLO.name:
-            records["CARD_IN_HELLO"] += 1  # every HELLO carries the sender's signed card
+        elif message is not None and kind == MessageType.HELLO.name and _carries_card(message):
+            records["CARD_IN_HELLO"] += 1
     return FrameSummary(count, total, airtime, bytes_by_type, airtime_by_type, records)

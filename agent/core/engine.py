@@ -10,9 +10,11 @@ returning it.
 
 Protocol in short (message formats in :mod:`agent.core.wire`):
 
-1. Link up: both sides send HELLO (a fresh nonce and their signed card), then
-   PROOF (a signature over the other's nonce). The connection request handler
-   is asked (:class:`ConnectionRequested`); both sides must ACCEPT.
+1. Link up: both sides send HELLO (a fresh nonce and their signed card, or only
+   a reference to it if the remote is known and so likely holds it), then PROOF
+   (a signature over the other's nonce). A side that does not hold a referenced
+   card asks for it (CARD_REQUEST). The connection request handler is asked
+   (:class:`ConnectionRequested`); both sides must ACCEPT.
 2. Established: each side re-signs its links record (debounced), and the two
    compare SUMMARY hashes of what they hold; on mismatch they exchange DIGESTs
    and each pushes the records the other lacks.
@@ -80,12 +82,17 @@ from agent.core.wire import (
     FRAGMENT_HEADER_BYTES,
     FRAME_FRAGMENT,
     FRAME_WHOLE,
+    Hello,
     MessageType,
     WireError,
+    decode_hello,
     decode_message,
+    digest_entry,
+    encode_hello,
     encode_message,
     frames_for,
     max_message_bytes,
+    read_digest_entry,
 )
 
 log = logging.getLogger("agent.core.engine")
@@ -230,6 +237,10 @@ class _Link:
     retry_every: float = 1.0
     retry_at: float = 0.0
     hello: bytes = b""
+    hello_by_reference: bool = False
+    card_requested: bool = False
+    # The remote's PROOF, if it came while we were asking for its card (checked once it is here).
+    early_proof: bytes = b""
     proof: bytes = b""
     remote_nonce: bytes = b""
     close_reason: str = ""
@@ -334,10 +345,10 @@ class Engine:
         )
         self._links[link] = state
         self.stats["links.opened"] += 1
-        state.hello = encode_message(MessageType.HELLO, PROTOCOL_VERSION, state.nonce, self._own_card.raw)
-        state.retry_every = max(self.config.handshake_retry, 4 * self._transfer_time(state, len(state.hello)))
-        state.retry_at = now + state.retry_every
-        self._send_control(state, state.hello)
+        # A peer whose card we hold shares a mesh with us, so it most likely holds ours:
+        # name our card instead of sending it (re-handshakes on a lossy radio cost no card).
+        # A first contact sends the card at once, so it costs no extra round trip.
+        self._send_hello(state, by_reference=self._held_card(spec.expected_peer) is not None, now=now)
 
     def link_down(self, link: LinkId, now: float) -> None:
         """The transport lost ``link`` (closed, timed out, unplugged)."""
@@ -602,6 +613,8 @@ class Engine:
                 self._establish(state, now)
         elif kind is MessageType.DENY:
             self._on_deny(state, now)
+        elif kind is MessageType.CARD_REQUEST:
+            self._on_card_request(state, now)
         elif not state.established:
             self.stats["messages.before_handshake"] += 1
         elif kind is MessageType.RECORDS:
@@ -625,37 +638,86 @@ class Engine:
                 if state.local_allowed:
                     self._send_control(state, encode_message(MessageType.ACCEPT))
             return
-        version, nonce, card_raw = fields
+        # The version comes first, so a HELLO of another layout is still told apart from junk.
+        version = fields[0] if fields else None
         if type(version) is not int or version != PROTOCOL_VERSION:
             self.stats["handshake.version_mismatch"] += 1
             self._close(state, f"remote does not speak protocol version {PROTOCOL_VERSION}", None, now)
             return
-        if not (isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES and isinstance(card_raw, bytes)):
-            raise WireError("HELLO needs a 16-byte nonce and a card")
+        hello = decode_hello(fields)
         try:
-            env = self._codec.open(card_raw)
-            if env.kind is not RecordKind.CARD:
-                raise RecordError("malformed", "HELLO must carry a card")
-            if env.expiry <= now:
-                raise RecordError("expired", "HELLO card has expired")
-            if state.spec.expected_peer is not None and env.public_key != state.spec.expected_peer:
-                raise RecordError("key_mismatch", "HELLO card is not from the expected peer")
-            if env.public_key == self.public_key:
-                raise RecordError("self", "link leads back to this peer")
-            card = self._codec.verify(env, card_raw)
+            card = self._hello_card(state, hello, now)
         except RecordError as exc:
             self.stats[f"handshake.rejected.{exc.reason}"] += 1
             self._close(state, f"handshake refused: {exc}", None, now)
             return
+        if card is None:
+            # A reference to a card we do not hold (or only an older one): ask for it.
+            self.stats["handshake.card_requested"] += 1
+            state.card_requested = True
+            self._send_control(state, encode_message(MessageType.CARD_REQUEST))
+            return
         state.remote_key = card.public_key
         state.remote_card = card
-        proof = self._private_key.sign(HANDSHAKE_CONTEXT + nonce + self.public_key + card.public_key)
-        state.remote_nonce = nonce
+        proof = self._private_key.sign(HANDSHAKE_CONTEXT + hello.nonce + self.public_key + card.public_key)
+        state.remote_nonce = hello.nonce
         state.proof = encode_message(MessageType.PROOF, proof)
         self._send_control(state, state.proof)
+        if state.early_proof:
+            self._on_proof(state, (state.early_proof,), now)
+
+    def _hello_card(self, state: _Link, hello: Hello, now: float) -> Record | None:
+        """The remote's card from its HELLO: verified, or held; ``None`` if referenced and not held."""
+        if hello.reference is not None:
+            peer, counter = hello.reference
+            card = self._records.get((peer, RecordKind.CARD))
+            if card is None or card.counter < counter or card.expiry <= now:
+                return None
+            self._check_hello_card(state, card.public_key, card.expiry, now)
+            return card
+        env = self._codec.open(hello.card)
+        if env.kind is not RecordKind.CARD:
+            raise RecordError("malformed", "HELLO must carry a card")
+        self._check_hello_card(state, env.public_key, env.expiry, now)
+        return self._codec.verify(env, hello.card)
+
+    def _check_hello_card(self, state: _Link, public_key: bytes, expiry: int, now: float) -> None:
+        if expiry <= now:
+            raise RecordError("expired", "HELLO card has expired")
+        if state.spec.expected_peer is not None and public_key != state.spec.expected_peer:
+            raise RecordError("key_mismatch", "HELLO card is not from the expected peer")
+        if public_key == self.public_key:
+            raise RecordError("self", "link leads back to this peer")
+
+    def _on_card_request(self, state: _Link, now: float) -> None:
+        # Answered once, by switching our HELLO to carry the card; a lost answer is
+        # covered by HELLO retransmission, and nobody can make us send the card at will.
+        if state.remote_proved or not state.hello_by_reference:
+            self.stats["handshake.unexpected_card_request"] += 1
+            return
+        self.stats["handshake.card_sent_on_request"] += 1
+        self._send_hello(state, by_reference=False, now=now)
+
+    def _send_hello(self, state: _Link, by_reference: bool, now: float) -> None:
+        card = self._own_card
+        ref = digest_entry(card.peer_id, card.kind, card.counter)
+        state.hello = encode_hello(state.nonce, ref if by_reference else card.raw)
+        state.hello_by_reference = by_reference
+        state.retry_every = max(self.config.handshake_retry, 4 * self._transfer_time(state, len(state.hello)))
+        state.retry_at = now + state.retry_every
+        self._send_control(state, state.hello)
+
+    def _held_card(self, key: bytes | None) -> Record | None:
+        card = self._records.get((key[:8], RecordKind.CARD)) if key is not None else None
+        return card if card is not None and card.public_key == key else None
 
     def _on_proof(self, state: _Link, fields: tuple[Any, ...], now: float) -> None:
         (signature,) = fields
+        if state.remote_key is None and state.card_requested and isinstance(signature, bytes):
+            # The remote proved itself before hearing that we lack its card: keep the
+            # proof for when the card comes, or a slow radio would carry it twice.
+            state.early_proof = signature
+            return
         if state.remote_key is None or state.remote_proved:
             self.stats["handshake.unexpected_proof"] += 1
             return
@@ -963,9 +1025,7 @@ class Engine:
         state.digest_sent_at = now
         state.summary_mismatches = 0
         self.stats["sync.digests_sent"] += 1
-        entries = sorted(
-            pid + bytes([kind]) + rec.counter.to_bytes(4, "big") for (pid, kind), rec in self._records.items()
-        )
+        entries = sorted(digest_entry(pid, kind, rec.counter) for (pid, kind), rec in self._records.items())
         room = min(self.config.max_digest_bytes, max_message_bytes(state.spec.mtu) - 40)
         per_message = max(1, room // DIGEST_ENTRY_BYTES)
         chunks = [entries[i : i + per_message] for i in range(0, len(entries), per_message)] or [[]]
@@ -983,8 +1043,8 @@ class Engine:
             raise WireError("DIGEST entries are 13 bytes each")
         theirs: dict[tuple[bytes, int], int] = {}
         for i in range(0, len(packed), DIGEST_ENTRY_BYTES):
-            entry = packed[i : i + DIGEST_ENTRY_BYTES]
-            theirs[(entry[:8], entry[8])] = int.from_bytes(entry[9:], "big")
+            pid, kind, counter = read_digest_entry(packed[i : i + DIGEST_ENTRY_BYTES])
+            theirs[(pid, kind)] = counter
         self.stats["sync.digests_received"] += 1
         for (pid, kind), record in self._records.items():
             if not lo <= pid <= hi:

@@ -9,38 +9,51 @@ exceeds the link's MTU. Byte 0 says what follows:
 
 A *message* is a deterministic CBOR array whose first item is its type:
 
-=========  ==================================================  ===============
-type       fields                                              when
-=========  ==================================================  ===============
-1 HELLO    version, nonce(16), card (signed record bytes)      link up
-2 PROOF    Ed25519 signature (64)                              after HELLO
-3 ACCEPT   ?1 ("answer with your ACCEPT": a retransmission)     handler allowed
-4 DENY     --                                                  handler denied
-5 RECORDS  record, record, ...                                 flooding / sync
-6 SUMMARY  summary(8)                                          keepalive
-7 DIGEST   lo_peer_id(8), hi_peer_id(8), entries               sync on mismatch
-=========  ==================================================  ===============
+===============  ===================================================  ==================
+type             fields                                               when
+===============  ===================================================  ==================
+1 HELLO          version, nonce(16), card or card reference           link up
+2 PROOF          Ed25519 signature (64)                               after HELLO
+3 ACCEPT         ?1 ("answer with your ACCEPT": a retransmission)     handler allowed
+4 DENY           --                                                   handler denied
+5 RECORDS        record, record, ...                                  flooding / sync
+6 SUMMARY        summary(8)                                           keepalive
+7 DIGEST         lo_peer_id(8), hi_peer_id(8), entries                sync on mismatch
+8 CARD_REQUEST   --                                                   HELLO's card unknown
+===============  ===================================================  ==================
 
-DIGEST ``entries`` is one byte string of 13-byte items
-``peer_id(8) + kind(1) + counter(4, big-endian)``, sorted, covering every
-record the sender holds for peer ids in ``[lo, hi]``. The link proof is an
-Ed25519 signature over ``HANDSHAKE_CONTEXT + verifier_nonce + signer_key +
-verifier_key``. HELLO is resent until the remote's PROOF arrives; after
-admitting, our ACCEPT is resent as ``ACCEPT 1`` until the remote's ACCEPT
-arrives. ``ACCEPT 1`` is answered with a plain ACCEPT, never with another
-``ACCEPT 1``. Resends back off from one second (or four times the message's
-transfer time on a slow link).
+A *digest entry* is 13 bytes, ``peer_id(8) + kind(1) + counter(4,
+big-endian)``: it names one record. DIGEST ``entries`` is one byte string of
+them, sorted, covering every record the sender holds for peer ids in ``[lo,
+hi]``.
+
+HELLO's third field is the sender's signed card (*by value*), or the card's
+digest entry (*by reference*, 13 bytes, so never a valid card): a sender that
+holds the expected peer's card assumes that peer holds its own card too and
+sends only the reference. A receiver that does not hold that card at that
+counter or newer answers CARD_REQUEST (keeping a PROOF that arrives meanwhile
+until the card is here), and the sender sends its HELLO again with the card
+(same nonce); it answers only the first CARD_REQUEST of a link.
+
+The link proof is an Ed25519 signature over ``HANDSHAKE_CONTEXT +
+verifier_nonce + signer_key + verifier_key``. HELLO is resent until the
+remote's PROOF arrives; after admitting, our ACCEPT is resent as ``ACCEPT 1``
+until the remote's ACCEPT arrives. ``ACCEPT 1`` is answered with a plain
+ACCEPT, never with another ``ACCEPT 1``. Resends back off from one second (or
+four times the message's transfer time on a slow link).
 """
 
 from __future__ import annotations
 
 import enum
 import io
+from dataclasses import dataclass
 from typing import Any, Final
 
 import cbor2
 
-from agent.core.limits import MAX_MESSAGE_BYTES
+from agent.core.limits import MAX_MESSAGE_BYTES, NONCE_BYTES, PEER_ID_BYTES, PROTOCOL_VERSION
+from agent.core.records import RecordKind
 
 FRAME_WHOLE: Final = 0x00
 FRAME_FRAGMENT: Final = 0x01
@@ -57,6 +70,7 @@ class MessageType(enum.IntEnum):
     RECORDS = 5
     SUMMARY = 6
     DIGEST = 7
+    CARD_REQUEST = 8
 
 
 class WireError(ValueError):
@@ -84,6 +98,47 @@ def decode_message(data: bytes) -> tuple[MessageType, tuple[Any, ...]]:
     except ValueError:
         raise WireError(f"unknown message type {item[0]}") from None
     return kind, tuple(item[1:])
+
+
+def digest_entry(peer_id: bytes, kind: RecordKind, counter: int) -> bytes:
+    """The 13 bytes naming one record: in DIGEST entries, and as HELLO's card reference."""
+    return peer_id + bytes([kind]) + counter.to_bytes(4, "big")
+
+
+def read_digest_entry(entry: bytes) -> tuple[bytes, int, int]:
+    """(peer id, kind, counter) of a 13-byte digest entry."""
+    return entry[:PEER_ID_BYTES], entry[PEER_ID_BYTES], int.from_bytes(entry[PEER_ID_BYTES + 1 :], "big")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A HELLO of this protocol version: the card by value, or by reference (``reference`` set)."""
+
+    nonce: bytes
+    #: The signed card, or its digest entry.
+    card: bytes
+    #: (peer id, counter) of a card sent by reference, else ``None``.
+    reference: tuple[bytes, int] | None
+
+
+def encode_hello(nonce: bytes, card: bytes) -> bytes:
+    """A HELLO carrying ``card``: the signed card or its :func:`digest_entry`."""
+    return encode_message(MessageType.HELLO, PROTOCOL_VERSION, nonce, card)
+
+
+def decode_hello(fields: tuple[Any, ...]) -> Hello:
+    """Read a HELLO's fields; the caller has checked ``fields[0]`` is :data:`PROTOCOL_VERSION`."""
+    if len(fields) != 3:
+        raise WireError("HELLO is version, nonce, card")
+    _, nonce, card = fields
+    if not (isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES and isinstance(card, bytes)):
+        raise WireError("HELLO needs a 16-byte nonce and a card")
+    if len(card) != DIGEST_ENTRY_BYTES:
+        return Hello(nonce, card, None)
+    peer, kind, counter = read_digest_entry(card)
+    if kind != RecordKind.CARD:
+        raise WireError("a HELLO's record reference must name a card")
+    return Hello(nonce, card, (peer, counter))
 
 
 def records_message_size(record_lengths_total: int, count: int) -> int:

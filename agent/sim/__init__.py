@@ -1,14 +1,16 @@
 """Deterministic simulation of whole meshes on a virtual clock (see :class:`Simulation`)."""
 
-from agent.sim.network import LORA, LinkModel, SimPeer, Simulation
+from agent.sim.network import LORA, ClosedLink, LinkModel, SimPeer, Simulation, Transmission
 from agent.sim.topology import Topology, build, grid, line, random_geometric
 
 __all__ = [
     "LORA",
+    "ClosedLink",
     "LinkModel",
     "SimPeer",
     "Simulation",
     "Topology",
+    "Transmission",
     "build",
     "grid",
     "line",

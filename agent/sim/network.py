@@ -5,6 +5,10 @@ the real :class:`~agent.api.Presence` API; only the transport (a wire with
 latency, loss, MTU, send budget and airtime) and the clock are simulated.
 Everything random comes from one seeded ``random.Random``, so a run is
 reproducible from its seed.
+
+Observers see what the wires do without changing it: :meth:`Simulation.on_transmit`
+reports every frame put on a wire, :meth:`Simulation.on_close` every link an
+engine closed; :meth:`Simulation.dial_at` schedules a connection, e.g. to redial.
 """
 
 from __future__ import annotations
@@ -134,6 +138,36 @@ class SimPeer:
         return self.engine.peer_key_string
 
 
+@dataclass(frozen=True, slots=True)
+class Transmission:
+    """A frame an engine put on a wire, as :meth:`Simulation.on_transmit` reports it."""
+
+    time: float
+    wire: int
+    sender: SimPeer
+    receiver: SimPeer
+    frame: bytes
+    model: LinkModel
+    #: Seconds on the air: (frame + overhead) x airtime per byte (0 on wired links).
+    airtime: float
+    #: The wire will not deliver it (loss); it used the air all the same.
+    lost: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedLink:
+    """A wire an engine closed, as :meth:`Simulation.on_close` reports it."""
+
+    time: float
+    wire: int
+    #: The peer whose engine closed the link, and the far end (which notices one latency later).
+    closer: SimPeer
+    other: SimPeer
+    model: LinkModel
+    #: The engine's event: its reason, and ``retry_at`` if the far end denied the closer.
+    event: CloseLink
+
+
 @dataclass(eq=False, slots=True)
 class _Wire:
     id: int
@@ -174,6 +208,8 @@ class Simulation:
         self.frames_lost = 0
         #: The largest frame any engine handed to a wire (must stay within the wire's MTU).
         self.max_frame = 0
+        self._transmit_observers: list[Callable[[Transmission], None]] = []
+        self._close_observers: list[Callable[[ClosedLink], None]] = []
 
     # ------------------------------------------------------------------ building
 
@@ -249,12 +285,28 @@ class Simulation:
         for wire in wires:
             self.connect(wire.a, wire.b, wire.model)
 
+    def dial_at(self, when: float, a: SimPeer, b: SimPeer, model: LinkModel | None = None) -> None:
+        """Connect ``a`` and ``b`` at virtual time ``when``, if both are still alive then."""
+        self._push(when, "dial", a, b, model)
+
     def build(self, topology: Any, model: LinkModel | None = None) -> list[SimPeer]:
         """Add ``topology.n`` peers and connect them along its edges."""
         peers = [self.add_peer() for _ in range(topology.n)]
         for a, b in topology.edges:
             self.connect(peers[a], peers[b], model, topology.distance_dm(a, b))
         return peers
+
+    # ------------------------------------------------------------------ observing
+
+    def on_transmit(self, callback: Callable[[Transmission], None]) -> None:
+        """Call ``callback`` for every frame an engine puts on a wire, lost or not, in order."""
+        self._transmit_observers.append(callback)
+
+    def on_close(self, callback: Callable[[ClosedLink], None]) -> None:
+        """Call ``callback`` when an engine closes a wire that was up, e.g. to redial it as a
+        transport would. Wires cut by :meth:`disconnect`, :meth:`partition` or :meth:`kill` are
+        not reported: no engine closed them."""
+        self._close_observers.append(callback)
 
     # ------------------------------------------------------------------ running
 
@@ -367,7 +419,12 @@ class Simulation:
         start = max(self.now, wire.busy_until.get(direction, 0.0))
         airtime = (len(frame) + model.frame_overhead_bytes) * model.airtime_per_byte
         wire.busy_until[direction] = start + airtime
-        if model.loss and self.rng.random() < model.loss:
+        lost = bool(model.loss) and self.rng.random() < model.loss
+        if self._transmit_observers:
+            sent = Transmission(self.now, wire.id, sender, wire.other(sender), frame, model, airtime, lost)
+            for observe in self._transmit_observers:
+                observe(sent)
+        if lost:
             self.frames_lost += 1
             return
         self._push(start + airtime + model.latency, "deliver", wire, sender, frame)
@@ -383,8 +440,11 @@ class Simulation:
             # The closing side is done with the link; the far side notices one latency later.
             peer.engine.link_down(wire.id, self.now)
             self._push(self.now + wire.model.latency, "down", other, wire.id)
+            closed = ClosedLink(self.now, wire.id, peer, other, wire.model, event)
+            for observe in self._close_observers:
+                observe(closed)
         if event.retry_at is not None:
-            self._push(event.retry_at, "dial", peer, other, wire.model)
+            self.dial_at(event.retry_at, peer, other, wire.model)
 
     # ------------------------------------------------------------------ inspection
 
