@@ -94,7 +94,11 @@ def test_values_are_read_with_ints_accepted_as_numbers() -> None:
     assert config.lan.tcp_port == 47778
     assert config.presence.record_ttl == 3600.0
     assert config.mqtt.enabled and config.mqtt.broker == "mqtts://broker.local"
-    assert (config.mqtt.topic_root, config.mqtt.qos, config.mqtt.homeassistant) == ("site/7/presence", 1, True)
+    assert (config.mqtt.topic_root, config.mqtt.qos, config.mqtt.homeassistant) == (
+        "site/7/presence",
+        1,
+        True,
+    )
 
 
 def test_the_mirror_is_off_by_default() -> None:
@@ -113,7 +117,11 @@ def test_the_mirror_is_off_by_default() -> None:
         ('password_file = "f"\npassword_env = "E"', "mqtt.password_env", "only one of password_file"),
         ('cert_file = "c.pem"', "mqtt.key_file", "cert_file and key_file together"),
         ('broker = "mqtt://x"\nca_file = "ca.pem"', "mqtt.broker", "an mqtts:// URL"),
-        ("reconnect_min = 10\nreconnect_max = 5", "mqtt.reconnect_max", "expected a number >= mqtt.reconnect_min"),
+        (
+            "reconnect_min = 10\nreconnect_max = 5",
+            "mqtt.reconnect_max",
+            "expected a number >= mqtt.reconnect_min",
+        ),
     ],
 )
 def test_bad_mqtt_settings_name_the_key(table: str, key: str, problem: str) -> None:

@@ -15,7 +15,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
 from hypothesis import given
 from strategies import QUICK, key_pair, presence_graphs
 

@@ -24,8 +24,8 @@ PEER_ID_BYTES: Final = 8
 #: Counters and expiries are unsigned 32-bit: at most five CBOR bytes each.
 MAX_COUNTER: Final = 2**32 - 1
 
-#: Protocol version spoken in HELLO.
-PROTOCOL_VERSION: Final = 1
+#: Protocol version spoken in HELLO (2: the card may be sent by reference, with CARD_REQUEST).
+PROTOCOL_VERSION: Final = 2
 #: Domain separation for link-handshake proofs.
 HANDSHAKE_CONTEXT: Final = b"presence-agent/link-proof/v1"
 #: Handshake nonce length.
