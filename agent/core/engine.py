@@ -73,6 +73,7 @@ from agent.core.records import (
     Record,
     RecordKind,
     load_public_key,
+    mean_distance_dm,
     open_record,
     sign_record,
     verify_record,
@@ -1215,7 +1216,7 @@ class Engine:
                 if pid < nid and nid in shown and nid != self.peer_id:
                     back = self._claims.get(nid, {})
                     if (pid, code) in back:
-                        edges[(pid, nid, code)] = _mean(dist, back[(pid, code)])
+                        edges[(pid, nid, code)] = mean_distance_dm(dist, back[(pid, code)])
         return edges
 
     def _evaluate_reachability(self, now: float) -> None:
@@ -1250,14 +1251,6 @@ class Engine:
         self._reach_due = None
 
     # ------------------------------------------------------------------ helpers
-
-
-def _mean(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return (a + b) // 2
 
 
 def _prev_id(pid: bytes) -> bytes:

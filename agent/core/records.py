@@ -120,6 +120,15 @@ class LinkEntry:
     distance_dm: int | None = None
 
 
+def mean_distance_dm(a: int | None, b: int | None) -> int | None:
+    """One connection's distance from both ends' claims: one measured side wins, two are averaged."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return (a + b) // 2
+
+
 @dataclass(frozen=True, slots=True)
 class Links:
     """The often-changing part of a peer: its current connections.

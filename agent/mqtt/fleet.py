@@ -70,6 +70,7 @@ from agent.core.records import (
     Metadata,
     Record,
     RecordKind,
+    mean_distance_dm,
     open_record,
     thaw_metadata,
     verify_record,
@@ -438,20 +439,11 @@ def _connections(
         for (nid, code), distance in mine.items():
             back = claims.get(nid, {})
             if pid < nid and (pid, code) in back:
-                dm = _mean(distance, back[(pid, code)])
+                dm = mean_distance_dm(distance, back[(pid, code)])
                 metres = None if dm is None else dm / 10.0
                 conn = Connection.between(key_of[pid], key_of[nid], CONNECTION_TYPE_BY_CODE[code], metres)
                 found[conn.id] = conn
     return tuple(found[k] for k in sorted(found))
-
-
-def _mean(a: int | None, b: int | None) -> int | None:
-    # The engine's rule (engine._mean, private there): one measured side wins, two are averaged.
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return (a + b) // 2
 
 
 # ---------------------------------------------------------------- rendering
