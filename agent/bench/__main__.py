@@ -1,8 +1,10 @@
-"""``python -m agent.bench [--quick] [--out DIR] [--doc FILE]``: run the benchmark suite.
+"""``python -m agent.bench [--quick] [--only FIGS] [--out DIR] [--doc FILE]``: run the benchmark suite.
 
 Writes ``DIR/results.json`` (default ``bench/``) and regenerates ``FILE``
 (default ``docs/PERFORMANCE.md``) with PNG plots in ``perf/`` beside it.
-Progress goes to stderr, a summary table to stdout.
+Progress goes to stderr, a summary table to stdout. ``--only`` measures some
+figures and marks the others "not run": for trying one figure, not for the
+committed page.
 """
 
 from __future__ import annotations
@@ -10,29 +12,36 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.bench import ingest, lora, machine, propagation, report, sizes
-from agent.bench.common import FULL, QUICK, progress
+from agent.bench import ingest, lanmesh, lora, machine, processes, propagation, report, sizes
+from agent.bench.common import FULL, QUICK, Mode, progress
 
 ROOT = Path(__file__).resolve().parents[2]
-FIGURE_KEYS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
+FIGURES: dict[str, Callable[[Mode], dict[str, Any]]] = {
+    "fig1": lambda mode: sizes.run(),
+    "fig2": ingest.run,
+    "fig3": propagation.run,
+    "fig4": lora.run,
+    "fig5": processes.run,
+    "fig6": lanmesh.run,
+}
+FIGURE_KEYS = tuple(FIGURES)
 
 
-def run(quick: bool) -> dict[str, Any]:
-    """Measure every figure of this part of the suite; the whole results document."""
+def run(quick: bool, only: Sequence[str] = FIGURE_KEYS) -> dict[str, Any]:
+    """Measure the figures in ``only`` (every one by default); the whole results document."""
     mode = QUICK if quick else FULL
     started = time.perf_counter()
     progress(f"{mode.name} mode")
-    figures: dict[str, Any] = {
-        "fig1": sizes.run(),
-        "fig2": ingest.run(mode),
-        "fig3": propagation.run(mode),
-        "fig4": lora.run(mode),
-    }
-    for key in report.NOT_YET_MEASURED:
-        figures[key] = {"status": "not yet measured", "title": f"Figure {key[3:]}", "goals": []}
+    figures: dict[str, Any] = {}
+    for key, measure in FIGURES.items():
+        if key in only:
+            figures[key] = measure(mode)
+        else:
+            figures[key] = {"status": report.NOT_RUN, "title": f"Figure {key[3:]}", "goals": []}
     return {
         "schema_version": 1,
         "mode": mode.name,
@@ -49,8 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--doc", type=Path, default=ROOT / "docs" / "PERFORMANCE.md", help="markdown page to write"
     )
+    parser.add_argument(
+        "--only", default=",".join(FIGURE_KEYS), help="comma-separated figures to measure (fig1,...,fig6)"
+    )
     args = parser.parse_args(argv)
-    results = run(args.quick)
+    only = [key.strip() for key in args.only.split(",") if key.strip()]
+    unknown = sorted(set(only) - set(FIGURE_KEYS))
+    if unknown or not only:
+        parser.error(f"--only takes some of {', '.join(FIGURE_KEYS)}; got {args.only!r}")
+    results = run(args.quick, only)
     if not report.finite(results):
         raise SystemExit("bench: a measured value is not finite; refusing to write results")
     args.out.mkdir(parents=True, exist_ok=True)
