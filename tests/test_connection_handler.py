@@ -19,8 +19,8 @@ from test_presence_api import WAIT, Rig, make_rig, new_public_key
 
 from agent.api import ConnectionRequest, ConnectionRequestAuthorization, ConnectionType
 from agent.api.authorization import HANDLER_THREADS, ConnectionRequestHandler
-from agent.core.events import EMPTY_METADATA
 from agent.core.keys import peer_key_string
+from agent.core.records import EMPTY_METADATA
 
 ALLOW, DENY = ConnectionRequestAuthorization.ALLOW, ConnectionRequestAuthorization.DENY
 

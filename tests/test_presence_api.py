@@ -32,10 +32,9 @@ from agent.api import (
     PresenceError,
     PresenceGraph,
 )
-from agent.core.events import EMPTY_METADATA
 from agent.core.keys import peer_key_string
 from agent.core.limits import MAX_METADATA_JSON_BYTES, MAX_RECORD_BYTES
-from agent.core.records import Card, make_card, metadata_json, worst_case_card_size
+from agent.core.records import EMPTY_METADATA, Card, make_card, metadata_json, worst_case_card_size
 
 T = TypeVar("T")
 

@@ -40,9 +40,10 @@ from agent.api.authorization import (
 )
 from agent.api.observer import GraphMailbox, PresenceCallback, PresenceObserver
 from agent.core.errors import MetadataError, PresenceError
-from agent.core.events import EMPTY_METADATA, ConnectionRequest
+from agent.core.events import ConnectionRequest
 from agent.core.graph import PresenceGraph
 from agent.core.records import (
+    EMPTY_METADATA,
     Card,
     Metadata,
     check_card_budget,

@@ -41,7 +41,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from agent.core.errors import RecordError
 from agent.core.events import (
-    EMPTY_METADATA,
     CloseLink,
     ConnectionRequest,
     ConnectionRequested,
@@ -65,6 +64,7 @@ from agent.core.limits import (
 from agent.core.records import (
     CONNECTION_TYPE_BY_CODE,
     CONNECTION_TYPE_CODES,
+    EMPTY_METADATA,
     Card,
     ConnectionType,
     Envelope,
@@ -100,7 +100,7 @@ log = logging.getLogger("agent.core.engine")
 
 _ID_LOW: Final = b"\x00" * 8
 _ID_HIGH: Final = b"\xff" * 8
-_NO_PEERS: Final[frozenset[bytes]] = frozenset()
+_NO_PEERS: Final[tuple[bytes, ...]] = ()
 _NO_CLAIMS: Final[Mapping[tuple[bytes, int], int | None]] = MappingProxyType({})
 
 
@@ -305,7 +305,7 @@ class Engine:
         self._gone: dict[bytes, tuple[float, int]] = {}
         # Remote peers' claimed connections: peer id -> {(neighbour id, type code): distance}.
         self._claims: dict[bytes, Mapping[tuple[bytes, int], int | None]] = {}
-        self._claim_peers: dict[bytes, frozenset[bytes]] = {}
+        self._claim_peers: dict[bytes, tuple[bytes, ...]] = {}
         self._reach_stale = True
         self._reach_due: float | None = None
         self.graph_version = 0

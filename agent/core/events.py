@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TypeAlias
 
 from agent.core.records import ConnectionType, Metadata
@@ -59,5 +58,3 @@ class LinkEstablished:
 
 
 Event: TypeAlias = ConnectionRequested | CloseLink | LinkEstablished
-
-EMPTY_METADATA: Metadata = MappingProxyType({})

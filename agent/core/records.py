@@ -31,6 +31,7 @@ import enum
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -135,16 +136,19 @@ class Links:
 
     ``claims`` maps (neighbour peer id, connection type code) to the distance,
     computed once here because the graph and flooding consult it constantly.
+    ``neighbour_ids`` is a tuple, not a set: a node holds one per peer of the
+    mesh, and for the few ids of a record a tuple is a fifth of a set's memory
+    with membership tests as fast.
     """
 
     entries: tuple[LinkEntry, ...]
     claims: Mapping[tuple[bytes, int], int | None] = field(init=False, repr=False, compare=False)
-    neighbour_ids: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    neighbour_ids: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         claims = {(e.peer_id, CONNECTION_TYPE_CODES[e.connection_type]): e.distance_dm for e in self.entries}
         object.__setattr__(self, "claims", MappingProxyType(claims))
-        object.__setattr__(self, "neighbour_ids", frozenset(e.peer_id for e in self.entries))
+        object.__setattr__(self, "neighbour_ids", tuple(dict.fromkeys(e.peer_id for e in self.entries)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +177,15 @@ class Record:
 # ---------------------------------------------------------------- metadata
 
 
+#: The one empty metadata mapping: most held cards share it instead of an empty dict each.
+EMPTY_METADATA: Final[Metadata] = MappingProxyType({})
+
+
 def freeze_metadata(value: JsonValue) -> JsonValue:
     """Deep read-only copy of JSON data (maps become mappingproxy, lists tuples)."""
     if isinstance(value, Mapping):
+        if not value:
+            return EMPTY_METADATA
         return MappingProxyType({k: freeze_metadata(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
         return tuple(freeze_metadata(v) for v in value)
@@ -420,8 +430,9 @@ def _body(env: Envelope) -> Card | Links:
             )
         return Card(
             _text(name, "device name", MAX_DEVICE_NAME_BYTES),
-            _text(os_name, "os", MAX_OS_BYTES),
-            _text(version, "agent version", MAX_AGENT_VERSION_BYTES),
+            # A fleet runs a few OS and agent versions: hold each string once, not once per peer.
+            sys.intern(_text(os_name, "os", MAX_OS_BYTES)),
+            sys.intern(_text(version, "agent version", MAX_AGENT_VERSION_BYTES)),
             freeze_metadata(metadata),
         )
     if len(env.fields) != 1 or not isinstance(env.fields[0], list | tuple):

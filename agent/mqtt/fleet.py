@@ -60,11 +60,11 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from agent.core.errors import PeerKeyError, RecordError
-from agent.core.events import EMPTY_METADATA
 from agent.core.graph import Connection
 from agent.core.keys import peer_id, public_key_from_string
 from agent.core.records import (
     CONNECTION_TYPE_BY_CODE,
+    EMPTY_METADATA,
     Card,
     Links,
     Metadata,

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Name of the database file inside the state directory.
 STORE_FILE_NAME: Final = "state.sqlite3"
+#: SQLite page cache per connection, KiB (``PRAGMA cache_size`` takes it negated).
+PAGE_CACHE_KIB: Final = 256
 #: ``PRAGMA user_version`` of the schema this code writes.
 SCHEMA_VERSION: Final = 1
 #: The first counter a new identity hands out.
@@ -139,6 +141,9 @@ class StateStore:
             if str(mode).lower() != "wal":
                 log.warning("%s: WAL unavailable, using journal_mode=%s", path, mode)
             conn.execute("PRAGMA synchronous=FULL")
+            # The engine holds every record in memory and the store is read only at start:
+            # SQLite's default 2 MiB page cache would only duplicate it.
+            conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             _migrate(conn, path)
             ceiling = _read_ceiling(conn)
         except sqlite3.Error as exc:
