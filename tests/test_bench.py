@@ -18,7 +18,7 @@ from agent.bench.simtap import BenchSimulation, summarize
 from agent.sim import LinkModel, line
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASURED = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6")
+MEASURED = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7")
 
 
 def _reject_constant(name: str) -> float:
@@ -107,12 +107,14 @@ def test_quick_mode_writes_well_formed_results(quick_run: tuple[Path, Path, str]
     for median in lan["medians"]:
         for key in ("all_see_all_s", "sigkill_left_every_graph_s", "sigstop_left_every_graph_s"):
             assert median[f"median_{key}"] > 0
+    mqtt = figures["fig7"]  # CI installs mosquitto, so the figure is measured there
+    assert mqtt["own_view_ms"] > 0 and mqtt["remote_view_ms"] > 0 and mqtt["broker_floor_ms"] > 0
 
 
 def test_quick_mode_writes_the_page_and_a_summary(quick_run: tuple[Path, Path, str]) -> None:
     _, doc, stdout = quick_run
     text = doc.read_text(encoding="utf-8")
-    for number in range(1, 7):
+    for number in range(1, 8):
         assert f"## Figure {number}: " in text
     assert "Left out of this run" not in text
     assert "Baseline:" in text

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.bench import ingest, lanmesh, lora, machine, processes, propagation, report, sizes
+from agent.bench import ingest, lanmesh, lora, machine, mirror, processes, propagation, report, sizes
 from agent.bench.common import FULL, QUICK, Mode, progress
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +27,7 @@ FIGURES: dict[str, Callable[[Mode], dict[str, Any]]] = {
     "fig4": lora.run,
     "fig5": processes.run,
     "fig6": lanmesh.run,
+    "fig7": mirror.run,
 }
 FIGURE_KEYS = tuple(FIGURES)
 

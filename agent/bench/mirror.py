@@ -138,7 +138,13 @@ def _broker_floor(port: int, repetitions: int) -> list[float]:
     return samples
 
 
+TITLE = "MQTT mirror: a metadata change at a broker subscriber"
+
+
 def run(mode: Mode) -> dict[str, Any]:
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        progress("mqtt mirror latency: mosquitto is not installed; skipped")
+        return {"title": TITLE, "unavailable": "mosquitto is not installed", "goals": []}
     repetitions = 5 if mode.quick else 25
     progress(f"mqtt mirror latency: 2 agents, {repetitions} metadata changes")
     with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
@@ -192,7 +198,8 @@ def run(mode: Mode) -> dict[str, Any]:
                         proc.kill()
             floor = _broker_floor(port, repetitions)
     result = {
-        "title": "MQTT mirror: a metadata change at a broker subscriber",
+        "title": TITLE,
+        "goal": "reported, no numeric goal (issue 4 asks how long a change takes to reach a subscriber)",
         "baseline": "bare paho publish -> receive through the same broker",
         "repetitions": repetitions,
         "coalesce_s": 0.1,
