@@ -219,6 +219,9 @@ class _Link:
     remote_allowed: bool = False
     last_rx: float = 0.0
     last_tx: float = 0.0
+    #: When the last RECORDS message left: the Nagle-like batching looks at records only,
+    #: so a keepalive just sent does not hold back the next flood hop.
+    last_records_tx: float = -1.0
     last_record_rx: float = 0.0
     tokens: float = 0.0
     refilled_at: float = 0.0
@@ -975,8 +978,9 @@ class Engine:
 
     def _queue_record(self, state: _Link, key: tuple[bytes, RecordKind], raw: bytes, now: float) -> None:
         if not (state.links_out or state.cards_out):
-            # Nagle-like: an idle link sends at once; a busy one batches for flood_delay.
-            state.records_due = max(now, state.last_tx + self.config.flood_delay)
+            # Nagle-like: a link that sent no records lately sends at once; a busy one
+            # batches for flood_delay.
+            state.records_due = max(now, state.last_records_tx + self.config.flood_delay)
         queue = state.links_out if key[1] is RecordKind.LINKS else state.cards_out
         queue[key] = raw
         self._pending[state] = None
@@ -1135,10 +1139,12 @@ class Engine:
             return state.control.popleft()
         due = now >= state.records_due
         if state.links_out and due:
+            state.last_records_tx = now
             return self._records_message(state, state.links_out)
         if state.digests:
             return state.digests.popleft()
         if state.cards_out and due:
+            state.last_records_tx = now
             return self._records_message(state, state.cards_out)
         if state.links_out or state.cards_out:
             state.wake_at = state.records_due
