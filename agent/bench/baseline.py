@@ -29,9 +29,10 @@ on a virtual clock with a heap of events. What it models, and how:
   ``keepalive`` seconds without sending, and a neighbour is declared dead
   ``dead`` seconds after anything last arrived from it. Keepalives are
   accounted for analytically (they change no state). The detecting node then
-  re-issues its links record after the engine's ``links_debounce``.
-* **Link changes** re-issue both endpoints' links records ``links_debounce``
-  after the wire appears or goes (no handshake: this favours the baseline).
+  re-issues its links record at once, as the engine does after a quiet spell
+  (its ``links_debounce`` only throttles bursts).
+* **Link changes** re-issue both endpoints' links records as soon as the wire
+  appears or goes (no handshake: this favours the baseline).
 """
 
 from __future__ import annotations
@@ -151,17 +152,17 @@ class GossipMesh:
         return self._sizes[(key, self._latest[key])]
 
     def add_edge(self, a: int, b: int, model: LinkModel, links_sizes: tuple[int, int]) -> None:
-        """A wire appears now; both ends re-issue their links records after ``links_debounce``."""
+        """A wire appears now; both ends re-issue their links records at once."""
         self._add_directions(a, b, model)
         for node, size in zip((a, b), links_sizes, strict=True):
-            self.set_record(node, LINKS, size, delay=self.config.links_debounce)
+            self.set_record(node, LINKS, size)
 
     def remove_edge(self, a: int, b: int, links_sizes: tuple[int, int]) -> None:
-        """A wire goes now; both ends re-issue their links records after ``links_debounce``."""
+        """A wire goes now; both ends re-issue their links records at once."""
         for u, v in ((a, b), (b, a)):
             self._drop_direction(u, v)
         for node, size in zip((a, b), links_sizes, strict=True):
-            self.set_record(node, LINKS, size, delay=self.config.links_debounce)
+            self.set_record(node, LINKS, size)
 
     def kill(self, victim: int, links_sizes_after: Mapping[int, int]) -> dict[int, float]:
         """``victim`` vanishes now. Returns when each neighbour will declare it dead.
@@ -250,7 +251,7 @@ class GossipMesh:
             node, victim, size = args
             if self.alive[node] and (node, victim) in self._links:
                 self._drop_direction(node, victim)
-                self.set_record(node, LINKS, size, delay=self.config.links_debounce)
+                self.set_record(node, LINKS, size)
 
     def _add_directions(self, a: int, b: int, model: LinkModel) -> None:
         for u, v in ((a, b), (b, a)):

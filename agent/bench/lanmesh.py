@@ -13,8 +13,9 @@ stream per agent, every update timestamped on arrival).
   announces itself.
 * **SIGKILL**: one agent killed; until it has left every other graph. On one
   host the kernel closes the dead process's TCP connections, so its
-  neighbours lose their links at once; the timer bound is the links debounce
-  (the neighbours' new links records) and the departure grace.
+  neighbours lose their links at once and re-sign their links records at
+  once (the links throttle only spaces bursts); the timer bound is the
+  departure grace plus the links throttle, which a second change within it pays.
 * **SIGSTOP** (a frozen agent, as after a power cut: no connection is
   closed): another agent stopped; neighbours notice only when its link has
   been silent for the dead interval, so the timer bound adds the dead interval
@@ -59,8 +60,9 @@ TIMING = (
     f"[presence]\ndeparture_grace = {GRACE}\n"
 )
 _ENGINE = EngineConfig()
-#: Timers alone: a lost link is followed by the neighbours' re-signed links records
-#: (debounced) and then the departure grace; the 20 ms reachability settle can overlap them.
+#: Timers alone: a lost link is followed by the neighbours' re-signed links records (at once
+#: after a quiet spell, else within the links throttle) and then the departure grace; the
+#: 20 ms reachability settle can overlap them.
 KILL_BOUND = _ENGINE.links_debounce + GRACE
 STOP_BOUND = DEAD + KILL_BOUND
 SIZES = {"quick": ((4, 1),), "full": ((10, 3), (20, 3))}

@@ -15,7 +15,7 @@ Protocol in short (message formats in :mod:`agent.core.wire`):
    (a signature over the other's nonce). A side that does not hold a referenced
    card asks for it (CARD_REQUEST). The connection request handler is asked
    (:class:`ConnectionRequested`); both sides must ACCEPT.
-2. Established: each side re-signs its links record (debounced), and the two
+2. Established: each side re-signs its links record (throttled), and the two
    compare SUMMARY hashes of what they hold; on mismatch they exchange DIGESTs
    and each pushes the records the other lacks.
 3. A record newer than the one held for its (peer, kind) is verified, kept and
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -314,6 +315,7 @@ class Engine:
         self.graph_version = 0
 
         self._resign_links_at: float | None = None
+        self._links_signed_at = -math.inf
         self._next_sweep = now + self.config.sweep_interval
         self.card = card
         self._own_card = self._sign(card, now)
@@ -839,12 +841,14 @@ class Engine:
         if links == self._own_links.body and fresh and not force:
             return
         self._own_links = self._sign(links, now)
+        self._links_signed_at = now
         self._accept_own(self._own_links, now)
 
     def _schedule_links(self, now: float) -> None:
-        # Debounced: a burst of link changes produces one new links record.
+        # Throttled on the leading edge: a change after a quiet spell is signed at once,
+        # and a burst yields at most one new links record per links_debounce.
         if self._resign_links_at is None:
-            self._resign_links_at = now + self.config.links_debounce
+            self._resign_links_at = max(now, self._links_signed_at + self.config.links_debounce)
 
     def _merge(self, raw: bytes, now: float, source: _Link | None) -> None:
         key = self._held_raw.get(raw)
