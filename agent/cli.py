@@ -153,7 +153,7 @@ def _fleet(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _fleet_settings(args: argparse.Namespace) -> Any:
     """``[mqtt]`` of ``--config`` (if given) with the command-line options on top."""
-    from agent.config import AgentConfig, MqttSettings, load_config
+    from agent.config import AgentConfig, MqttSettings, check_mqtt_settings, load_config
 
     base = load_config(args.config).mqtt if args.config else AgentConfig().mqtt
     overrides = {
@@ -171,23 +171,16 @@ def _fleet_settings(args: argparse.Namespace) -> Any:
     }
     if args.topic_root is not None:
         overrides["topic_root"] = args.topic_root
-    if overrides.get("password_file"):
-        overrides.setdefault("password_env", "")
-    elif overrides.get("password_env"):
+    # One password source: the one given here replaces the configuration's.
+    if args.password_file is not None:
+        overrides["password_env"] = ""
+    elif args.password_env is not None:
         overrides["password_file"] = ""
     settings: MqttSettings = dataclasses.replace(base, **overrides)
     if not settings.broker:
         raise _UsageError("fleet needs --broker URL (or --config FILE with [mqtt] broker)")
-    _check_fleet_settings(settings)
+    check_mqtt_settings(settings, "command line")
     return settings
-
-
-def _check_fleet_settings(settings: Any) -> None:
-    """The [mqtt] checks, on the merged settings, reported like a configuration error."""
-    from agent.config import parse_config
-
-    lines = ["[mqtt]"] + [f"{k} = {json.dumps(v)}" for k, v in dataclasses.asdict(settings).items()]
-    parse_config("\n".join(lines), "command line")
 
 
 def _rejection_lines(rejections: Any) -> list[str]:

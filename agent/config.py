@@ -46,6 +46,7 @@ __all__ = [
     "LanSettings",
     "MqttSettings",
     "PresenceSettings",
+    "check_mqtt_settings",
     "load_config",
     "parse_config",
 ]
@@ -357,6 +358,13 @@ def _check_relations(config: AgentConfig, source: str) -> None:
             f"got {lan.max_receive_bytes_per_second}",
         )
     _check_mqtt(config.mqtt, source)
+
+
+def check_mqtt_settings(mqtt: MqttSettings, source: str) -> None:
+    """Every ``[mqtt]`` rule, on settings built in code (``presence-agent fleet`` merges
+    command-line options into them); raises :class:`ConfigError` naming ``source``."""
+    _load_table(MqttSettings, dataclasses.asdict(mqtt), "mqtt", source)
+    _check_mqtt(mqtt, source)
 
 
 def _check_mqtt(mqtt: MqttSettings, source: str) -> None:

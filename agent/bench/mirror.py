@@ -1,17 +1,16 @@
 """MQTT mirror latency: how long a metadata change takes to appear at a broker subscriber.
 
-Two real agent processes on loopback mirror to a private mosquitto (started
-here, on a free port, no persistence). A subscriber in this process watches
-two retained topics while the first agent's metadata is changed through its
-control socket, ``repetitions`` times:
+Two real agent processes on loopback (started by figure 5's :class:`Launcher`)
+mirror to a private mosquitto (started here, on a free port, no persistence).
+A subscriber in this process watches two retained topics while the first
+agent's metadata is changed through its control socket, ``repetitions`` times:
 
 * ``own``: the changed agent's own view of itself (the mirror alone: coalesce
   window, JSON, publish, broker);
 * ``remote``: the second agent's view of the first (one mesh hop, then its mirror).
 
 Baseline in the same run: a bare paho publish -> receive through the same
-broker (the floor any mirror pays). Defaults are what a user gets
-(``[mqtt] coalesce = 0.1``).
+broker (the floor any mirror pays). The agents run with the ``[mqtt]`` defaults.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,31 +31,32 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.bench.common import Mode, median, progress, rounded
+from agent.bench.processes import Launcher, wait_for
+from agent.config import MqttSettings
 from agent.mqtt.topics import TopicKind, TopicLayout
-from agent.runtime.control import ControlError, request
+from agent.runtime.control import request
 
 LAYOUT = TopicLayout()
 
 
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _mosquitto() -> str | None:
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
 
 
 @contextlib.contextmanager
-def _broker(workdir: Path) -> Iterator[int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = _free_port(socket.SOCK_STREAM)
+def _broker(binary: str, workdir: Path) -> Iterator[int]:
+    with socket.socket() as sock:  # a TCP port nobody is bound to now
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
     conf = workdir / "mosquitto.conf"
-    user = (
-        "user root\n" if os.getuid() == 0 else ""
-    )  # as root mosquitto would drop to a user who cannot read tmp
+    # As root mosquitto would drop to a user who cannot read the temporary directory.
+    user = "user root\n" if os.getuid() == 0 else ""
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}")
     proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: _accepts(port), 10, "mosquitto to listen")
+        wait_for(lambda: _accepts(port), 10, "mosquitto to listen")
         yield port
     finally:
         proc.kill()
@@ -71,27 +69,12 @@ def _accepts(port: int) -> bool:
     return False
 
 
-def _wait(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.02)
-    raise RuntimeError(f"bench: timed out waiting for {what}")
-
-
-def _status(state_dir: Path) -> dict[str, Any] | None:
-    try:
-        return request(state_dir, {"op": "status"}, timeout=2)
-    except (ControlError, OSError, ValueError):
-        return None
-
-
 class _Watcher:
-    """Records when each (topic, metadata value) first arrives."""
+    """Records when each (topic, metadata value) first arrives, and which topics have spoken."""
 
     def __init__(self, port: int, topics: list[str]) -> None:
         self.seen: dict[tuple[str, str], float] = {}
+        self.topics: set[str] = set()
         self._lock = threading.Lock()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
         self.client.on_message = self._on_message
@@ -102,6 +85,8 @@ class _Watcher:
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         now = time.perf_counter()
+        with self._lock:
+            self.topics.add(message.topic)
         with contextlib.suppress(ValueError, KeyError, TypeError):
             value = str(json.loads(message.payload)["peer_metadata"].get("n"))
             with self._lock:
@@ -142,67 +127,44 @@ TITLE = "MQTT mirror: a metadata change at a broker subscriber"
 
 
 def run(mode: Mode) -> dict[str, Any]:
-    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+    binary = _mosquitto()
+    if binary is None:
         progress("mqtt mirror latency: mosquitto is not installed; skipped")
         return {"title": TITLE, "unavailable": "mosquitto is not installed", "goals": []}
     repetitions = 5 if mode.quick else 25
     progress(f"mqtt mirror latency: 2 agents, {repetitions} metadata changes")
-    with tempfile.TemporaryDirectory(prefix="bench-mqtt-") as tmp:
-        workdir = Path(tmp)
-        with _broker(workdir) as port:
-            multicast = _free_port(socket.SOCK_DGRAM)
-            procs = []
-            try:
-                dirs = []
-                for name in ("alpha", "beta"):
-                    config = workdir / f"{name}.toml"
-                    config.write_text(
-                        f'[lan]\ninterfaces = ["127.0.0.1"]\nmulticast_port = {multicast}\n'
-                        f'[mqtt]\nbroker = "mqtt://127.0.0.1:{port}"\n'
-                    )
-                    state = workdir / name
-                    dirs.append(state)
-                    argv = [sys.executable, "-m", "agent.cli", "run", "--config", str(config)]
-                    argv += ["--state-dir", str(state), "--name", name]
-                    procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-                alpha, beta = (_wait(lambda d=d: _status(d), 15, "an agent")["peer_key_string"] for d in dirs)
-                own = LAYOUT.peer_topic(alpha, alpha, TopicKind.STATE)
-                remote = LAYOUT.peer_topic(beta, alpha, TopicKind.STATE)
-                watcher = _Watcher(port, [own, remote])
-                try:
-                    _wait(
-                        lambda: (mqtt_status := _status(dirs[1])) and mqtt_status["mqtt"]["topics"] >= 6,
-                        15,
-                        "the mirrors to publish",
-                    )
-                    own_samples, remote_samples = [], []
-                    for i in range(repetitions):
-                        value = f"{i}-{time.monotonic_ns()}"
-                        start = time.perf_counter()
-                        request(dirs[0], {"op": "metadata_set", "json": json.dumps({"n": value})})
-                        _wait(lambda v=value: watcher.arrival(remote, v), 10, "the change at the subscriber")
-                        own_at = watcher.arrival(own, value)
-                        if own_at is not None:
-                            own_samples.append(own_at - start)
-                        remote_samples.append(watcher.arrival(remote, value) - start)  # type: ignore[operator]
-                        time.sleep(0.3)  # let both mirrors go quiet before the next change
-                finally:
-                    watcher.close()
-            finally:
-                for proc in procs:
-                    proc.terminate()
-                for proc in procs:
-                    try:
-                        proc.wait(10)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-            floor = _broker_floor(port, repetitions)
+    with Launcher("bench-mqtt-") as launcher, _broker(binary, launcher.root) as port:
+        mqtt_table = f'[mqtt]\nbroker = "mqtt://127.0.0.1:{port}"\n'
+        first, second = (launcher.spawn(name, mqtt_table) for name in ("alpha", "beta"))
+        alpha, beta = launcher.wait_ready(first), launcher.wait_ready(second)
+        own = LAYOUT.peer_topic(alpha, alpha, TopicKind.STATE)
+        remote = LAYOUT.peer_topic(beta, alpha, TopicKind.STATE)
+        watcher = _Watcher(port, [own, remote])
+        try:
+            wait_for(lambda: remote in watcher.topics, 15, "the mirrors to publish")
+            own_samples, remote_samples = [], []
+            for i in range(repetitions):
+                value = f"{i}-{time.monotonic_ns()}"
+                start = time.perf_counter()
+                request(first.state_dir, {"op": "metadata_set", "json": json.dumps({"n": value})})
+
+                def reached(v: str = value) -> float | None:
+                    return watcher.arrival(remote, v)
+
+                remote_samples.append(wait_for(reached, 10, "the change at the subscriber") - start)
+                own_at = watcher.arrival(own, value)
+                if own_at is not None:
+                    own_samples.append(own_at - start)
+                time.sleep(0.3)  # let both mirrors go quiet before the next change
+        finally:
+            watcher.close()
+        floor = _broker_floor(port, repetitions)
     result = {
         "title": TITLE,
         "goal": "reported, no numeric goal (issue 4 asks how long a change takes to reach a subscriber)",
         "baseline": "bare paho publish -> receive through the same broker",
         "repetitions": repetitions,
-        "coalesce_s": 0.1,
+        "coalesce_s": MqttSettings().coalesce,
         "own_view_ms": rounded(median(own_samples) * 1000, 2),
         "remote_view_ms": rounded(median(remote_samples) * 1000, 2),
         "broker_floor_ms": rounded(median(floor) * 1000, 3),
@@ -216,6 +178,8 @@ def run(mode: Mode) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    import sys
+
     from agent.bench.common import FULL, QUICK
 
     print(json.dumps(run(QUICK if "--quick" in sys.argv else FULL), indent=1))

@@ -39,6 +39,7 @@ from typing import Any
 
 from agent.bench.baseline import CARD, DEFAULT_INTERVAL, LINKS, GossipMesh
 from agent.bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
+from agent.bench.processes import memory_of
 from agent.bench.simtap import BenchSimulation
 from agent.core.engine import EngineConfig
 from agent.core.records import RecordKind
@@ -517,16 +518,11 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _current_rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def run(mode: Mode) -> dict[str, Any]:
     """Every topology and size of ``mode``; the medians and every run's samples."""
     runs: list[dict[str, Any]] = []
     medians: list[dict[str, Any]] = []
-    base_rss = _current_rss()
+    base_rss = memory_of(os.getpid())["VmRSS"]
     for n in mode.mesh_sizes:
         for name in TOPOLOGIES:
             group = []
