@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from agent.bench import machine
-from agent.bench.baseline import CARD, LINKS, GossipMesh
-from agent.bench.simtap import BenchSimulation, summarize
 from agent.sim import LinkModel, line
+from bench import machine
+from bench.baseline import CARD, LINKS, GossipMesh
+from bench.simtap import BenchSimulation, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7")
@@ -42,7 +42,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
     out = tmp_path_factory.mktemp("bench")
     doc = out / "docs" / "PERFORMANCE.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "agent.bench", "--quick", "--out", str(out), "--doc", str(doc)],
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--doc", str(doc)],
         cwd=ROOT,
         capture_output=True,
         text=True,

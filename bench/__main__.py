@@ -1,4 +1,4 @@
-"""``python -m agent.bench [--quick] [--only FIGS] [--out DIR] [--doc FILE]``: run the benchmark suite.
+"""``python -m bench [--quick] [--only FIGS] [--out DIR] [--doc FILE]``: run the benchmark suite.
 
 Writes ``DIR/results.json`` (default ``bench/``) and regenerates ``FILE``
 (default ``docs/PERFORMANCE.md``) with PNG plots in ``perf/`` beside it.
@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.bench import ingest, lanmesh, lora, machine, mirror, processes, propagation, report, sizes
-from agent.bench.common import FULL, QUICK, Mode, progress
+from bench import ingest, lanmesh, lora, machine, mirror, processes, propagation, report, sizes
+from bench.common import FULL, QUICK, Mode, progress
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FIGURES: dict[str, Callable[[Mode], dict[str, Any]]] = {
     "fig1": lambda mode: sizes.run(),
     "fig2": ingest.run,
@@ -53,7 +53,7 @@ def run(quick: bool, only: Sequence[str] = FIGURE_KEYS) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the short CI run (seconds, not minutes)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench", help="directory for results.json")
     parser.add_argument(

@@ -31,7 +31,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent import __version__
-from agent.bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
 from agent.core import cose
 from agent.core.engine import Engine, LinkSpec
 from agent.core.events import ConnectionRequested
@@ -46,6 +45,7 @@ from agent.core.records import (
 )
 from agent.core.wire import FRAME_WHOLE, MessageType, encode_message
 from agent.state.store import MemoryCounter
+from bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
 
 RATIO_GOAL = 0.8
 DUPLICATE_GOAL = 20.0

@@ -19,7 +19,7 @@ confirm no card is sent unless something changed: neither in RECORDS nor in
 the HELLOs of links that went dead and were dialled again (a re-handshake names
 the card by reference).
 
-Baseline, in the same run: the push-pull gossip of :mod:`agent.bench.baseline`
+Baseline, in the same run: the push-pull gossip of :mod:`bench.baseline`
 on the same five peers and link models with the same record sizes. On the
 radio its rounds are limited by the duty-cycle budget, not by its interval.
 
@@ -38,12 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.bench.baseline import CARD, LINKS, GossipMesh
-from agent.bench.common import Mode, goal, median, progress, ratio, rounded
-from agent.bench.simtap import BenchSimulation, summarize
 from agent.core.records import ConnectionType, RecordKind
 from agent.core.wire import MessageType, encode_message
 from agent.sim import LORA, LinkModel, SimPeer, Transmission
+from bench.baseline import CARD, LINKS, GossipMesh
+from bench.common import Mode, goal, median, progress, ratio, rounded
+from bench.simtap import BenchSimulation, summarize
 
 LOSSY = dataclasses.replace(LORA, loss=0.1)
 BLE = LinkModel(connection_type=ConnectionType.BLUETOOTH, latency=0.02, mtu=244)
@@ -57,7 +57,7 @@ REDIAL_AFTER = 10.0
 CONVERGE_TIMEOUT = 24 * 3600.0
 CHANGE_TIMEOUT = 24 * 3600.0
 BASELINE = (
-    "memberlist-style full-state push-pull gossip (agent/bench/baseline.py) on the same five peers, "
+    "memberlist-style full-state push-pull gossip (bench/baseline.py) on the same five peers, "
     "link models and record sizes, same run"
 )
 CHANGES = ("metadata", "link_cut", "link_restore")

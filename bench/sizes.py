@@ -16,7 +16,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from agent.bench.common import goal, progress, ratio, rounded
 from agent.core.errors import MetadataError
 from agent.core.limits import MAX_COUNTER, MAX_RECORD_BYTES
 from agent.core.records import (
@@ -32,6 +31,7 @@ from agent.core.records import (
     validate_metadata,
     worst_case_card_size,
 )
+from bench.common import goal, progress, ratio, rounded
 
 CARD_GOAL_BYTES = 160
 LINKS8_GOAL_BYTES = 233

@@ -2,7 +2,7 @@
 
 Subject: :class:`agent.sim.Simulation` running the real engines over LAN-like
 wires (``LinkModel()``: 5 ms per hop, no loss). Baseline: the full-state
-push-pull gossip of :mod:`agent.bench.baseline` on the same topology, link
+push-pull gossip of :mod:`bench.baseline` on the same topology, link
 model and record sizes, replaying the same changes in the same run.
 
 For each topology, size and seed, after the mesh has converged:
@@ -37,14 +37,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.bench.baseline import CARD, DEFAULT_INTERVAL, LINKS, GossipMesh
-from agent.bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
-from agent.bench.processes import memory_of
-from agent.bench.simtap import BenchSimulation
 from agent.core.engine import EngineConfig
 from agent.core.records import RecordKind
 from agent.sim import LinkModel, SimPeer, Topology, build
 from agent.sim.topology import hop_depths
+from bench.baseline import CARD, DEFAULT_INTERVAL, LINKS, GossipMesh
+from bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
+from bench.processes import memory_of
+from bench.simtap import BenchSimulation
 
 TOPOLOGIES = ("random_geometric", "grid", "line")
 #: Goal: a change reaches every peer within this multiple of the hop-optimal time (medians).
@@ -60,7 +60,7 @@ STEADY_WINDOW = 5.0
 CHANGE_TIMEOUT = 600.0
 BASELINE = (
     f"memberlist-style full-state push-pull gossip every {DEFAULT_INTERVAL:g} s to one random neighbour "
-    "(agent/bench/baseline.py), same topology, link model and record sizes, same run"
+    "(bench/baseline.py), same topology, link model and record sizes, same run"
 )
 
 

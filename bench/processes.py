@@ -59,8 +59,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent import __version__
-from agent.bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
-from agent.bench.ingest import pack_frames
 from agent.config import AgentConfig, LanSettings, parse_config
 from agent.core.graph import PresenceGraph
 from agent.core.keys import peer_id, peer_key_string, public_key_from_string
@@ -70,10 +68,12 @@ from agent.core.wire import FRAME_WHOLE, MessageType, decode_message, encode_mes
 from agent.runtime.agent import Agent
 from agent.runtime.control import ControlError, request
 from agent.transports.lan import BEACON_BYTES, BEACON_MAGIC
+from bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
+from bench.ingest import pack_frames
 
 T = TypeVar("T")
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PYCACHE = Path(tempfile.gettempdir()) / f"presence-bench-pycache-{os.getuid()}"
 MB = 1024 * 1024
 RSS_GOALS_MB = {1000: 40.0, 10000: 80.0}

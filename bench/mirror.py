@@ -30,11 +30,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.bench.common import Mode, median, progress, rounded
-from agent.bench.processes import Launcher, wait_for
 from agent.config import MqttSettings
 from agent.mqtt.topics import TopicKind, TopicLayout
 from agent.runtime.control import request
+from bench.common import Mode, median, progress, rounded
+from bench.processes import Launcher, wait_for
 
 LAYOUT = TopicLayout()
 
@@ -180,6 +180,6 @@ def run(mode: Mode) -> dict[str, Any]:
 if __name__ == "__main__":
     import sys
 
-    from agent.bench.common import FULL, QUICK
+    from bench.common import FULL, QUICK
 
     print(json.dumps(run(QUICK if "--quick" in sys.argv else FULL), indent=1))

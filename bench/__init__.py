@@ -1,4 +1,4 @@
-"""The benchmark suite: ``python -m agent.bench [--quick]`` (or ``scripts/bench``).
+"""The benchmark suite: ``python -m bench [--quick]`` (or ``scripts/bench``).
 
 It measures the figures of docs/PERFORMANCE.md, each against a named baseline
 in the same run, writes every measured value to ``bench/results.json`` and

@@ -37,8 +37,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.bench.common import Mode, goal, median, progress, ratio, rounded
-from agent.bench.processes import (
+from agent.core.engine import EngineConfig
+from agent.core.keys import peer_key_string
+from agent.runtime.control import socket_path
+from bench.common import Mode, goal, median, progress, ratio, rounded
+from bench.processes import (
     Launcher,
     beacon_listener,
     cpu_seconds,
@@ -46,9 +49,6 @@ from agent.bench.processes import (
     wait_for,
     warm_bytecode_cache,
 )
-from agent.core.engine import EngineConfig
-from agent.core.keys import peer_key_string
-from agent.runtime.control import socket_path
 
 GOAL_S = 3.0
 BEACON_INTERVAL = 0.5
