@@ -1,5 +1,9 @@
 """Typed errors raised to callers of the core and the Presence API."""
 
+from __future__ import annotations
+
+from agent.core.reasons import RejectReason
+
 
 class PresenceError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -19,11 +23,11 @@ class MetadataTooLargeError(MetadataError):
 
 
 class RecordError(PresenceError, ValueError):
-    """A signed record was rejected. ``reason`` is the counter name it is counted under."""
+    """A signed record was rejected; ``reason`` names the counter it is counted under."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"record rejected ({reason}): {detail}")
-        self.reason = reason
+    def __init__(self, reason: RejectReason | str, detail: str) -> None:
+        self.reason = RejectReason(reason)
+        super().__init__(f"record rejected ({self.reason}): {detail}")
 
 
 class PeerKeyError(PresenceError, ValueError):

@@ -6,6 +6,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from agent.core.reasons import CloseReason
 from agent.core.records import ConnectionType, Metadata
 
 #: Transports name their links with any hashable value (a socket id, a BLE address, ...).
@@ -38,14 +39,16 @@ class ConnectionRequested:
 class CloseLink:
     """The engine is done with ``link``: the transport should close it.
 
-    ``retry_at`` (engine time) is the earliest the transport should dial this
-    peer again, or ``None`` when it may redial at will.
+    ``retry_at`` (the engine's monotonic time) is the earliest the transport
+    should dial this peer again, or ``None`` when it may redial at will.
+    ``reason`` is the text for the log; ``cause`` says why, as a value.
     """
 
     link: LinkId
     reason: str
     peer_key_string: str | None = None
     retry_at: float | None = None
+    cause: CloseReason | None = None
 
 
 @dataclass(frozen=True, slots=True)

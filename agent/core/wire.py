@@ -48,11 +48,17 @@ from __future__ import annotations
 import enum
 import io
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import cbor2
 
-from agent.core.limits import MAX_MESSAGE_BYTES, NONCE_BYTES, PEER_ID_BYTES, PROTOCOL_VERSION
+from agent.core.limits import (
+    MAX_MESSAGE_BYTES,
+    NONCE_BYTES,
+    PEER_ID_BYTES,
+    PROTOCOL_VERSION,
+    SIGNATURE_BYTES,
+)
 from agent.core.records import RecordKind
 
 FRAME_WHOLE: Final = 0x00
@@ -60,6 +66,7 @@ FRAME_FRAGMENT: Final = 0x01
 FRAGMENT_HEADER_BYTES: Final = 4
 MAX_FRAGMENTS: Final = 255
 DIGEST_ENTRY_BYTES: Final = 13
+SUMMARY_BYTES: Final = 8
 
 
 class MessageType(enum.IntEnum):
@@ -120,6 +127,9 @@ class Hello:
     #: (peer id, counter) of a card sent by reference, else ``None``.
     reference: tuple[bytes, int] | None
 
+    def encode(self) -> bytes:
+        return encode_hello(self.nonce, self.card)
+
 
 def encode_hello(nonce: bytes, card: bytes) -> bytes:
     """A HELLO carrying ``card``: the signed card or its :func:`digest_entry`."""
@@ -141,9 +151,140 @@ def decode_hello(fields: tuple[Any, ...]) -> Hello:
     return Hello(nonce, card, (peer, counter))
 
 
-def records_message_size(record_lengths_total: int, count: int) -> int:
-    """Upper bound of a RECORDS message's size (headers at their widest)."""
-    return 3 + 1 + count * 3 + record_lengths_total
+class UnsupportedVersionError(WireError):
+    """A HELLO of another protocol version (told apart from junk: its version comes first)."""
+
+    def __init__(self, version: object) -> None:
+        # Never format the remote's value: an int of 10**5000 digits cannot even be printed.
+        shown = str(version) if type(version) is int and 0 <= version < 2**32 else type(version).__name__
+        super().__init__(f"HELLO of protocol version {shown}; this peer speaks {PROTOCOL_VERSION}")
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """The link proof: an Ed25519 signature over the verifier's nonce and both keys."""
+
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return encode_message(MessageType.PROOF, self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """The local handler admitted the link; ``ask_back``: a retransmission, answer with your ACCEPT."""
+
+    ask_back: bool = False
+
+    def encode(self) -> bytes:
+        return encode_message(MessageType.ACCEPT, 1) if self.ask_back else encode_message(MessageType.ACCEPT)
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """The local handler refused the link."""
+
+    def encode(self) -> bytes:
+        return encode_message(MessageType.DENY)
+
+
+@dataclass(frozen=True, slots=True)
+class Records:
+    """Signed records, flooded or pushed by sync (opened and checked by the engine)."""
+
+    records: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return encode_message(MessageType.RECORDS, *self.records)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The sender's 8-byte summary of everything it holds: the keepalive."""
+
+    summary: bytes
+
+    def encode(self) -> bytes:
+        return encode_message(MessageType.SUMMARY, self.summary)
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Every record the sender holds for peer ids in ``[lo, hi]``, as sorted digest entries."""
+
+    lo: bytes
+    hi: bytes
+    entries: bytes
+
+    def encode(self) -> bytes:
+        return encode_message(MessageType.DIGEST, self.lo, self.hi, self.entries)
+
+    def counters(self) -> dict[tuple[bytes, int], int]:
+        """(peer id, kind) -> counter of every entry."""
+        out: dict[tuple[bytes, int], int] = {}
+        for i in range(0, len(self.entries), DIGEST_ENTRY_BYTES):
+            pid, kind, counter = read_digest_entry(self.entries[i : i + DIGEST_ENTRY_BYTES])
+            out[(pid, kind)] = counter
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CardRequest:
+    """The receiver of a HELLO by reference does not hold that card: send it."""
+
+    def encode(self) -> bytes:
+        return encode_message(MessageType.CARD_REQUEST)
+
+
+#: One frozen value per message type.
+Message: TypeAlias = Hello | Proof | Accept | Deny | Records | Summary | Digest | CardRequest
+
+
+#: Messages that only an established link may carry.
+AFTER_HANDSHAKE: Final = frozenset({MessageType.RECORDS, MessageType.SUMMARY, MessageType.DIGEST})
+
+
+def parse_message(data: bytes) -> Message:
+    """Decode one message into its typed value; :class:`WireError` for anything malformed."""
+    return parse_fields(*decode_message(data))
+
+
+def parse_fields(kind: MessageType, fields: tuple[Any, ...]) -> Message:
+    """The typed value of a decoded message; :class:`WireError` if its fields are malformed.
+
+    A HELLO of another protocol version raises :class:`UnsupportedVersionError`.
+    """
+    if kind is MessageType.HELLO:
+        version = fields[0] if fields else None
+        if type(version) is not int or version != PROTOCOL_VERSION:
+            raise UnsupportedVersionError(version)
+        return decode_hello(fields)
+    if kind is MessageType.PROOF:
+        if len(fields) != 1 or not isinstance(fields[0], bytes) or len(fields[0]) != SIGNATURE_BYTES:
+            raise WireError(f"PROOF carries one {SIGNATURE_BYTES}-byte signature")
+        return Proof(fields[0])
+    if kind is MessageType.ACCEPT:
+        if fields not in ((), (1,)):
+            raise WireError("ACCEPT carries nothing or 1")
+        return Accept(ask_back=bool(fields))
+    if kind is MessageType.DENY:
+        return Deny()
+    if kind is MessageType.CARD_REQUEST:
+        return CardRequest()
+    if kind is MessageType.RECORDS:
+        if not all(isinstance(raw, bytes) for raw in fields):
+            raise WireError("RECORDS carries byte strings only")
+        return Records(fields)
+    if kind is MessageType.SUMMARY:
+        if len(fields) != 1 or not isinstance(fields[0], bytes) or len(fields[0]) != SUMMARY_BYTES:
+            raise WireError(f"SUMMARY carries one {SUMMARY_BYTES}-byte hash")
+        return Summary(fields[0])
+    if len(fields) != 3 or not all(isinstance(f, bytes) for f in fields):
+        raise WireError("DIGEST is lo(8), hi(8), entries")
+    lo, hi, entries = fields
+    if len(lo) != PEER_ID_BYTES or len(hi) != PEER_ID_BYTES or len(entries) % DIGEST_ENTRY_BYTES:
+        raise WireError("DIGEST is lo(8), hi(8), entries of 13 bytes each")
+    return Digest(lo, hi, entries)
 
 
 def max_message_bytes(mtu: int) -> int:

@@ -32,8 +32,9 @@ from agent.api.presence import Presence
 from agent.config import AgentConfig
 from agent.core.engine import Engine, LinkSpec
 from agent.core.errors import PresenceError
-from agent.core.events import CloseLink, ConnectionRequested, LinkEstablished, LinkId
+from agent.core.events import CloseLink, ConnectionRequested, Event, LinkEstablished, LinkId
 from agent.core.keys import public_key_from_string
+from agent.core.pump import pump
 from agent.mqtt.messages import MirrorSnapshot
 from agent.runtime.control import ControlServer
 from agent.state.local_peer import LocalPeer, open_local_peer
@@ -47,6 +48,11 @@ log = logging.getLogger("agent.runtime")
 
 #: How often learnt records are written to the store.
 FLUSH_INTERVAL = 1.0
+
+
+def _wall_clock(_now: float) -> float:
+    """The engine's wall clock: Unix time, for signing records and checking their expiry only."""
+    return time.time()
 
 
 class AgentClosedError(PresenceError):
@@ -126,7 +132,8 @@ class Agent:
         self._loop_thread = threading.get_ident()
         self._local = open_local_peer(
             self.state_dir,
-            now=time.time(),
+            now=self._loop.time(),
+            wall=_wall_clock,
             device_name=self._name,
             config=self.config.engine_config(),
         )
@@ -225,6 +232,12 @@ class Agent:
         """The MQTT mirror, when ``[mqtt] broker`` is set."""
         return self._mirror
 
+    def now(self) -> float:
+        """The engine's clock: the loop's monotonic time (timers never move with the wall clock)."""
+        if self._loop is None:
+            raise PresenceError("the agent has not been started")
+        return self._loop.time()
+
     def stats(self) -> dict[str, int]:
         """Engine and transport counters in one mapping (must be called on the loop)."""
         merged = dict(self.engine.stats)
@@ -236,20 +249,31 @@ class Agent:
     def link_up(self, link: LinkId, spec: LinkSpec) -> None:
         if self._closed:
             return
-        self.engine.link_up(link, spec, time.time())
+        self.engine.link_up(link, spec, self.now())
         self._pump()
 
     def receive(self, link: LinkId, frame: bytes) -> None:
         if self._closed:
             return
-        self.engine.receive(link, frame, time.time())
+        try:
+            self.engine.receive(link, frame, self.now())
+        except Exception:
+            # The engine raises nothing for remote input; anything else is a bug. It must
+            # not take the agent down: log it with the link, drop that link, go on.
+            log.exception("engine error on link %r; dropping the link", link)
+            self.transport_stats["engine_errors"] += 1
+            owner = self._link_owner.get(link)
+            if owner is not None:
+                owner.close_link(link)
+            self.link_down(link)
+            return
         self._pump()
 
     def link_down(self, link: LinkId) -> None:
         self._link_owner.pop(link, None)
         if self._closed:
             return
-        self.engine.link_down(link, time.time())
+        self.engine.link_down(link, self.now())
         self._pump()
 
     def count(self, name: str, n: int = 1) -> None:
@@ -265,7 +289,7 @@ class Agent:
         if self._closed:
             raise AgentClosedError("the agent is closed")
         try:
-            return fn(self.engine, time.time())
+            return fn(self.engine, self.now())
         finally:
             self._pump()
 
@@ -274,15 +298,8 @@ class Agent:
         if self._closed or self._local is None:
             return
         engine = self._local.engine
-        now = time.time()
-        self._handle_events(engine)
-        for link, frame in engine.datagrams_to_send(now):
-            owner = self._link_owner.get(link)
-            if owner is not None:
-                owner.send(link, frame)
-        # Sending can raise events too: a link closes once its last frame (a DENY) is out.
-        self._handle_events(engine)
-        self._schedule(engine.next_timer())
+        now = self.now()
+        pump(engine, now, self)
         presence = self._presence
         if presence is not None and presence.wants_graphs and engine.graph_version != self._published_version:
             self._published_version = engine.graph_version
@@ -298,42 +315,47 @@ class Agent:
         if self._closed or self._mirror is None:
             return
         engine = self.engine
-        now = time.time()
         self._mirrored = (engine.graph_version, engine.summary)
-        graph = engine.graph(now)
+        graph = engine.graph(self.now())
         records = {
             p.peer_key_string: tuple(engine.records_of(public_key_from_string(p.peer_key_string)))
             for p in graph.peers()
         }
-        self._mirror.offer(MirrorSnapshot(graph, records, now))
+        self._mirror.offer(MirrorSnapshot(graph, records, time.time()))
 
-    def _handle_events(self, engine: Engine) -> None:
-        while (event := engine.next_event()) is not None:
-            if isinstance(event, ConnectionRequested):
-                self._ask_handler(event)
-            elif isinstance(event, CloseLink):
-                self._close_link(event)
-            elif isinstance(event, LinkEstablished):
-                owner = self._link_owner.get(event.link)
-                if owner is not None:
-                    owner.established(event.link, public_key_from_string(event.peer_key_string))
+    # EngineOutputs, for the pump.
 
-    def _schedule(self, at: float | None) -> None:
-        if at is None or self._loop is None:
+    def send(self, link: LinkId, frame: bytes) -> None:
+        owner = self._link_owner.get(link)
+        if owner is not None:
+            owner.send(link, frame)
+
+    def handle_event(self, event: Event) -> None:
+        if isinstance(event, ConnectionRequested):
+            self._ask_handler(event)
+        elif isinstance(event, CloseLink):
+            self._close_link(event)
+        elif isinstance(event, LinkEstablished):
+            owner = self._link_owner.get(event.link)
+            if owner is not None:
+                owner.established(event.link, public_key_from_string(event.peer_key_string))
+
+    def wake_at(self, at: float) -> None:
+        if self._loop is None:
             return
         if self._timer is not None and self._timer_at is not None and self._timer_at <= at:
             return
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
-        self._timer = self._loop.call_later(max(0.0, at - time.time()), self._on_timer)
+        self._timer = self._loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
         if self._closed:
             return
-        self.engine.handle_timer(time.time())
+        self.engine.handle_timer(self.now())
         self._pump()
 
     def _ask_handler(self, event: ConnectionRequested) -> None:
@@ -344,7 +366,7 @@ class Agent:
             if self._closed:
                 return
             allow = not done.cancelled() and done.result() is ConnectionRequestAuthorization.ALLOW
-            self.engine.decide(event.link, allow, time.time())
+            self.engine.decide(event.link, allow, self.now())
             self._pump()
 
         answer.add_done_callback(decided)

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -112,7 +111,7 @@ class ControlServer:
         agent = self._agent
         try:
             if op == "graph":
-                return {"ok": True, "graph": graph_document(agent, agent.engine.graph(time.time()))}
+                return {"ok": True, "graph": graph_document(agent, agent.engine.graph(agent.now()))}
             if op == "metadata_get":
                 return {"ok": True, "metadata": json.loads(agent.presence.peer_metadata_json_str())}
             if op == "metadata_set":

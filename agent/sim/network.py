@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from agent import __version__
 from agent.api.presence import Presence
 from agent.core.engine import Engine, EngineConfig, LinkSpec
-from agent.core.events import CloseLink, ConnectionRequested
+from agent.core.events import CloseLink, ConnectionRequested, Event, LinkId
 from agent.core.graph import PresenceGraph
+from agent.core.pump import pump
 from agent.core.records import ConnectionType, Envelope, Record, make_card, open_record, verify_record
 from agent.state.store import MemoryCounter
 
@@ -106,6 +107,50 @@ class MemoryMetadataStore:
         return self.text
 
 
+class _WallClock:
+    """A peer's wall clock, bound to the peer once it exists (the engine is built first)."""
+
+    peer: SimPeer | None = None
+
+    def __call__(self, now: float) -> float:
+        return now if self.peer is None else self.peer.wall(now)
+
+
+class _SimOutputs:
+    """Where one peer's engine outputs go: onto its wires, into the event queue."""
+
+    def __init__(self, sim: Simulation, peer: SimPeer) -> None:
+        self._sim = sim
+        self._peer = peer
+
+    def send(self, link: LinkId, frame: bytes) -> None:
+        wire = self._sim._wires.get(link)  # type: ignore[call-overload]
+        if wire is not None and wire.up:
+            self._sim._transmit(wire, self._peer, frame)
+
+    def handle_event(self, event: Event) -> None:
+        peer, engine, now = self._peer, self._peer.engine, self._sim.now
+        if isinstance(event, ConnectionRequested):
+            answer = peer.presence.authorize(event.request).result()
+            engine.decide(event.link, answer.value == "Allow", now)
+        elif isinstance(event, CloseLink):
+            self._sim._close_from(peer, event)
+
+    def wake_at(self, at: float) -> None:
+        peer, now = self._peer, self._sim.now
+        if at <= now:
+            # An engine that keeps asking to be woken "now" without progress is a bug.
+            peer.immediate_wakeups += 1
+            if peer.immediate_wakeups > 10_000:
+                raise RuntimeError(f"{peer.name}'s engine busy-loops at t={now}")
+        else:
+            peer.immediate_wakeups = 0
+        at = max(at, now)
+        if peer.timer_at is None or at < peer.timer_at:
+            peer.timer_at = at
+            self._sim._push(at, "timer", peer)
+
+
 class _SimDriver:
     """Runs Presence calls directly on the simulation's (single) thread."""
 
@@ -127,11 +172,18 @@ class SimPeer:
     name: str
     engine: Engine
     presence: Presence = field(init=False)
+    outputs: _SimOutputs = field(init=False)
     alive: bool = True
     timer_at: float | None = None
     published_version: int = -1
     immediate_wakeups: int = 0
     last_graph: PresenceGraph | None = None
+    #: This peer's wall clock minus the simulation's (monotonic) clock: see
+    #: :meth:`Simulation.step_wall_clock`.
+    wall_offset: float = 0.0
+
+    def wall(self, now: float) -> float:
+        return now + self.wall_offset
 
     @property
     def peer_key_string(self) -> str:
@@ -219,6 +271,7 @@ class Simulation:
         private_key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
         public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         name = name or f"sim-{index}"
+        clock = _WallClock()
         engine = Engine(
             private_key=private_key,
             public_key=public_key,
@@ -228,8 +281,11 @@ class Simulation:
             rng=self.rng.randbytes,
             config=self.config,
             codec=self.codec,
+            wall=clock,
         )
         peer = SimPeer(index, name, engine)
+        clock.peer = peer
+        peer.outputs = _SimOutputs(self, peer)
         store = MemoryMetadataStore()
         peer.presence = Presence(
             _SimDriver(self, peer), public_key, store, handler_timeout=self.handler_timeout
@@ -284,6 +340,13 @@ class Simulation:
     def heal(self, wires: list[_Wire]) -> None:
         for wire in wires:
             self.connect(wire.a, wire.b, wire.model)
+
+    def step_wall_clock(self, peer: SimPeer, seconds: float) -> None:
+        """Step ``peer``'s wall clock by ``seconds`` (an NTP correction, a Pi without an RTC).
+
+        Only signing and expiry see it; the engine's timers run on the simulation's clock.
+        """
+        peer.wall_offset += seconds
 
     def dial_at(self, when: float, a: SimPeer, b: SimPeer, model: LinkModel | None = None) -> None:
         """Connect ``a`` and ``b`` at virtual time ``when``, if both are still alive then."""
@@ -374,42 +437,13 @@ class Simulation:
         if not peer.alive:
             return
         engine = peer.engine
-        self._handle_events(peer)
-        for link, frame in engine.datagrams_to_send(self.now):
-            wire = self._wires.get(link)  # type: ignore[call-overload]
-            if wire is None or not wire.up:
-                continue
-            self._transmit(wire, peer, frame)
-        # Sending can raise events too: a link closes once its last frame (a DENY) is out.
-        self._handle_events(peer)
-        timer = engine.next_timer()
-        if timer is not None:
-            if timer <= self.now:
-                # An engine that keeps asking to be woken "now" without progress is a bug.
-                peer.immediate_wakeups += 1
-                if peer.immediate_wakeups > 10_000:
-                    raise RuntimeError(f"{peer.name}'s engine busy-loops at t={self.now}")
-            else:
-                peer.immediate_wakeups = 0
-            timer = max(timer, self.now)
-            if peer.timer_at is None or timer < peer.timer_at:
-                peer.timer_at = timer
-                self._push(timer, "timer", peer)
+        pump(engine, self.now, peer.outputs)
         if peer.presence.wants_graphs and engine.graph_version != peer.published_version:
             graph = engine.graph(self.now)
             peer.published_version = engine.graph_version
             if graph != peer.last_graph:
                 peer.last_graph = graph
                 peer.presence.publish(graph)
-
-    def _handle_events(self, peer: SimPeer) -> None:
-        engine = peer.engine
-        while (event := engine.next_event()) is not None:
-            if isinstance(event, ConnectionRequested):
-                answer = peer.presence.authorize(event.request).result()
-                engine.decide(event.link, answer.value == "Allow", self.now)
-            elif isinstance(event, CloseLink):
-                self._close_from(peer, event)
 
     def _transmit(self, wire: _Wire, sender: SimPeer, frame: bytes) -> None:
         model = wire.model
@@ -451,17 +485,6 @@ class Simulation:
     def wire_bytes(self) -> dict[int, dict[int, int]]:
         """Bytes sent per wire and direction (0: a→b, 1: b→a)."""
         return {w.id: dict(w.bytes_sent) for w in self._wires.values()}
-
-    def graphs_agree(self, peers: list[SimPeer] | None = None) -> bool:
-        """Every live peer sees every other live peer in ``peers`` (default: all live peers)."""
-        group = [p for p in (peers or self.peers) if p.alive]
-        expected = {p.peer_key_string for p in group}
-        for p in group:
-            graph = p.engine.graph(self.now)
-            seen = {x.peer_key_string for x in graph.peers()}
-            if seen != expected:
-                return False
-        return True
 
     def close(self) -> None:
         for peer in self.peers:

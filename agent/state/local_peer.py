@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import __version__
-from agent.core.engine import Engine, EngineConfig, RecordCodec
+from agent.core.engine import Engine, EngineConfig, RecordCodec, same_clock
 from agent.core.records import make_card, parse_metadata_json
 from agent.state.identity import Identity, load_or_create_identity
 from agent.state.store import StateStore
@@ -51,11 +51,13 @@ def open_local_peer(
     config: EngineConfig | None = None,
     rng: Callable[[int], bytes] = os.urandom,
     codec: RecordCodec | None = None,
+    wall: Callable[[float], float] = same_clock,
 ) -> LocalPeer:
     """Open (or create) the state in ``state_dir`` and build the engine on it.
 
     The device name given here is remembered; without one, the remembered name
-    or else the host name is used. Metadata, counter and held records come from
+    or else the host name is used. ``now`` is the engine's (monotonic) clock and
+    ``wall`` maps it to Unix time (default: the same clock). Metadata, counter and held records come from
     the store, so a restart republishes the same card with a higher counter.
     """
     identity = load_or_create_identity(state_dir)
@@ -76,6 +78,7 @@ def open_local_peer(
             config=config,
             codec=codec,
             held_records=store.load_records(),
+            wall=wall,
         )
     except BaseException:
         store.close()

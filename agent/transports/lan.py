@@ -253,7 +253,7 @@ class LanTransport:
         (port,) = struct.unpack(">H", data[36:38])
         if key == self.public_key or port == 0:
             return
-        now = time.time()
+        now = time.monotonic()
         if key in self._by_peer or key in self._dialing:
             self._heard_since.pop(key, None)
             return
@@ -288,7 +288,7 @@ class LanTransport:
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
         delay = min(self.config.dial_backoff_max, self.config.dial_backoff_initial * 2 ** (failures - 1))
-        self.back_off(key, time.time() + delay * (1 + self._rng.random() * 0.5))
+        self.back_off(key, time.monotonic() + delay * (1 + self._rng.random() * 0.5))
         log.debug("%s; next try in about %.1f s", reason, delay)
 
     # ------------------------------------------------------------------ links
@@ -310,7 +310,7 @@ class LanTransport:
         expected_peer: bytes | None,
     ) -> None:
         assert self._host is not None
-        now = time.time()
+        now = time.monotonic()
         conn = _Conn(self._next_id, reader, writer, outbound, expected_peer, now, refilled_at=now)
         conn.tokens = 2.0 * self.config.max_receive_bytes_per_second
         self._next_id += 1
@@ -366,10 +366,10 @@ class LanTransport:
         self._drop(conn, "connection ended")
 
     def _handshake_left(self, conn: _Conn) -> float:
-        return max(0.01, conn.opened_at + self.config.handshake_timeout - time.time())
+        return max(0.01, conn.opened_at + self.config.handshake_timeout - time.monotonic())
 
     def _within_rate(self, conn: _Conn, size: int) -> bool:
-        now = time.time()
+        now = time.monotonic()
         rate = self.config.max_receive_bytes_per_second
         conn.tokens = min(2.0 * rate, conn.tokens + (now - conn.refilled_at) * rate)
         conn.refilled_at = now

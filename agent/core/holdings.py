@@ -1,0 +1,167 @@
+"""The records a peer holds, and everything derived from them kept up to date incrementally.
+
+One record per (peer id, kind), the newest by counter. Beside them: a
+byte-exact index (a flood echo is dropped before any parsing), the peer id →
+public key map, the summary (XOR of every record's ``summary_hash``, so
+equal summaries mean equal holdings), the changes the store has not yet
+persisted, and the connections each remote peer claims in its links record
+(the input of :mod:`agent.core.reachability` and of flood pruning).
+
+Admission checks, cheapest first, each a :class:`RecordError` with its
+:class:`RejectReason`: :meth:`Holdings.check_key` (another key holds this
+peer id), then — after the engine has set aside its own records —
+:meth:`Holdings.check_new` (not newer than the held one, expired at the
+given wall-clock time, or a new peer while ``max_peers`` are held).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+from typing import Final
+
+from agent.core.errors import RecordError
+from agent.core.keys import peer_id
+from agent.core.reasons import RejectReason
+from agent.core.records import Envelope, Links, Record, RecordKind
+from agent.core.wire import digest_entry
+
+RecordKey = tuple[bytes, RecordKind]
+Claims = Mapping[tuple[bytes, int], int | None]
+
+_NO_PEERS: Final[tuple[bytes, ...]] = ()
+_NO_CLAIMS: Final[Claims] = MappingProxyType({})
+
+
+class Holdings:
+    """Held records of this peer and every other. ``local_key`` is this peer's own public key."""
+
+    def __init__(self, local_key: bytes, max_peers: int) -> None:
+        self.local_id = peer_id(local_key)
+        self.max_peers = max_peers
+        self._records: dict[RecordKey, Record] = {}
+        self._by_raw: dict[bytes, RecordKey] = {}
+        self.keys: dict[bytes, bytes] = {self.local_id: local_key}
+        self._summary = 0
+        # Records to persist (Record) or to delete from the store (the peer's public key).
+        self._dirty: dict[RecordKey, Record | bytes] = {}
+        #: Remote peers' claimed connections: peer id -> {(neighbour id, type code): distance}.
+        self.claims: dict[bytes, Claims] = {}
+        self._claim_peers: dict[bytes, tuple[bytes, ...]] = {}
+
+    # ---------------------------------------------------------------- queries
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __iter__(self) -> Iterator[tuple[RecordKey, Record]]:
+        return iter(self._records.items())
+
+    def get(self, pid: bytes, kind: RecordKind) -> Record | None:
+        return self._records.get((pid, kind))
+
+    def key_of_raw(self, raw: bytes) -> RecordKey | None:
+        """The (peer id, kind) whose held record is exactly ``raw``."""
+        return self._by_raw.get(raw)
+
+    def card_of(self, key: bytes | None) -> Record | None:
+        """The held card of the peer with public key ``key``."""
+        card = self._records.get((key[:8], RecordKind.CARD)) if key is not None else None
+        return card if card is not None and card.public_key == key else None
+
+    def records_of(self, public_key: bytes) -> list[Record]:
+        """The records held for a peer (card first)."""
+        pid = public_key[:8]
+        if self.keys.get(pid) != public_key:
+            return []
+        return [r for kind in RecordKind if (r := self._records.get((pid, kind))) is not None]
+
+    def neighbours_claimed_by(self, pid: bytes) -> tuple[bytes, ...]:
+        """Peer ids listed in ``pid``'s held links record."""
+        return self._claim_peers.get(pid, _NO_PEERS)
+
+    @property
+    def summary(self) -> bytes:
+        return self._summary.to_bytes(8, "big")
+
+    def digest_entries(self) -> list[bytes]:
+        """Sorted digest entries of every held record."""
+        return sorted(digest_entry(pid, kind, rec.counter) for (pid, kind), rec in self._records.items())
+
+    # ---------------------------------------------------------------- admission
+
+    def check_key(self, env: Envelope) -> None:
+        known = self.keys.get(env.public_key[:8])
+        if known is not None and known != env.public_key:
+            raise RecordError(RejectReason.KEY_MISMATCH, "another key already holds this peer id")
+
+    def check_new(self, env: Envelope, wall: float) -> None:
+        pid = env.public_key[:8]
+        held = self._records.get((pid, env.kind))
+        if held is not None and env.counter <= held.counter:
+            raise RecordError(RejectReason.STALE, f"counter {env.counter} <= held {held.counter}")
+        if env.expiry <= wall:
+            raise RecordError(RejectReason.EXPIRED, "record has expired")
+        if held is None and pid not in self.keys and len(self.keys) >= self.max_peers:
+            raise RecordError(RejectReason.CAPACITY, f"already holding {self.max_peers} peers")
+
+    # ---------------------------------------------------------------- changes
+
+    def put(self, record: Record) -> bool:
+        """Hold ``record`` in place of its (peer, kind)'s; ``True`` if a peer lost a claimed connection."""
+        pid = record.peer_id
+        key = (pid, record.kind)
+        old = self._records.get(key)
+        if old is not None:
+            self._by_raw.pop(old.raw, None)
+            self._summary ^= old.summary_hash
+        self._records[key] = record
+        self._by_raw[record.raw] = key
+        self._summary ^= record.summary_hash
+        self.keys[pid] = record.public_key
+        if pid == self.local_id:
+            return False
+        self._dirty[key] = record
+        if record.kind is not RecordKind.LINKS:
+            return False
+        assert isinstance(record.body, Links)
+        claims = record.body.claims
+        previous = self.claims.get(pid, _NO_CLAIMS)
+        self.claims[pid] = claims
+        self._claim_peers[pid] = record.body.neighbour_ids
+        return bool(previous) and not previous.keys() <= claims.keys()
+
+    def forget(self, pid: bytes, kind: RecordKind) -> bool:
+        """Drop a held record; ``True`` if there was one."""
+        record = self._records.pop((pid, kind), None)
+        if record is None:
+            return False
+        self._by_raw.pop(record.raw, None)
+        self._summary ^= record.summary_hash
+        self._dirty[(pid, kind)] = record.public_key
+        if kind is RecordKind.LINKS:
+            self.claims.pop(pid, None)
+            self._claim_peers.pop(pid, None)
+        return True
+
+    def expired(self, wall: float) -> list[RecordKey]:
+        """Remote records whose expiry has passed at wall-clock ``wall``."""
+        return [k for k, r in self._records.items() if k[0] != self.local_id and r.expiry <= wall]
+
+    def drop_unused_keys(self) -> None:
+        """Forget the public keys of peers of which no record is held any more."""
+        held = {pid for pid, _ in self._records}
+        for pid in [p for p in self.keys if p not in held and p != self.local_id]:
+            del self.keys[pid]
+
+    def take_dirty(self) -> tuple[list[bytes], list[tuple[bytes, int]]]:
+        """Records to persist and (public key, kind) pairs to forget, since the last call."""
+        saved: list[bytes] = []
+        deleted: list[tuple[bytes, int]] = []
+        for (_, kind), entry in self._dirty.items():
+            if isinstance(entry, Record):
+                saved.append(entry.raw)
+            else:
+                deleted.append((entry, int(kind)))
+        self._dirty.clear()
+        return saved, deleted

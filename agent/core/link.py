@@ -1,0 +1,40 @@
+"""One link as the engine keeps it: its parts, composed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.core.events import LinkId
+from agent.core.framing import Reassembler
+from agent.core.handshake import Handshake
+from agent.core.linkspec import LinkSpec
+from agent.core.outbox import Outbox
+from agent.core.reasons import CloseReason
+from agent.core.sync import SyncState
+
+
+@dataclass(eq=False, slots=True)
+class Link:
+    """A link's identity, timers and parts. Compared by identity (links are dict keys)."""
+
+    id: LinkId
+    spec: LinkSpec
+    opened_at: float
+    keepalive: float
+    dead: float
+    handshake: Handshake
+    outbox: Outbox
+    reassembler: Reassembler
+    sync: SyncState
+    last_rx: float
+    close_reason: CloseReason | None = None
+    close_detail: str = ""
+    close_retry_at: float | None = None
+
+    @property
+    def established(self) -> bool:
+        return self.handshake.established
+
+    @property
+    def remote_key(self) -> bytes | None:
+        return self.handshake.remote_key

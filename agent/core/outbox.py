@@ -1,0 +1,153 @@
+"""One link's outgoing side: priority queues, record batching, fragmentation, the send budget.
+
+Priorities, highest first: control messages (handshake, SUMMARY), links
+records, DIGEST, cards. Records are queued by (peer id, kind), so a newer
+version replaces a queued one, and packed into RECORDS messages of at most
+``MTU - 5`` bytes (a record bigger than that goes alone, fragmented).
+Batching is Nagle-like: a link that sent no RECORDS within ``flood_delay``
+sends at once; a busy one waits until ``last RECORDS + flood_delay`` (only
+RECORDS count: a keepalive just sent must not hold back the next flood hop).
+Every frame is paid for from the link's :class:`~agent.core.pacing.TokenBucket`
+at its length plus the link's per-frame overhead.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from agent.core.framing import Fragmenter
+from agent.core.linkspec import LinkSpec
+from agent.core.pacing import TokenBucket
+from agent.core.records import RecordKind
+from agent.core.wire import FRAGMENT_HEADER_BYTES, Records
+
+RecordKey = tuple[bytes, RecordKind]
+
+#: A RECORDS message's own bytes around its records: frame byte, array and type headers.
+_RECORDS_HEADROOM = 5
+#: CBOR byte-string header of a record (at most 4096 bytes: three header bytes).
+_RECORD_HEADER = 3
+
+
+def transfer_time(spec: LinkSpec, size: int) -> float:
+    """Seconds the link's send budget needs to carry ``size`` bytes in full frames."""
+    if spec.bytes_per_second is None:
+        return 0.0
+    frames = -(-size // (spec.mtu - FRAGMENT_HEADER_BYTES))
+    return (size + frames * (FRAGMENT_HEADER_BYTES + 1 + spec.frame_overhead_bytes)) / spec.bytes_per_second
+
+
+class Outbox:
+    """Everything queued on one link and the budget it is sent under."""
+
+    def __init__(self, spec: LinkSpec, now: float, flood_delay: float) -> None:
+        self.spec = spec
+        self._flood_delay = flood_delay
+        # Never below one full frame, or a full frame could never be paid for.
+        capacity = float(max(spec.burst_bytes or 0, spec.mtu + spec.frame_overhead_bytes))
+        self.budget = TokenBucket(spec.bytes_per_second, capacity, now)
+        self._fragmenter = Fragmenter(spec.mtu)
+        self._control: deque[bytes] = deque()
+        self._digests: deque[bytes] = deque()
+        self._links: dict[RecordKey, bytes] = {}
+        self._cards: dict[RecordKey, bytes] = {}
+        self._frames: deque[bytes] = deque()
+        self.records_due = 0.0
+        #: When the last RECORDS message left (-1: never).
+        self.last_records_tx = -1.0
+        self.last_tx = now
+        #: When to drain again though nothing else happens (records due, budget refilled).
+        self.wake_at: float | None = None
+
+    # ---------------------------------------------------------------- queueing
+
+    def send_control(self, message: bytes) -> None:
+        self._control.append(message)
+
+    def send_digests(self, messages: list[bytes]) -> None:
+        self._digests.extend(messages)
+
+    def queue_record(self, key: RecordKey, raw: bytes, now: float) -> None:
+        if not (self._links or self._cards):
+            self.records_due = max(now, self.last_records_tx + self._flood_delay)
+        self._queue(key)[key] = raw
+
+    def drop_record(self, key: RecordKey, raw: bytes | None = None) -> bool:
+        """Unqueue ``key`` (only if it is ``raw``, when given); ``True`` if something was unqueued."""
+        queue = self._queue(key)
+        if key in queue and (raw is None or queue[key] == raw):
+            del queue[key]
+            return True
+        return False
+
+    def clear_data(self) -> None:
+        """Forget queued records and digests: only control messages go out any more."""
+        self._links.clear()
+        self._cards.clear()
+        self._digests.clear()
+
+    def has_output(self) -> bool:
+        return bool(self._frames or self._control or self._links or self._digests or self._cards)
+
+    def only_records_waiting(self, now: float) -> bool:
+        """Only records are queued and they are not due yet."""
+        return now < self.records_due and not (self._control or self._frames or self._digests)
+
+    # ---------------------------------------------------------------- sending
+
+    def drain(self, now: float) -> list[bytes]:
+        """The frames the budget allows now; sets :attr:`wake_at` if more wait."""
+        self.wake_at = None
+        out: list[bytes] = []
+        overhead = self.spec.frame_overhead_bytes
+        while self.has_output():
+            if not self._frames:
+                message = self._next_message(now)
+                if message is None:
+                    break
+                self._frames.extend(self._fragmenter.frames(message))
+            frame = self._frames[0]
+            cost = len(frame) + overhead
+            if not self.budget.try_take(cost, now):
+                self.wake_at = now + self.budget.wait_time(cost, now)
+                break
+            self._frames.popleft()
+            out.append(frame)
+            self.last_tx = now
+        return out
+
+    def _next_message(self, now: float) -> bytes | None:
+        if self._control:
+            return self._control.popleft()
+        due = now >= self.records_due
+        if self._links and due:
+            self.last_records_tx = now
+            return self._records_message(self._links)
+        if self._digests:
+            return self._digests.popleft()
+        if self._cards and due:
+            self.last_records_tx = now
+            return self._records_message(self._cards)
+        if self._links or self._cards:
+            self.wake_at = self.records_due
+        return None
+
+    def _records_message(self, queue: dict[RecordKey, bytes]) -> bytes:
+        # Pack as many records as fit one frame; a record bigger than a frame goes alone.
+        room = self.spec.mtu - _RECORDS_HEADROOM
+        batch: list[bytes] = []
+        used = 0
+        for key in list(queue):
+            raw = queue[key]
+            size = len(raw) + _RECORD_HEADER
+            if batch and used + size > room:
+                break
+            batch.append(raw)
+            used += size
+            del queue[key]
+            if used > room:
+                break
+        return Records(tuple(batch)).encode()
+
+    def _queue(self, key: RecordKey) -> dict[RecordKey, bytes]:
+        return self._links if key[1] is RecordKind.LINKS else self._cards

@@ -1,0 +1,62 @@
+"""Why a record is rejected and why a link is closed: the enums behind the stats keys.
+
+A rejected record is counted as ``records.rejected.<reason>`` (arriving in
+RECORDS or loaded from the store) or ``handshake.rejected.<reason>`` (a HELLO
+card); a closed link as its :class:`CloseReason` value. Nothing else names
+these counters.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class RejectReason(enum.StrEnum):
+    """Why a signed record (or a HELLO card, or a link proof) was refused."""
+
+    OVERSIZED = "oversized"
+    MALFORMED = "malformed"
+    KEY_MISMATCH = "key_mismatch"
+    OWN_RECORD = "own_record"
+    STALE = "stale"
+    EXPIRED = "expired"
+    CAPACITY = "capacity"
+    BAD_SIGNATURE = "bad_signature"
+    #: A HELLO card of this very peer: the link leads back to itself.
+    SELF = "self"
+    #: A link proof that does not verify.
+    BAD_PROOF = "bad_proof"
+    #: Fleet view: a record under a topic of another peer or kind than its own.
+    WRONG_KEY = "wrong_key"
+    WRONG_KIND = "wrong_kind"
+    #: Fleet view: a counter below the highest already accepted on that topic.
+    REPLAYED = "replayed"
+
+    @property
+    def record_counter(self) -> str:
+        return f"records.rejected.{self.value}"
+
+    @property
+    def handshake_counter(self) -> str:
+        return f"handshake.rejected.{self.value}"
+
+
+class CloseReason(enum.Enum):
+    """Why the engine closed a link. ``value`` is the counter, ``text`` what the log says."""
+
+    DENIED_LOCALLY = ("links.denied_locally", "denied by connection request handler")
+    DENIED_BY_REMOTE = ("links.denied_by_remote", "denied by the remote's connection request handler")
+    DEAD = ("links.dead", "no frames within the dead interval")
+    HANDSHAKE_TIMEOUT = ("links.handshake_timeout", "handshake did not complete")
+    VERSION_MISMATCH = ("handshake.version_mismatch", "remote does not speak our protocol version")
+    #: The remote's HELLO card was refused; the :class:`RejectReason` says why and names the counter.
+    HANDSHAKE_REFUSED = ("handshake.refused", "handshake refused")
+    BAD_PROOF = ("handshake.rejected.bad_proof", "remote could not prove it holds its key")
+
+    @property
+    def counter(self) -> str:
+        return self.value[0]
+
+    @property
+    def text(self) -> str:
+        return self.value[1]

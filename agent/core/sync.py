@@ -1,0 +1,83 @@
+"""Anti-entropy between two linked peers: when to send a DIGEST, how to split it, what to push back.
+
+The keepalive is the 8-byte summary of everything held. On a mismatch a side
+sends DIGEST at once the first time on a link; later only after two
+consecutive mismatches, no RECORDS for a keepalive interval (records may
+still be in flight), and ``min_interval`` since its last. A DIGEST lists
+sorted 13-byte entries for ``[lo, hi]``, split so each message carries at
+most ``min(max_digest_bytes, max_message - 40)`` bytes of entries. The
+receiver pushes every record in range that the sender lacks or holds older,
+the sender's own included (a peer that lost its store gets its newer record
+back and re-signs past it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from agent.core.records import Record, RecordKind
+from agent.core.wire import DIGEST_ENTRY_BYTES, Digest, max_message_bytes
+
+_ID_LOW: Final = b"\x00" * 8
+_ID_HIGH: Final = b"\xff" * 8
+#: Room a DIGEST message keeps for its own headers and lo/hi ids.
+_DIGEST_HEADROOM: Final = 40
+
+RecordKey = tuple[bytes, RecordKind]
+
+
+class SyncState:
+    """One link's digest policy."""
+
+    def __init__(self, keepalive: float, min_interval: float) -> None:
+        self.keepalive = keepalive
+        self.min_interval = min_interval
+        self.mismatches = 0
+        self.digest_sent_at: float | None = None
+        self.last_record_rx = 0.0
+
+    def on_summary(self, matches: bool, now: float) -> bool:
+        """The remote's SUMMARY arrived: ``True`` if a DIGEST should go now."""
+        if matches:
+            self.mismatches = 0
+            return False
+        self.mismatches += 1
+        if self.digest_sent_at is None:
+            return True
+        settled = self.mismatches >= 2 and now - self.last_record_rx >= self.keepalive
+        return settled and now - self.digest_sent_at >= self.min_interval
+
+    def digest_sent(self, now: float) -> None:
+        self.digest_sent_at = now
+        self.mismatches = 0
+
+
+def digest_messages(entries: list[bytes], mtu: int, max_digest_bytes: int) -> list[Digest]:
+    """``entries`` (sorted) as DIGEST messages covering the whole id space between them."""
+    room = min(max_digest_bytes, max_message_bytes(mtu) - _DIGEST_HEADROOM)
+    per_message = max(1, room // DIGEST_ENTRY_BYTES)
+    chunks = [entries[i : i + per_message] for i in range(0, len(entries), per_message)] or [[]]
+    out = []
+    for i, chunk in enumerate(chunks):
+        lo = _ID_LOW if i == 0 else chunk[0][:8]
+        hi = _ID_HIGH if i == len(chunks) - 1 else _prev_id(chunks[i + 1][0][:8])
+        out.append(Digest(lo, hi, b"".join(chunk)))
+    return out
+
+
+def records_to_offer(
+    digest: Digest, held: Iterable[tuple[RecordKey, Record]]
+) -> list[tuple[RecordKey, Record]]:
+    """Held records in the digest's range that its sender lacks or holds older."""
+    theirs = digest.counters()
+    return [
+        ((pid, kind), record)
+        for (pid, kind), record in held
+        if digest.lo <= pid <= digest.hi and theirs.get((pid, int(kind)), -1) < record.counter
+    ]
+
+
+def _prev_id(pid: bytes) -> bytes:
+    value = int.from_bytes(pid, "big")
+    return max(0, value - 1).to_bytes(8, "big")
