@@ -62,6 +62,7 @@ from typing import Any, Final
 from agent.core.errors import PeerKeyError, RecordError
 from agent.core.graph import Connection
 from agent.core.keys import peer_id, public_key_from_string
+from agent.core.reachability import mutual_edges
 from agent.core.records import (
     CONNECTION_TYPE_BY_CODE,
     EMPTY_METADATA,
@@ -70,7 +71,6 @@ from agent.core.records import (
     Metadata,
     Record,
     RecordKind,
-    mean_distance_dm,
     open_record,
     thaw_metadata,
     verify_record,
@@ -427,7 +427,7 @@ def _fleet_peer(key: str, seen_by: list[str], best: Mapping[tuple[str, RecordKin
 def _connections(
     shown: Iterable[str], best: Mapping[tuple[str, RecordKind], Record]
 ) -> tuple[Connection, ...]:
-    """Connections among ``shown`` peers that both ends list with the same type (the engine's ``_edges``)."""
+    """Connections among ``shown`` peers that both ends list with the same type (the engine's rule)."""
     key_of = {peer_id(public_key_from_string(key)): key for key in sorted(shown)}
     claims: dict[bytes, Mapping[tuple[bytes, int], int | None]] = {}
     for pid, key in key_of.items():
@@ -435,14 +435,10 @@ def _connections(
             assert isinstance(record.body, Links)
             claims[pid] = record.body.claims
     found: dict[str, Connection] = {}
-    for pid, mine in claims.items():
-        for (nid, code), distance in mine.items():
-            back = claims.get(nid, {})
-            if pid < nid and (pid, code) in back:
-                dm = mean_distance_dm(distance, back[(pid, code)])
-                metres = None if dm is None else dm / 10.0
-                conn = Connection.between(key_of[pid], key_of[nid], CONNECTION_TYPE_BY_CODE[code], metres)
-                found[conn.id] = conn
+    for (low, high, code), dm in mutual_edges(claims, key_of).items():
+        metres = None if dm is None else dm / 10.0
+        conn = Connection.between(key_of[low], key_of[high], CONNECTION_TYPE_BY_CODE[code], metres)
+        found[conn.id] = conn
     return tuple(found[k] for k in sorted(found))
 
 
