@@ -44,7 +44,6 @@ from agent.transports.lan_settings import LanSettings
 
 __all__ = [
     "LOG_LEVELS",
-    "RESERVED_TABLES",
     "AgentConfig",
     "AgentSettings",
     "ConfigError",
@@ -55,8 +54,6 @@ __all__ = [
 
 #: Accepted values of ``agent.log_level``.
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-#: Tables accepted but not (yet) read into :class:`AgentConfig` (none today).
-RESERVED_TABLES: Final[frozenset[str]] = frozenset()
 
 _ENGINE_DEFAULTS: Final = EngineConfig()
 #: Longest value shown back in an error message.
@@ -143,12 +140,11 @@ def parse_config(text: str, source: str) -> AgentConfig:
     hints = typing.get_type_hints(AgentConfig)
     loaded: dict[str, Any] = {}
     for name, table in document.items():
-        if name not in sections and name not in RESERVED_TABLES:
-            raise ConfigError(source, name, _unknown("table", name, [*sections, *RESERVED_TABLES]))
+        if name not in sections:
+            raise ConfigError(source, name, _unknown("table", name, sections))
         if not isinstance(table, dict):
             raise ConfigError(source, name, f"expected a table, got {_show(table)}")
-        if name in sections:
-            loaded[name] = _load_table(hints[name], table, name, source)
+        loaded[name] = _load_table(hints[name], table, name, source)
     config = AgentConfig(**loaded)
     _check_relations(config, source)
     return config
