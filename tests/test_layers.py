@@ -38,6 +38,7 @@ ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     ),
     "agent.runtime": frozenset(
         {"agent.core", "agent.api", "agent.state", "agent.transports", "agent.mqtt", "agent.config"}
+        | {"agent.mqtt.mirror"}
     ),
     "agent.cli": frozenset(
         {"agent.core", "agent.config", "agent.state", "agent.sim", "agent.runtime", "agent.mqtt"}
@@ -50,6 +51,11 @@ ALLOWED: Final[Mapping[str, frozenset[str]]] = {
 }
 #: Layer -> modules it must never import, even where the layer is allowed.
 FORBIDDEN: Final[Mapping[str, frozenset[str]]] = {"agent.api": frozenset({"agent.core.engine"})}
+#: Layer -> allowed imports that may run only inside a function (start-up cost; paho only when mirroring).
+LAZY: Final[Mapping[str, frozenset[str]]] = {
+    "agent.runtime": frozenset({"agent.mqtt.mirror"}),
+    "agent.cli": frozenset({"agent.config", "agent.state", "agent.sim", "agent.runtime", "agent.mqtt"}),
+}
 #: Distribution (pyproject ``dependencies``) -> the name the product imports it by.
 DEPENDENCIES: Final = {"cbor2": "cbor2", "cryptography": "cryptography", "bleak": "bleak"} | {
     "pyserial": "serial",
@@ -65,7 +71,8 @@ class Import:
     source: str  # the importing module
     target: str  # the imported module (for ``from m import name``: m.name if that is a module, else m)
     line: int
-    type_only: bool
+    type_only: bool  # under ``if TYPE_CHECKING:``
+    lazy: bool  # inside a function
 
 
 def layer_of(module: str) -> str | None:
@@ -82,15 +89,16 @@ def read_imports(module: str, source: str, is_package: bool, modules: Iterable[s
     package = module if is_package else module.rpartition(".")[0]
     found: list[Import] = []
 
-    def visit(node: ast.AST, type_only: bool) -> None:
+    def visit(node: ast.AST, type_only: bool, lazy: bool) -> None:
         if isinstance(node, ast.If) and re.fullmatch(r"(typing\.)?TYPE_CHECKING", ast.unparse(node.test)):
             for child in node.body:
-                visit(child, True)
+                visit(child, True, lazy)
             for child in node.orelse:
-                visit(child, type_only)
+                visit(child, type_only, lazy)
             return
+        lazy = lazy or isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda)
         if isinstance(node, ast.Import):
-            found.extend(Import(module, a.name, node.lineno, type_only) for a in node.names)
+            found.extend(Import(module, a.name, node.lineno, type_only, lazy) for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: from .x import y
@@ -98,11 +106,11 @@ def read_imports(module: str, source: str, is_package: bool, modules: Iterable[s
                 base = ".".join([*anchor, base] if base else anchor)
             for alias in node.names:
                 whole = f"{base}.{alias.name}"
-                found.append(Import(module, whole if whole in known else base, node.lineno, type_only))
+                found.append(Import(module, whole if whole in known else base, node.lineno, type_only, lazy))
         for inner in ast.iter_child_nodes(node):
-            visit(inner, type_only)
+            visit(inner, type_only, lazy)
 
-    visit(ast.parse(source), False)
+    visit(ast.parse(source), False, False)
     return found
 
 
@@ -126,6 +134,11 @@ def _in_project(target: str) -> bool:
     return target.split(".")[0] in (*PRODUCT, "bench")
 
 
+def _names(target: str, modules: frozenset[str]) -> bool:
+    """Whether ``target`` is one of ``modules`` or inside one."""
+    return any(target == m or target.startswith(m + ".") for m in modules)
+
+
 def arrow_violations(imports: Iterable[Import]) -> list[str]:
     """One line per import that the table does not allow (project and third-party)."""
     wrong = []
@@ -136,11 +149,11 @@ def arrow_violations(imports: Iterable[Import]) -> list[str]:
             wrong.append(f"{i.source} is in no layer of the table")
         elif _in_project(i.target):
             allowed = ALLOWED[layer]
-            ok = layer_of(i.target) in {layer, *allowed} or any(
-                i.target == a or i.target.startswith(a + ".") for a in allowed - ALLOWED.keys()
-            )
-            if not ok or any(i.target == f or i.target.startswith(f + ".") for f in FORBIDDEN.get(layer, ())):
+            ok = layer_of(i.target) in {layer, *allowed} or _names(i.target, allowed - ALLOWED.keys())
+            if not ok or _names(i.target, FORBIDDEN.get(layer, frozenset())):
                 wrong.append(f"{where}: {layer} may not import it")
+            elif not (i.lazy or i.type_only) and _names(i.target, LAZY.get(layer, frozenset())):
+                wrong.append(f"{where}: {layer} may import it only inside a function")
         elif layer in PRODUCT or layer.startswith("agent."):
             top = i.target.split(".")[0]
             if top not in sys.stdlib_module_names and top not in DEPENDENCIES.values():
@@ -230,12 +243,13 @@ def test_the_checker_sees_the_whole_project() -> None:
 def test_the_table_is_the_one_in_the_architecture_doc() -> None:
     text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
     section = text.split("## 1. Layers", 1)[1].split("\n## ", 1)[0]
-    rows = [line.split("|")[1:4] for line in section.splitlines() if line.startswith("| `")]
+    rows = [line.split("|")[1:5] for line in section.splitlines() if line.startswith("| `")]
     names = [
         [re.findall(r"`((?:agent|firmware_bridge|bench)(?:\.\w+)*)`", cell) for cell in row] for row in rows
     ]
-    assert {n[0][0]: frozenset(n[1]) for n in names} == ALLOWED
-    assert {n[0][0]: frozenset(n[2]) for n in names if n[2]} == FORBIDDEN
+    assert {n[0][0]: frozenset(n[1] + n[2]) for n in names} == ALLOWED
+    assert {n[0][0]: frozenset(n[2]) for n in names if n[2]} == LAZY
+    assert {n[0][0]: frozenset(n[3]) for n in names if n[3]} == FORBIDDEN
 
 
 def test_the_dependencies_are_the_ones_in_pyproject() -> None:
@@ -258,10 +272,21 @@ def test_a_wrong_arrow_fails() -> None:
 def test_a_lazy_or_type_only_import_counts_too() -> None:
     lazy = "def f() -> None:\n    from agent.runtime.agent import Agent\n"
     assert arrow_violations(synthetic({"agent.state.bad": lazy}))
+    assert [i.lazy for i in synthetic({"agent.state.bad": lazy})] == [True]
     typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from agent.config import AgentConfig\n"
     [wrong] = synthetic({"agent.mqtt.bad": typed})[1:]
     assert wrong.type_only
     assert arrow_violations([wrong])
+
+
+def test_an_import_that_must_be_lazy_fails_at_module_level() -> None:
+    eager = "from agent.mqtt.mirror import MqttMirror\n"
+    assert arrow_violations(synthetic({"agent.runtime.bad": eager})) == [
+        "agent.runtime.bad:1 imports agent.mqtt.mirror: agent.runtime may import it only inside a function"
+    ]
+    assert arrow_violations(synthetic({"agent.runtime.bad": "def f() -> None:\n    " + eager})) == []
+    assert arrow_violations(synthetic({"agent.cli_": "import agent.config\n"}))  # in no layer
+    assert arrow_violations(synthetic({"agent.cli": "import agent.config\n"}))
 
 
 def test_a_relative_import_resolves() -> None:
