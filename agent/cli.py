@@ -153,7 +153,8 @@ def _fleet(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _fleet_settings(args: argparse.Namespace) -> Any:
     """``[mqtt]`` of ``--config`` (if given) with the command-line options on top."""
-    from agent.config import AgentConfig, MqttSettings, check_mqtt_settings, load_config
+    from agent.config import AgentConfig, check_mqtt_settings, load_config
+    from agent.mqtt.settings import MqttSettings
 
     base = load_config(args.config).mqtt if args.config else AgentConfig().mqtt
     overrides = {

@@ -115,8 +115,6 @@ class GossipMesh:
         self.frames_sent = 0
         self.messages_sent = 0
         self.keepalives_sent = 0
-        self.rounds_skipped_busy = 0
-        self.messages_lost = 0
         self.airtime_s = 0.0
         #: Bytes and frames on radio links (those whose model has airtime), for figure 4.
         self.radio_bytes = 0
@@ -299,7 +297,6 @@ class GossipMesh:
             return
         other = neighbours[self.rng.randrange(len(neighbours))]
         if self._links[(node, other)].busy_until > self.now:
-            self.rounds_skipped_busy += 1
             return
         self._send(node, other, push=True)
 
@@ -357,7 +354,6 @@ class GossipMesh:
         direction.busy_until = t
         direction.last_tx = t
         if lost:
-            self.messages_lost += 1
             return
         arrival = t + model.latency
         direction.last_arrival = arrival

@@ -30,7 +30,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.config import MqttSettings
+from agent.mqtt.settings import MqttSettings
 from agent.mqtt.topics import TopicKind, TopicLayout
 from agent.runtime.control import request
 from bench.common import Mode, median, progress, rounded

@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent import __version__
-from agent.config import AgentConfig, LanSettings, parse_config
+from agent.config import AgentConfig, parse_config
 from agent.core.graph import PresenceGraph
 from agent.core.keys import peer_id, peer_key_string, public_key_from_string
 from agent.core.limits import HANDSHAKE_CONTEXT, NONCE_BYTES, PROTOCOL_VERSION
@@ -68,6 +68,7 @@ from agent.core.wire import FRAME_WHOLE, MessageType, decode_message, encode_mes
 from agent.runtime.agent import Agent
 from agent.runtime.control import ControlError, request
 from agent.transports.lan import BEACON_BYTES, BEACON_MAGIC
+from agent.transports.lan_settings import LanSettings
 from bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
 from bench.ingest import pack_frames
 

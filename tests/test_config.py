@@ -156,6 +156,13 @@ def test_engine_config_carries_the_timing() -> None:
     assert AgentConfig().engine_config().refresh_before_expiry == EngineConfig().refresh_before_expiry
 
 
+def test_presence_defaults_are_the_engines() -> None:
+    # agent.api may not import the engine, so PresenceSettings spells the engine's defaults itself.
+    engine = AgentConfig().engine_config()
+    assert engine.departure_grace == EngineConfig().departure_grace
+    assert engine.record_ttl == EngineConfig().record_ttl
+
+
 def error_for(text: str, source: str = "hw.toml") -> str:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, source)

@@ -22,13 +22,15 @@ from broker_support import Mosquitto, make_tls_files, subscribe_retained
 from lan_support import Mesh, Proc, ask, cli, graph_of, remote_keys, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.config import AgentConfig, LanSettings, MqttSettings
+from agent.config import AgentConfig
 from agent.core.keys import public_key_from_string
 from agent.core.records import RecordKind, decode_record
 from agent.mqtt.broker import BrokerOptions, BrokerRefusedError, parse_broker_url
 from agent.mqtt.fleet_view import FleetView
+from agent.mqtt.settings import MqttSettings
 from agent.mqtt.topics import TopicKind, TopicLayout, short_id
 from agent.runtime.agent import BlockingAgent
+from agent.transports.lan_settings import LanSettings
 
 LAYOUT = TopicLayout()
 #: A SIGKILLed agent's peers leave the other graphs within dead + grace (2.5 s) plus the coalesce window.

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from agent.core.errors import PresenceError
 
 if TYPE_CHECKING:
-    from agent.config import MqttSettings
+    from agent.mqtt.settings import MqttSettings
 
 log = logging.getLogger("agent.mqtt")
 

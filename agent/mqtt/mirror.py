@@ -30,11 +30,11 @@ from typing import Any, Final
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from agent.config import MqttSettings
 from agent.core.graph import Peer
 from agent.mqtt.broker import BrokerOptions, broker_options
 from agent.mqtt.connection import BrokerConnection
 from agent.mqtt.messages import MirrorOptions, MirrorSnapshot, build_messages
+from agent.mqtt.settings import MqttSettings
 from agent.mqtt.topics import OFFLINE, ONLINE, TopicKind, TopicLayout, short_id
 
 log = logging.getLogger("agent.mqtt")

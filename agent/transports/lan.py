@@ -37,10 +37,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from agent.config import LanSettings
 from agent.core.engine import LinkSpec
 from agent.core.records import ConnectionType
 from agent.transports.base import LinkHost
+from agent.transports.lan_settings import LanSettings
 
 log = logging.getLogger("agent.transports.lan")
 
