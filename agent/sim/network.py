@@ -256,7 +256,6 @@ class Simulation:
         self._seq = itertools.count()
         self._wires: dict[int, _Wire] = {}
         self._wire_ids = itertools.count(1)
-        self.frames_delivered = 0
         self.frames_lost = 0
         #: The largest frame any engine handed to a wire (must stay within the wire's MTU).
         self.max_frame = 0
@@ -403,7 +402,6 @@ class Simulation:
             wire, sender, frame = args
             receiver = wire.other(sender)
             if (wire.up or wire.closed_gracefully) and receiver.alive:
-                self.frames_delivered += 1
                 receiver.engine.receive(wire.id, frame, self.now)
                 self.pump(receiver)
         elif kind == "timer":
