@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.core.engine import EngineConfig
+from agent.core.pacing import TokenBucket
 from agent.core.wire import FRAGMENT_HEADER_BYTES
 from agent.sim import LinkModel
 
@@ -65,8 +66,8 @@ class _Direction:
     keepalive: float
     up: bool
     busy_until: float
-    tokens: float
-    token_time: float
+    #: The send budget, the engine's rule (one full frame of burst).
+    budget: TokenBucket
     last_tx: float
     last_arrival: float
 
@@ -254,10 +255,8 @@ class GossipMesh:
     def _add_directions(self, a: int, b: int, model: LinkModel) -> None:
         for u, v in ((a, b), (b, a)):
             keepalive = model.keepalive_interval or self.config.keepalive_interval
-            burst = float(model.mtu + model.frame_overhead_bytes)
-            self._links[(u, v)] = _Direction(
-                model, keepalive, True, self.now, burst, self.now, self.now, self.now
-            )
+            budget = TokenBucket(model.bytes_per_second, model.mtu + model.frame_overhead_bytes, self.now)
+            self._links[(u, v)] = _Direction(model, keepalive, True, self.now, budget, self.now, self.now)
             self._neighbours[u] = sorted({*self._neighbours[u], v})
 
     def _drop_direction(self, u: int, v: int) -> None:
@@ -329,17 +328,9 @@ class GossipMesh:
         lost = False
         for frame in self._frames(self.state_message_bytes(sender), model.mtu):
             cost = frame + model.frame_overhead_bytes
-            if model.bytes_per_second is not None:
-                capacity = float(model.mtu + model.frame_overhead_bytes)
-                direction.tokens = min(
-                    capacity, direction.tokens + (t - direction.token_time) * model.bytes_per_second
-                )
-                direction.token_time = t
-                if direction.tokens < cost:
-                    t += (cost - direction.tokens) / model.bytes_per_second
-                    direction.tokens = float(cost)
-                    direction.token_time = t
-                direction.tokens -= cost
+            t = direction.budget.ready_at(cost, t)  # a frame never exceeds the budget's capacity
+            paid = direction.budget.try_take(cost, t)
+            assert paid
             airtime = cost * model.airtime_per_byte
             t += airtime
             self.bytes_sent += frame

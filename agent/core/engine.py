@@ -44,6 +44,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.core.backoff import Backoff, BackoffTracker, unit_from_bytes
 from agent.core.codec import KeyCachingCodec, RecordCodec
 from agent.core.errors import RecordError
 from agent.core.events import (
@@ -192,8 +193,11 @@ class Engine:
         # Links with something queued, so sending does not scan idle links. A dict, not a
         # set: insertion order keeps runs reproducible (sets of objects order by address).
         self._pending: dict[Link, None] = {}
-        self._backoff: dict[bytes, int] = {}
-        self._backoff_until: dict[bytes, float] = {}
+        # Only peers that proved their key and then denied us are held here (bounded, oldest out).
+        deny = Backoff(
+            self.config.deny_backoff_initial, self.config.deny_backoff_max, self.config.backoff_jitter
+        )
+        self._deny_backoff: BackoffTracker[bytes] = BackoffTracker(deny)
         self._reach = Reachability(self.config.departure_grace, self.config.reachability_settle)
         self.graph_version = 0
 
@@ -441,7 +445,7 @@ class Engine:
 
     def retry_at(self, remote_key: bytes) -> float | None:
         """Earliest time to redial a peer that denied us (``None``: no restriction)."""
-        return self._backoff_until.get(remote_key)
+        return self._deny_backoff.retry_at(remote_key)
 
     def graph(self, now: float) -> PresenceGraph:
         """The presence graph as this peer sees it at ``now``."""
@@ -616,12 +620,7 @@ class Engine:
         # otherwise anyone replaying a card could keep us away from its owner.
         remote = state.remote_key
         if remote is not None and state.handshake.remote_proved:
-            attempts = self._backoff.get(remote, 0) + 1
-            self._backoff[remote] = attempts
-            delay = min(self.config.deny_backoff_max, self.config.deny_backoff_initial * 2 ** (attempts - 1))
-            jitter = int.from_bytes(self._rng(2), "big") / 65535 * self.config.backoff_jitter
-            retry_at = now + delay * (1 + jitter)
-            self._backoff_until[remote] = retry_at
+            retry_at = self._deny_backoff.failed(remote, now, unit_from_bytes(self._rng(2)))
         self._close(state, CloseReason.DENIED_BY_REMOTE, now, retry_at=retry_at)
 
     def _establish(self, state: Link, now: float) -> None:
@@ -629,8 +628,7 @@ class Engine:
         assert hs.remote_key is not None and hs.remote_card is not None
         hs.move(Phase.ESTABLISHED)
         self._refresh_neighbours()
-        self._backoff.pop(hs.remote_key, None)
-        self._backoff_until.pop(hs.remote_key, None)
+        self._deny_backoff.succeeded(hs.remote_key)
         self.stats["links.established"] += 1
         self._events.append(
             LinkEstablished(state.id, peer_key_string(hs.remote_key), state.spec.connection_type)

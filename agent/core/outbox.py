@@ -109,7 +109,8 @@ class Outbox:
             frame = self._frames[0]
             cost = len(frame) + overhead
             if not self.budget.try_take(cost, now):
-                self.wake_at = now + self.budget.wait_time(cost, now)
+                # At least a millisecond on: a driver's timer may not be finer.
+                self.wake_at = max(now + 0.001, self.budget.ready_at(cost, now))
                 break
             self._frames.popleft()
             out.append(frame)

@@ -6,6 +6,11 @@ the connect loop: every failure is recorded with its reason, back-off doubles
 from ``reconnect_min`` to ``reconnect_max`` with jitter (a fleet that lost its
 broker does not reconnect in lock step), and a refusal retrying cannot fix
 (credentials, authorisation, an untrusted certificate) stops the connection.
+
+The n-th consecutive failed attempt waits
+``min(reconnect_max, reconnect_min * 2^(n-1)) * U[0.5, 1]`` -- full jitter on the
+upper half: spread out, never below half the delay (:class:`agent.core.backoff.Backoff`
+with ``low=0.5``). A connection that was up starts again at ``n = 1``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.core.backoff import Backoff
 from agent.mqtt.broker import BrokerOptions, BrokerRefusedError, BrokerUnreachableError
 
 log = logging.getLogger("agent.mqtt")
@@ -63,8 +69,13 @@ class BrokerConnection:
         on_disconnected: Handler | None = None,
         on_message: MessageHandler | None = None,
         name: str = "mqtt",
+        rng: random.Random | None = None,
     ) -> None:
         self.options = options
+        # Full jitter on the upper half: spread out, never below half the delay.
+        self._backoff = Backoff(options.reconnect_min, options.reconnect_max, jitter=0.5, low=0.5)
+        # The module's shared generator by default, as random.uniform used before.
+        self._random: Callable[[], float] = random.random if rng is None else rng.random
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_message = on_message
@@ -117,7 +128,7 @@ class BrokerConnection:
 
     def _run(self) -> None:
         opts = self.options
-        delay = opts.reconnect_min
+        failures = 0  # consecutive attempts that did not stay connected
         while not self._stop.is_set():
             try:
                 self.client.connect(opts.address.host, opts.address.port, keepalive=opts.keepalive)
@@ -136,11 +147,10 @@ class BrokerConnection:
                     return
                 self._set_state(ConnectionState.CONNECTING)
                 if self.connects != connects:  # it was up: start the back-off again
-                    delay = opts.reconnect_min
-            # Full jitter on the upper half: spread out, never below half the delay.
-            if self._stop.wait(delay * random.uniform(0.5, 1.0)):
+                    failures = 0
+            failures += 1
+            if self._stop.wait(self._backoff.delay(failures, self._random())):
                 return
-            delay = min(delay * 2, opts.reconnect_max)
 
     def _make_client(self, client_id: str, will: tuple[str, bytes] | None) -> mqtt.Client:
         opts = self.options

@@ -14,14 +14,22 @@ above ``max_frame_bytes`` closes the connection. One link per peer pair: the
 peer with the lower key dials; the higher one dials too if it keeps hearing a
 lower peer that never dials it (one-way multicast). If both links come up, both
 sides keep the one dialled by the lower key. Failed dials back off
-exponentially with jitter (``dial_backoff_initial`` doubling to
-``dial_backoff_max``); a peer that denied us is not redialled before the
-engine's ``retry_at``.
+exponentially with jitter: the n-th consecutive failure waits
+``min(dial_backoff_max, dial_backoff_initial * 2^(n-1)) * (1 + U[0, 0.5])``
+(:class:`agent.core.backoff.Backoff`); a peer that denied us is not redialled
+before the engine's ``retry_at``. Back-off state is kept for at most
+:data:`MAX_TRACKED_PEERS` peers, the oldest forgotten first.
+
+Times are monotonic (``time.monotonic()``, the runtime loop's ``loop.time()``):
+this transport never signs or checks expiry, so it never needs the wall clock.
+``back_off`` times are the engine's, which runs on the same monotonic clock.
 
 Hostile input -- garbage, an oversized length, a connection that never
 completes its handshake (slowloris), a peer sending faster than
-``max_receive_bytes_per_second`` -- closes that connection only, logged once
-per kind and counted (``transport.lan.*``).
+``max_receive_bytes_per_second`` (a :class:`agent.core.pacing.TokenBucket`
+holding two seconds of it) -- closes that connection only, logged once per kind
+and counted (``transport.lan.*``). Beacons with ever new keys cannot grow any
+per-peer table past :data:`MAX_TRACKED_PEERS`.
 """
 
 from __future__ import annotations
@@ -34,10 +42,13 @@ import random
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from agent.core.backoff import DEFAULT_MAX_KEYS, Backoff, BackoffTracker
 from agent.core.engine import LinkSpec
+from agent.core.pacing import TokenBucket
 from agent.core.records import ConnectionType
 from agent.transports.base import LinkHost
 from agent.transports.lan_settings import LanSettings
@@ -52,6 +63,11 @@ _LENGTH: Final = struct.Struct(">I")
 MAX_DIALED_LINKS: Final = 24
 #: A link whose unsent bytes exceed this is dropped (the peer is not reading).
 MAX_UNSENT_BYTES: Final = 4 * 1024 * 1024
+#: Peers whose dial back-off, or whose beacons heard before they dialled, are remembered;
+#: beyond it the one remembered longest is forgotten (it may then be dialled sooner).
+MAX_TRACKED_PEERS: Final = DEFAULT_MAX_KEYS
+#: The receive limit's bucket holds this many seconds of ``max_receive_bytes_per_second``.
+RECEIVE_BURST_SECONDS: Final = 2.0
 
 
 @dataclass(eq=False)
@@ -62,10 +78,9 @@ class _Conn:
     outbound: bool
     expected_peer: bytes | None
     opened_at: float
+    received: TokenBucket
     peer_key: bytes | None = None
     established: bool = False
-    tokens: float = 0.0
-    refilled_at: float = 0.0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -87,10 +102,19 @@ class _BeaconProtocol(asyncio.DatagramProtocol):
 class LanTransport:
     """Discovers peers by multicast beacons and links to them over TCP."""
 
-    def __init__(self, config: LanSettings, public_key: bytes, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: LanSettings,
+        public_key: bytes,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` is monotonic: dial back-off, handshake bounds and the receive limit run on it."""
         self.config = config
         self.public_key = public_key
         self._rng = rng or random.Random()
+        self._clock = clock
         self._host: LinkHost | None = None
         self._server: asyncio.AbstractServer | None = None
         self._beacon_transport: asyncio.DatagramTransport | None = None
@@ -100,8 +124,10 @@ class LanTransport:
         self._dialing: set[bytes] = set()
         self._dials: set[asyncio.Task[None]] = set()
         self._by_peer: dict[bytes, _Conn] = {}
-        self._not_before: dict[bytes, float] = {}
-        self._failures: dict[bytes, int] = {}
+        self._dial_backoff: BackoffTracker[bytes] = BackoffTracker(
+            Backoff(config.dial_backoff_initial, config.dial_backoff_max, jitter=0.5),
+            max_keys=MAX_TRACKED_PEERS,
+        )
         self._heard_since: dict[bytes, float] = {}
         self._logged: set[str] = set()
         self.tcp_port = 0
@@ -170,7 +196,7 @@ class LanTransport:
         conn.established = True
         conn.peer_key = peer_key
         self._dialing.discard(peer_key)
-        self._failures.pop(peer_key, None)
+        self._dial_backoff.succeeded(peer_key)
         other = self._by_peer.get(peer_key)
         if other is not None and other is not conn and other.id in self._conns:
             # Both sides dialled: keep the link dialled by the lower key, on both ends.
@@ -183,7 +209,8 @@ class LanTransport:
         self._by_peer[peer_key] = conn
 
     def back_off(self, peer_key: bytes, until: float) -> None:
-        self._not_before[peer_key] = max(until, self._not_before.get(peer_key, 0.0))
+        """Do not dial ``peer_key`` before ``until`` (the engine's monotonic time, a ``retry_at``)."""
+        self._dial_backoff.hold(peer_key, until)
 
     # ------------------------------------------------------------------ discovery
 
@@ -253,13 +280,15 @@ class LanTransport:
         (port,) = struct.unpack(">H", data[36:38])
         if key == self.public_key or port == 0:
             return
-        now = time.monotonic()
+        now = self._clock()
         if key in self._by_peer or key in self._dialing:
             self._heard_since.pop(key, None)
             return
-        if now < self._not_before.get(key, 0.0) or len(self._conns) >= MAX_DIALED_LINKS:
+        if not self._dial_backoff.may_retry(key, now) or len(self._conns) >= MAX_DIALED_LINKS:
             return
         heard = self._heard_since.setdefault(key, now)
+        if len(self._heard_since) > MAX_TRACKED_PEERS:
+            del self._heard_since[next(iter(self._heard_since))]  # the longest heard; never ``key``
         # The lower key dials; the higher one only if the lower has not dialled for a while.
         patience = 4 * self.config.beacon_interval
         if self.public_key > key and now - heard < patience:
@@ -285,11 +314,9 @@ class LanTransport:
 
     def _dial_failed(self, key: bytes, reason: str) -> None:
         self._count("dial_failed")
-        failures = self._failures.get(key, 0) + 1
-        self._failures[key] = failures
-        delay = min(self.config.dial_backoff_max, self.config.dial_backoff_initial * 2 ** (failures - 1))
-        self.back_off(key, time.monotonic() + delay * (1 + self._rng.random() * 0.5))
-        log.debug("%s; next try in about %.1f s", reason, delay)
+        now = self._clock()
+        retry_at = self._dial_backoff.failed(key, now, self._rng.random())
+        log.debug("%s; next try in about %.1f s", reason, retry_at - now)
 
     # ------------------------------------------------------------------ links
 
@@ -310,9 +337,10 @@ class LanTransport:
         expected_peer: bytes | None,
     ) -> None:
         assert self._host is not None
-        now = time.monotonic()
-        conn = _Conn(self._next_id, reader, writer, outbound, expected_peer, now, refilled_at=now)
-        conn.tokens = 2.0 * self.config.max_receive_bytes_per_second
+        now = self._clock()
+        rate = float(self.config.max_receive_bytes_per_second)
+        received = TokenBucket(rate, RECEIVE_BURST_SECONDS * rate, now)
+        conn = _Conn(self._next_id, reader, writer, outbound, expected_peer, now, received)
         self._next_id += 1
         self._conns[conn.id] = conn
         sock = writer.get_extra_info("socket")
@@ -366,15 +394,11 @@ class LanTransport:
         self._drop(conn, "connection ended")
 
     def _handshake_left(self, conn: _Conn) -> float:
-        return max(0.01, conn.opened_at + self.config.handshake_timeout - time.monotonic())
+        return max(0.01, conn.opened_at + self.config.handshake_timeout - self._clock())
 
     def _within_rate(self, conn: _Conn, size: int) -> bool:
-        now = time.monotonic()
-        rate = self.config.max_receive_bytes_per_second
-        conn.tokens = min(2.0 * rate, conn.tokens + (now - conn.refilled_at) * rate)
-        conn.refilled_at = now
-        conn.tokens -= size
-        return conn.tokens >= 0
+        # A frame the bucket cannot pay for closes the link, so it never needs to run into debt.
+        return conn.received.try_take(size, self._clock())
 
     def _drop(self, conn: _Conn, reason: str, *, notify: bool = True) -> None:
         if self._conns.pop(conn.id, None) is None:
