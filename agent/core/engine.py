@@ -227,7 +227,6 @@ class Engine:
         state = Link(
             id=link,
             spec=spec,
-            opened_at=now,
             keepalive=keepalive,
             dead=spec.dead_interval or self.config.dead_interval,
             handshake=Handshake(self._rng(NONCE_BYTES), deadline, self.config.handshake_retry),

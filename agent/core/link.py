@@ -19,7 +19,6 @@ class Link:
 
     id: LinkId
     spec: LinkSpec
-    opened_at: float
     keepalive: float
     dead: float
     handshake: Handshake

@@ -13,6 +13,7 @@ at its length plus the link's per-frame overhead.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from agent.core.framing import Fragmenter
@@ -53,8 +54,8 @@ class Outbox:
         self._cards: dict[RecordKey, bytes] = {}
         self._frames: deque[bytes] = deque()
         self.records_due = 0.0
-        #: When the last RECORDS message left (-1: never).
-        self.last_records_tx = -1.0
+        #: When the last RECORDS message left (never: minus infinity).
+        self.last_records_tx = -math.inf
         self.last_tx = now
         #: When to drain again though nothing else happens (records due, budget refilled).
         self.wake_at: float | None = None

@@ -13,6 +13,7 @@ back and re-signs past it).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Final
 
@@ -54,10 +55,20 @@ class SyncState:
 
 
 def digest_messages(entries: list[bytes], mtu: int, max_digest_bytes: int) -> list[Digest]:
-    """``entries`` (sorted) as DIGEST messages covering the whole id space between them."""
+    """``entries`` (sorted) as DIGEST messages covering the whole id space between them.
+
+    A split falls only between two peers, never between one peer's entries: a
+    range holds all of a peer's entries or none (a peer's entries may push one
+    message one entry over ``room``; the headroom covers it).
+    """
     room = min(max_digest_bytes, max_message_bytes(mtu) - _DIGEST_HEADROOM)
     per_message = max(1, room // DIGEST_ENTRY_BYTES)
-    chunks = [entries[i : i + per_message] for i in range(0, len(entries), per_message)] or [[]]
+    chunks: list[list[bytes]] = [[]]
+    for _, group in itertools.groupby(entries, key=lambda e: e[:8]):
+        run = list(group)
+        if chunks[-1] and len(chunks[-1]) + len(run) > per_message:
+            chunks.append([])
+        chunks[-1].extend(run)
     out = []
     for i, chunk in enumerate(chunks):
         lo = _ID_LOW if i == 0 else chunk[0][:8]

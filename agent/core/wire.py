@@ -264,11 +264,11 @@ def parse_fields(kind: MessageType, fields: tuple[Any, ...]) -> Message:
             raise WireError(f"PROOF carries one {SIGNATURE_BYTES}-byte signature")
         return Proof(fields[0])
     if kind is MessageType.ACCEPT:
-        if fields not in ((), (1,)):
-            raise WireError("ACCEPT carries nothing or 1")
+        if fields and not (len(fields) == 1 and type(fields[0]) is int and fields[0] == 1):
+            raise WireError("ACCEPT carries nothing or the integer 1")
         return Accept(ask_back=bool(fields))
     if kind is MessageType.DENY:
-        return Deny()
+        return Deny()  # fields after the type are ignored, as in every version so far
     if kind is MessageType.CARD_REQUEST:
         return CardRequest()
     if kind is MessageType.RECORDS:

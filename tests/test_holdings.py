@@ -1,0 +1,425 @@
+"""Specification of the held records (agent.core.holdings), alone.
+
+Rules covered: one record per (peer id, kind), the newest counter wins; the
+admission checks reject with their :class:`RejectReason` (key_mismatch,
+stale, expired at the given wall time, capacity); the byte index finds a
+held record by its exact bytes only; the summary is the XOR of every held
+record's ``summary_hash``, whatever the order or history; remote changes are
+dirty until taken (records to save, keys to delete); :meth:`Holdings.expired`
+uses the wall time it is given; :meth:`Holdings.put` reports a lost claim only
+when a previously claimed connection disappears; unused keys are dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import QUICK, key_pair
+
+from agent.core.errors import RecordError
+from agent.core.holdings import Holdings
+from agent.core.keys import peer_id
+from agent.core.reasons import RejectReason
+from agent.core.records import (
+    ConnectionType,
+    Envelope,
+    LinkEntry,
+    Links,
+    Record,
+    RecordKind,
+    make_card,
+    open_record,
+    sign_record,
+)
+from agent.core.wire import digest_entry
+
+EXPIRY = 2_000_000_000
+WALL = 1_800_000_000.0
+LOCAL = 1
+BT = ConnectionType.BLUETOOTH
+LAN = ConnectionType.ACCESS_POINT
+
+
+def public(seed: int) -> bytes:
+    return key_pair(seed)[1]
+
+
+def pid(seed: int) -> bytes:
+    return peer_id(public(seed))
+
+
+@functools.cache
+def card(seed: int, counter: int = 1, expiry: int = EXPIRY) -> Record:
+    private, pub = key_pair(seed)
+    return sign_record(private, pub, counter, expiry, make_card(f"peer-{seed}", "linux", "0.1", {}))
+
+
+@functools.cache
+def links(
+    seed: int,
+    counter: int = 1,
+    to: tuple[tuple[int, ConnectionType, int | None], ...] = (),
+    expiry: int = EXPIRY,
+) -> Record:
+    private, pub = key_pair(seed)
+    body = Links(tuple(LinkEntry(pid(n), kind, dist) for n, kind, dist in to))
+    return sign_record(private, pub, counter, expiry, body)
+
+
+def envelope(record: Record) -> Envelope:
+    return open_record(record.raw)
+
+
+def holdings(max_peers: int = 100) -> Holdings:
+    return Holdings(public(LOCAL), max_peers)
+
+
+def reason_of(check: object, *args: object) -> RejectReason | None:
+    assert callable(check)
+    try:
+        check(*args)
+    except RecordError as exc:
+        return exc.reason
+    return None
+
+
+def xor_summary(records: Sequence[Record]) -> bytes:
+    value = 0
+    for record in records:
+        value ^= record.summary_hash
+    return value.to_bytes(8, "big")
+
+
+# ---------------------------------------------------------------- newest wins
+
+
+def test_an_empty_holding_knows_only_the_local_key() -> None:
+    held = holdings()
+    assert len(held) == 0
+    assert held.keys == {pid(LOCAL): public(LOCAL)}
+    assert held.summary == bytes(8)
+
+
+def test_put_holds_one_record_per_peer_and_kind() -> None:
+    held = holdings()
+    held.put(card(2))
+    held.put(links(2))
+    held.put(card(3))
+    assert len(held) == 3
+    assert held.get(pid(2), RecordKind.CARD) == card(2)
+    assert held.get(pid(2), RecordKind.LINKS) == links(2)
+    assert held.get(pid(3), RecordKind.LINKS) is None
+
+
+def test_a_newer_counter_replaces_the_held_record() -> None:
+    held = holdings()
+    held.put(card(2, 1))
+    assert reason_of(held.check_new, envelope(card(2, 2)), WALL) is None
+    held.put(card(2, 2))
+    assert held.get(pid(2), RecordKind.CARD) == card(2, 2)
+    assert len(held) == 1
+
+
+@pytest.mark.parametrize("counter", [1, 4, 5], ids=["older", "older-still", "equal"])
+def test_a_counter_not_above_the_held_one_is_stale(counter: int) -> None:
+    held = holdings()
+    held.put(card(2, 5))
+    assert reason_of(held.check_new, envelope(card(2, counter)), WALL) is RejectReason.STALE
+
+
+def test_staleness_is_per_kind() -> None:
+    held = holdings()
+    held.put(card(2, 5))
+    assert reason_of(held.check_new, envelope(links(2, 1)), WALL) is None
+
+
+def test_a_record_expiring_at_or_before_the_wall_time_is_expired() -> None:
+    held = holdings()
+    at = card(2, 1, expiry=int(WALL))
+    assert reason_of(held.check_new, envelope(at), WALL) is RejectReason.EXPIRED
+    assert reason_of(held.check_new, envelope(at), WALL - 0.5) is None
+
+
+def test_stale_is_checked_before_expired() -> None:
+    held = holdings()
+    held.put(card(2, 5))
+    old_and_expired = card(2, 3, expiry=int(WALL) - 10)
+    assert reason_of(held.check_new, envelope(old_and_expired), WALL) is RejectReason.STALE
+
+
+def test_a_new_peer_beyond_max_peers_is_refused_for_capacity() -> None:
+    held = holdings(max_peers=3)  # the local peer counts: room for two remote peers
+    held.put(card(2))
+    held.put(card(3))
+    assert reason_of(held.check_new, envelope(card(4)), WALL) is RejectReason.CAPACITY
+
+
+def test_a_held_peer_is_never_refused_for_capacity() -> None:
+    held = holdings(max_peers=3)
+    held.put(card(2))
+    held.put(card(3))
+    assert reason_of(held.check_new, envelope(card(3, 2)), WALL) is None
+    assert reason_of(held.check_new, envelope(links(3)), WALL) is None  # known key, other kind
+
+
+def test_another_key_for_a_held_peer_id_is_a_key_mismatch() -> None:
+    held = holdings()
+    held.put(card(2))
+    impostor = replace(envelope(card(2, 2)), public_key=pid(2) + b"\x00" * 24)
+    assert reason_of(held.check_key, impostor) is RejectReason.KEY_MISMATCH
+    assert reason_of(held.check_key, envelope(card(2, 2))) is None
+    assert reason_of(held.check_key, envelope(card(3))) is None
+
+
+def test_another_key_for_the_local_peer_id_is_a_key_mismatch() -> None:
+    held = holdings()
+    impostor = replace(envelope(card(2)), public_key=pid(LOCAL) + b"\x00" * 24)
+    assert reason_of(held.check_key, impostor) is RejectReason.KEY_MISMATCH
+
+
+def test_records_of_and_card_of_need_the_exact_key() -> None:
+    held = holdings()
+    held.put(links(2))
+    held.put(card(2))
+    assert held.records_of(public(2)) == [card(2), links(2)]  # card first
+    assert held.card_of(public(2)) == card(2)
+    other = pid(2) + b"\x00" * 24
+    assert held.records_of(other) == []
+    assert held.card_of(other) is None
+    assert held.card_of(None) is None
+
+
+# ---------------------------------------------------------------- the byte index
+
+
+def test_the_byte_index_finds_a_held_record_by_its_exact_bytes() -> None:
+    held = holdings()
+    held.put(card(2))
+    assert held.key_of_raw(card(2).raw) == (pid(2), RecordKind.CARD)
+    assert held.key_of_raw(card(2).raw + b"\x00") is None
+
+
+def test_the_byte_index_forgets_replaced_and_forgotten_records() -> None:
+    held = holdings()
+    held.put(card(2, 1))
+    held.put(card(2, 2))
+    assert held.key_of_raw(card(2, 1).raw) is None
+    assert held.key_of_raw(card(2, 2).raw) == (pid(2), RecordKind.CARD)
+    assert held.forget(pid(2), RecordKind.CARD)
+    assert held.key_of_raw(card(2, 2).raw) is None
+
+
+# ---------------------------------------------------------------- the summary
+
+Spec = tuple[int, RecordKind, int]
+
+
+def build(spec: Spec) -> Record:
+    seed, kind, counter = spec
+    return card(seed, counter) if kind is RecordKind.CARD else links(seed, counter)
+
+
+record_specs = st.lists(
+    st.tuples(st.integers(2, 7), st.sampled_from(RecordKind), st.integers(1, 4)),
+    max_size=12,
+    unique_by=lambda t: (t[0], t[1]),
+)
+record_pool = record_specs.map(lambda specs: [build(s) for s in specs])
+
+
+@QUICK
+@given(records=record_pool, seed=st.integers(0, 2**16))
+def test_the_summary_is_the_xor_of_held_hashes_in_any_order(records: list[Record], seed: int) -> None:
+    one, other = holdings(), holdings()
+    for record in records:
+        one.put(record)
+    shuffled = list(records)
+    random.Random(seed).shuffle(shuffled)
+    for record in shuffled:
+        other.put(record)
+    assert one.summary == other.summary == xor_summary(records)
+
+
+@QUICK
+@given(specs=record_specs)
+def test_equal_holdings_have_equal_summaries_whatever_the_history(specs: list[Spec]) -> None:
+    direct, via_old = holdings(), holdings()
+    for seed, kind, counter in specs:
+        direct.put(build((seed, kind, counter)))
+        via_old.put(build((seed, kind, 0)))  # an older version first, then the one held
+        via_old.put(build((seed, kind, counter)))
+    via_old.put(card(9))
+    via_old.forget(pid(9), RecordKind.CARD)
+    assert direct.summary == via_old.summary
+
+
+@QUICK
+@given(records=record_pool)
+def test_forgetting_everything_brings_the_summary_back_to_zero(records: list[Record]) -> None:
+    held = holdings()
+    for record in records:
+        held.put(record)
+    for (p, kind), _ in list(held):
+        held.forget(p, kind)
+    assert held.summary == bytes(8)
+
+
+def test_the_local_peers_records_count_in_the_summary() -> None:
+    held = holdings()
+    held.put(card(LOCAL))
+    assert held.summary == xor_summary([card(LOCAL)])
+
+
+def test_digest_entries_are_sorted_and_name_every_held_record() -> None:
+    held = holdings()
+    for record in (links(3, 2), card(2, 4), card(3, 1), links(2, 1)):
+        held.put(record)
+    entries = held.digest_entries()
+    assert entries == sorted(entries)
+    assert set(entries) == {
+        digest_entry(r.peer_id, r.kind, r.counter) for r in (links(3, 2), card(2, 4), card(3, 1), links(2, 1))
+    }
+
+
+# ---------------------------------------------------------------- dirty
+
+
+def test_remote_records_are_dirty_until_taken() -> None:
+    held = holdings()
+    held.put(card(2, 1))
+    held.put(card(2, 2))
+    held.put(links(3))
+    saved, deleted = held.take_dirty()
+    assert sorted(saved) == sorted([card(2, 2).raw, links(3).raw])  # only the newest of a key
+    assert deleted == []
+    assert held.take_dirty() == ([], [])
+
+
+def test_the_local_peers_records_are_never_dirty() -> None:
+    held = holdings()
+    held.put(card(LOCAL))
+    held.put(links(LOCAL))
+    assert held.take_dirty() == ([], [])
+
+
+def test_a_forgotten_record_is_a_deletion_by_public_key_and_kind() -> None:
+    held = holdings()
+    held.put(links(2))
+    held.take_dirty()
+    assert held.forget(pid(2), RecordKind.LINKS) is True
+    assert held.take_dirty() == ([], [(public(2), int(RecordKind.LINKS))])
+
+
+def test_put_then_forget_before_taking_is_only_a_deletion_and_the_reverse_only_a_save() -> None:
+    held = holdings()
+    held.put(card(2))
+    held.forget(pid(2), RecordKind.CARD)
+    assert held.take_dirty() == ([], [(public(2), int(RecordKind.CARD))])
+    held.put(card(2, 2))
+    held.forget(pid(2), RecordKind.CARD)
+    held.put(card(2, 3))
+    assert held.take_dirty() == ([card(2, 3).raw], [])
+
+
+def test_forgetting_what_is_not_held_changes_nothing() -> None:
+    held = holdings()
+    assert held.forget(pid(2), RecordKind.CARD) is False
+    assert held.take_dirty() == ([], [])
+
+
+# ---------------------------------------------------------------- expiry
+
+
+def test_expired_lists_remote_records_expiring_at_or_before_the_given_wall_time() -> None:
+    held = holdings()
+    held.put(card(2, expiry=1000))
+    held.put(links(2, expiry=2000))
+    held.put(card(3, expiry=3000))
+    held.put(card(LOCAL, expiry=10))  # the local peer's own: never listed
+    assert held.expired(999.0) == []
+    assert held.expired(1000.0) == [(pid(2), RecordKind.CARD)]
+    assert sorted(held.expired(2500.0)) == sorted([(pid(2), RecordKind.CARD), (pid(2), RecordKind.LINKS)])
+    assert len(held.expired(1e12)) == 3
+
+
+# ---------------------------------------------------------------- claims
+
+
+def test_the_first_links_record_of_a_peer_loses_no_claim() -> None:
+    held = holdings()
+    assert held.put(links(2, 1, ((3, BT, 10),))) is False
+    assert held.claims[pid(2)] == {(pid(3), 1): 10}
+    assert held.neighbours_claimed_by(pid(2)) == (pid(3),)
+
+
+def test_a_links_record_that_adds_or_remeasures_claims_loses_none() -> None:
+    held = holdings()
+    held.put(links(2, 1, ((3, BT, 10),)))
+    assert held.put(links(2, 2, ((3, BT, 20), (4, LAN, None)))) is False
+    assert held.neighbours_claimed_by(pid(2)) == (pid(3), pid(4))
+
+
+def test_a_links_record_dropping_a_claimed_connection_reports_the_loss() -> None:
+    held = holdings()
+    held.put(links(2, 1, ((3, BT, 10), (4, LAN, None))))
+    assert held.put(links(2, 2, ((4, LAN, None),))) is True
+    assert held.neighbours_claimed_by(pid(2)) == (pid(4),)
+
+
+def test_a_connection_changing_type_is_a_lost_claim() -> None:
+    held = holdings()
+    held.put(links(2, 1, ((3, BT, None),)))
+    assert held.put(links(2, 2, ((3, LAN, None),))) is True
+
+
+def test_an_empty_links_record_after_an_empty_one_loses_nothing() -> None:
+    held = holdings()
+    held.put(links(2, 1))
+    assert held.put(links(2, 2)) is False
+
+
+def test_cards_and_the_local_peers_links_never_report_a_lost_claim() -> None:
+    held = holdings()
+    assert held.put(card(2)) is False
+    held.put(links(LOCAL, 1, ((2, BT, None),)))
+    assert held.put(links(LOCAL, 2)) is False
+    assert pid(LOCAL) not in held.claims
+
+
+def test_forgetting_a_links_record_forgets_its_claims() -> None:
+    held = holdings()
+    held.put(links(2, 1, ((3, BT, None),)))
+    held.forget(pid(2), RecordKind.LINKS)
+    assert pid(2) not in held.claims
+    assert held.neighbours_claimed_by(pid(2)) == ()
+    assert held.put(links(2, 2)) is False  # nothing was claimed any more
+
+
+# ---------------------------------------------------------------- keys
+
+
+def test_drop_unused_keys_forgets_peers_without_records_but_never_the_local_one() -> None:
+    held = holdings()
+    held.put(card(2))
+    held.put(card(3))
+    held.put(links(3))
+    held.forget(pid(2), RecordKind.CARD)
+    held.forget(pid(3), RecordKind.CARD)
+    assert pid(2) in held.keys  # kept until dropped
+    held.drop_unused_keys()
+    assert held.keys == {pid(LOCAL): public(LOCAL), pid(3): public(3)}
+
+
+def test_a_dropped_key_frees_capacity() -> None:
+    held = holdings(max_peers=2)
+    held.put(card(2))
+    assert reason_of(held.check_new, envelope(card(3)), WALL) is RejectReason.CAPACITY
+    held.forget(pid(2), RecordKind.CARD)
+    held.drop_unused_keys()
+    assert reason_of(held.check_new, envelope(card(3)), WALL) is None
