@@ -24,6 +24,7 @@ class RecordError(PresenceError, ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"record rejected ({reason}): {detail}")
         self.reason = reason
+        self.detail = detail
 
 
 class PeerKeyError(PresenceError, ValueError):
