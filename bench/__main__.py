@@ -4,7 +4,9 @@ Writes ``DIR/results.json`` (default ``bench/``) and regenerates ``FILE``
 (default ``docs/PERFORMANCE.md``) with PNG plots in ``perf/`` beside it.
 Progress goes to stderr, a summary table to stdout. ``--only`` measures some
 figures and marks the others "not run": for trying one figure, not for the
-committed page.
+committed page. ``--only FIGS --merge`` instead keeps the other figures' results
+from the existing ``results.json`` (same mode), and the page says which run
+measured which figure.
 """
 
 from __future__ import annotations
@@ -52,6 +54,22 @@ def run(quick: bool, only: Sequence[str] = FIGURE_KEYS) -> dict[str, Any]:
     }
 
 
+def merge(results: dict[str, Any], previous: dict[str, Any], only: Sequence[str]) -> dict[str, Any]:
+    """``results`` with every figure not in ``only`` taken from ``previous``, each labelled with its run."""
+    if previous.get("mode") != results["mode"]:
+        raise SystemExit(
+            f"bench: --merge needs {results['mode']} results to merge into, not {previous.get('mode')}"
+        )
+    figures = {}
+    for key, figure in results["figures"].items():
+        if key in only:
+            figures[key] = {**figure, "run": report.run_of(results)}
+        else:
+            kept = previous["figures"].get(key, figure)
+            figures[key] = {**kept, "run": kept.get("run", report.run_of(previous))}
+    return {**results, "figures": figures}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the short CI run (seconds, not minutes)")
@@ -62,16 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default=",".join(FIGURE_KEYS), help="comma-separated figures to measure (fig1,...,fig6)"
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: keep the other figures' results from the existing results.json",
+    )
     args = parser.parse_args(argv)
     only = [key.strip() for key in args.only.split(",") if key.strip()]
     unknown = sorted(set(only) - set(FIGURE_KEYS))
     if unknown or not only:
         parser.error(f"--only takes some of {', '.join(FIGURE_KEYS)}; got {args.only!r}")
     results = run(args.quick, only)
+    out_file = args.out / "results.json"
+    if args.merge:
+        results = merge(results, json.loads(out_file.read_text(encoding="utf-8")), only)
     if not report.finite(results):
         raise SystemExit("bench: a measured value is not finite; refusing to write results")
     args.out.mkdir(parents=True, exist_ok=True)
-    out_file = args.out / "results.json"
     out_file.write_text(
         json.dumps(results, indent=1, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8"
     )

@@ -41,7 +41,7 @@ class Mode:
 QUICK = Mode(
     name="quick",
     ingest_keys=300,
-    ingest_repetitions=3,
+    ingest_repetitions=7,
     mesh_sizes=(10, 100),
     seeds_by_size=((10, 2), (100, 1)),
     metadata_changes=2,

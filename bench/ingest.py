@@ -9,29 +9,41 @@ each of many distinct keys, all signed before any timing starts. Each record
 is decoded (frame, message, COSE envelope, payload), checked, verified and
 merged.
 
-Baseline, in the same run: a bare loop of
-``Ed25519PublicKey.from_public_bytes(pk).verify(sig, sig_structure)`` over the
-same records, with the envelopes opened and the signed bytes built beforehand.
+Baseline: the fastest raw verify loop, ``ed25519.verify(pk, sig_structure, sig)``
+(:mod:`agent.core.ed25519`, libsodium: the very call the engine's codec makes)
+over the same records, with the envelopes opened and the signed bytes built
+beforehand. A second, informational baseline runs the old OpenSSL loop,
+``Ed25519PublicKey.from_public_bytes(pk).verify(sig, sig_structure)``, and the
+codec alone (``open_record`` + ``verify_record``) says how the subject's time
+splits between decoding and the engine.
+
+Interleaving: each repetition cuts the frames into small batches; for every batch
+the subject, the baseline, the OpenSSL loop and the codec run on that batch's
+records one after another, in an order that flips from batch to batch, so that
+machine load hits them alike. A repetition's rate for each is its records over
+its summed batch times; the ratio is taken per repetition, and medians and
+spreads (min, max, quartiles) are reported over the repetitions.
 
 Duplicates: the same frames fed again to the same engine (flood echoes), which
-the engine drops by a byte-exact lookup.
-
-Subject and baseline alternate (their order flips every repetition); each
-repetition builds a fresh engine outside the timed region.
+the engine drops by a byte-exact lookup. Each repetition builds a fresh engine
+outside the timed region.
 """
 
 from __future__ import annotations
 
 import gc
 import random
+import statistics
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent import __version__
-from agent.core import cose
+from agent.core import cose, ed25519
 from agent.core.engine import Engine, LinkSpec
 from agent.core.events import ConnectionRequested
 from agent.core.records import (
@@ -50,12 +62,22 @@ from bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
 RATIO_GOAL = 0.8
 DUPLICATE_GOAL = 20.0
 BASELINE = (
-    "bare loop of Ed25519PublicKey.from_public_bytes(pk).verify(sig, sig_structure) on the same records"
+    "bare loop of ed25519.verify(pk, sig_structure, sig) (agent.core.ed25519: libsodium, the call the "
+    "engine makes) on the same records"
+)
+OPENSSL_BASELINE = (
+    "bare loop of Ed25519PublicKey.from_public_bytes(pk).verify(sig, sig_structure) (cryptography: OpenSSL) "
+    "on the same records"
 )
 NOW = 1_800_000_000.0
 MTU = 1400
 SOURCE = "source"
 OTHER = "other"
+#: Frames per interleaved batch (about 200 records, some 12 ms of each measurement).
+BATCH_FRAMES = 25
+
+#: A signature input: (raw public key, signed bytes, signature).
+SignedItem = tuple[bytes, bytes, bytes]
 
 
 def _keypair(rng: random.Random) -> tuple[Ed25519PrivateKey, bytes]:
@@ -136,78 +158,118 @@ def subject_engine(seed: int) -> Engine:
     return engine
 
 
-def _time_receive(engine: Engine, frames: list[bytes]) -> float:
-    gc.collect()
-    receive = engine.receive
+def _timed(step: Callable[[], object]) -> float:
     start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def _receive(engine: Engine, frames: Sequence[bytes]) -> None:
+    receive = engine.receive
     for frame in frames:
         receive(SOURCE, frame, NOW)
-    return time.perf_counter() - start
 
 
-def _time_verify(items: list[tuple[bytes, bytes, bytes]]) -> float:
-    gc.collect()
+def _verify_sodium(items: Sequence[SignedItem]) -> None:
+    verify = ed25519.verify
+    for public_key, signed, signature in items:
+        if not verify(public_key, signed, signature):
+            raise RuntimeError("a benchmark signature does not verify")
+
+
+def _verify_openssl(items: Sequence[SignedItem]) -> None:
     load = Ed25519PublicKey.from_public_bytes
-    start = time.perf_counter()
-    for public_key, signature, signed in items:
+    for public_key, signed, signature in items:
         load(public_key).verify(signature, signed)
-    return time.perf_counter() - start
 
 
-def _time_codec(records: list[bytes]) -> float:
+def _codec(records: Sequence[bytes]) -> None:
     """Decode, check and verify each record as the engine's codec does, without the engine."""
-    gc.collect()
-    start = time.perf_counter()
     for raw in records:
         verify_record(open_record(raw), raw)
-    return time.perf_counter() - start
+
+
+def _batches(records: list[bytes], frames: list[bytes]) -> list[tuple[list[bytes], list[bytes]]]:
+    """Consecutive (frames, the records they carry) batches of ``BATCH_FRAMES`` frames."""
+    batches = []
+    done = 0
+    for start in range(0, len(frames), BATCH_FRAMES):
+        chunk = frames[start : start + BATCH_FRAMES]
+        carried = sum(frame.count(b"\xd2\x84\x43\xa1\x01\x27\xa0") for frame in chunk)
+        batches.append((chunk, records[done : done + carried]))
+        done += carried
+    if done != len(records):
+        raise RuntimeError("could not split the frames into batches of their records")
+    return batches
+
+
+def spread(values: Sequence[float], digits: int = 4) -> dict[str, float | None]:
+    """Median, quartiles and extremes of repeated measurements, for the results file."""
+    quartiles = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {
+        "median": rounded(median(values), digits),
+        "q1": rounded(quartiles[0], digits),
+        "q3": rounded(quartiles[2], digits),
+        "min": rounded(min(values), digits),
+        "max": rounded(max(values), digits),
+    }
 
 
 def run(mode: Mode) -> dict[str, Any]:
-    """Interleaved repetitions of subject, duplicates and baseline; rates in records per second."""
+    """Repetitions of subject, baselines and duplicates, interleaved in batches; rates in records/s."""
     progress(f"figure 2: signing {2 * mode.ingest_keys} records from {mode.ingest_keys} keys")
     records = make_records(mode.ingest_keys)
     frames = pack_frames(records)
-    items = []
-    for raw in records:
-        envelope = open_record(raw)  # parsed outside the timing: the baseline only verifies
-        items.append((envelope.public_key, envelope.signature, cose.sig_structure(envelope.payload)))
+    batches = []
+    for chunk, carried in _batches(records, frames):
+        items = []
+        for raw in carried:
+            envelope = open_record(raw)  # parsed outside the timing: the baselines only verify
+            items.append((envelope.public_key, cose.sig_structure(envelope.payload), envelope.signature))
+        batches.append((chunk, carried, items))
     n = len(records)
     subject: list[float] = []
     duplicates: list[float] = []
     baseline: list[float] = []
+    openssl: list[float] = []
     codec: list[float] = []  # where the time goes: the codec alone, beside the baseline
     for rep in range(mode.ingest_repetitions):
         engine = subject_engine(seed=100 + rep)
         before = engine.stats.copy()
-
-        def measure_subject(engine: Engine = engine) -> None:
-            elapsed = _time_receive(engine, frames)
-            subject.append(n / elapsed)
-            elapsed = _time_receive(engine, frames)
-            duplicates.append(n / elapsed)
-
-        def measure_baseline() -> None:
-            baseline.append(n / _time_verify(items))
-            codec.append(n / _time_codec(records))
-
-        order = (measure_subject, measure_baseline) if rep % 2 == 0 else (measure_baseline, measure_subject)
-        for step in order:
-            step()
+        gc.collect()  # once per repetition: a collection before every batch would evict the caches
+        spent = {"subject": 0.0, "baseline": 0.0, "openssl": 0.0, "codec": 0.0}
+        for index, (chunk, carried, items) in enumerate(batches):
+            steps: list[tuple[str, Callable[[], object]]] = [
+                ("subject", partial(_receive, engine, chunk)),
+                ("baseline", partial(_verify_sodium, items)),
+                ("openssl", partial(_verify_openssl, items)),
+                ("codec", partial(_codec, carried)),
+            ]
+            if (rep + index) % 2:
+                steps.reverse()
+            for name, step in steps:
+                spent[name] += _timed(step)
+        gc.collect()
+        duplicates.append(n / _timed(partial(_receive, engine, frames)))
+        subject.append(n / spent["subject"])
+        baseline.append(n / spent["baseline"])
+        openssl.append(n / spent["openssl"])
+        codec.append(n / spent["codec"])
         accepted = engine.stats["records.accepted"] - before["records.accepted"]
         dropped = engine.stats["records.duplicate"] - before["records.duplicate"]
         if accepted != n or dropped != n:
             raise RuntimeError(f"ingest run accepted {accepted} and dropped {dropped} of {n} records")
         progress(
             f"figure 2: repetition {rep + 1}/{mode.ingest_repetitions}: engine {subject[-1]:,.0f}/s, "
-            f"bare verify {baseline[-1]:,.0f}/s, duplicates {duplicates[-1]:,.0f}/s"
+            f"libsodium verify {baseline[-1]:,.0f}/s, OpenSSL verify {openssl[-1]:,.0f}/s, "
+            f"duplicates {duplicates[-1]:,.0f}/s"
         )
     subject_median = median(subject)
     baseline_median = median(baseline)
     duplicate_median = median(duplicates)
-    ingest_ratio = ratio(subject_median, baseline_median)
-    duplicate_ratio = ratio(duplicate_median, baseline_median)
     pair_ratios = [s / b for s, b in zip(subject, baseline, strict=True)]
+    ingest_ratio = median(pair_ratios)
+    duplicate_ratio = ratio(duplicate_median, baseline_median)
     return {
         "title": "Ingest: signed records decoded, verified and merged per second on one core",
         "goal": (
@@ -215,23 +277,35 @@ def run(mode: Mode) -> dict[str, Any]:
             f"duplicates dropped ≥ {DUPLICATE_GOAL:g} {TIMES} bare verify rate"
         ),
         "baseline": BASELINE,
+        "second_baseline": OPENSSL_BASELINE,
         "repetitions": mode.ingest_repetitions,
         "records_per_repetition": n,
         "distinct_keys": mode.ingest_keys,
         "frames_per_repetition": len(frames),
+        "frames_per_batch": BATCH_FRAMES,
+        "batches_per_repetition": len(batches),
         "mean_record_bytes": rounded(sum(len(r) for r in records) / n, 1),
         "link_mtu": MTU,
         "subject_records_per_s": [rounded(v, 1) for v in subject],
         "baseline_verifies_per_s": [rounded(v, 1) for v in baseline],
+        "openssl_verifies_per_s": [rounded(v, 1) for v in openssl],
+        "codec_records_per_s": [rounded(v, 1) for v in codec],
         "duplicates_per_s": [rounded(v, 1) for v in duplicates],
         "median_subject_records_per_s": rounded(subject_median, 1),
         "median_baseline_verifies_per_s": rounded(baseline_median, 1),
+        "median_openssl_verifies_per_s": rounded(median(openssl), 1),
         "median_duplicates_per_s": rounded(duplicate_median, 1),
         "median_subject_us_per_record": rounded(1e6 / subject_median, 2),
         "median_baseline_us_per_verify": rounded(1e6 / baseline_median, 2),
+        "median_openssl_us_per_verify": rounded(1e6 / median(openssl), 2),
         "median_codec_us_per_record": rounded(1e6 / median(codec), 2),
+        "subject_spread": spread(subject, 1),
+        "baseline_spread": spread(baseline, 1),
+        "openssl_spread": spread(openssl, 1),
+        "ratio_spread": spread(pair_ratios),
         "ratio_subject_to_baseline": rounded(ingest_ratio),
-        "ratio_subject_to_baseline_pairwise_median": rounded(median(pair_ratios)),
+        "ratio_of_medians": rounded(ratio(subject_median, baseline_median)),
+        "ratio_subject_to_openssl": rounded(median([s / o for s, o in zip(subject, openssl, strict=True)])),
         "ratio_duplicates_to_baseline": rounded(duplicate_ratio),
         "goals": [
             goal(

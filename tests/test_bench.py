@@ -176,3 +176,24 @@ def test_machine_description_reads_cpuinfo_and_git_files(tmp_path: Path) -> None
     (repo / ".git" / "refs" / "heads" / "main").write_text("def456\n", encoding="utf-8")
     assert machine.git_commit(repo) == "def456"
     assert machine.git_commit(tmp_path / "nowhere") is None
+
+
+def test_merging_one_figure_keeps_the_others_and_says_which_run_measured_each() -> None:
+    from bench import report
+    from bench.__main__ import merge
+
+    def results(commit: str, value: int) -> dict[str, Any]:
+        return {
+            "mode": "full",
+            "machine": {"date": f"day-{commit}", "git_commit": commit, "cpu_model": "cpu"},
+            "figures": {key: {"title": key, "value": value} for key in ("fig1", "fig2")},
+        }
+
+    merged = merge(results("new", 2), results("old", 1), ["fig2"])
+
+    assert merged["figures"]["fig1"]["value"] == 1 and merged["figures"]["fig2"]["value"] == 2
+    assert merged["figures"]["fig1"]["run"] == {"date": "day-old", "git_commit": "old", "cpu_model": "cpu"}
+    assert merged["figures"]["fig2"]["run"] == {"date": "day-new", "git_commit": "new", "cpu_model": "cpu"}
+    assert report._runs(merged) == {("day-old", "old", "cpu"): ["fig1"], ("day-new", "new", "cpu"): ["fig2"]}
+    with pytest.raises(SystemExit):
+        merge(results("new", 2), {**results("old", 1), "mode": "quick"}, ["fig2"])

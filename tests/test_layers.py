@@ -60,9 +60,13 @@ LAZY: Final[Mapping[str, frozenset[str]]] = {
 DEPENDENCIES: Final = {"cbor2": "cbor2", "cryptography": "cryptography", "bleak": "bleak"} | {
     "pyserial": "serial",
     "paho-mqtt": "paho",
+    "pynacl": "nacl",
 }
 #: Third-party names allowed only in these modules.
-CONFINED: Final = {"paho": frozenset({"agent.mqtt.connection", "agent.mqtt.mirror", "agent.mqtt.fleet_view"})}
+CONFINED: Final = {
+    "paho": frozenset({"agent.mqtt.connection", "agent.mqtt.mirror", "agent.mqtt.fleet_view"}),
+    "nacl": frozenset({"agent.core.ed25519"}),  # one verifier, so every agent reaches one verdict
+}
 PRODUCT: Final = ("agent", "firmware_bridge")
 
 

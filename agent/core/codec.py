@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from agent.core.records import Envelope, Record, load_public_key, open_record, verify_record
+from agent.core.records import Envelope, Record, open_record, verify_record
 
 
 class RecordCodec(Protocol):
@@ -18,20 +16,12 @@ class RecordCodec(Protocol):
     def verify(self, envelope: Envelope, raw: bytes) -> Record: ...
 
 
-class KeyCachingCodec:
-    """The production codec: parses every time, caches loaded public keys."""
-
-    def __init__(self) -> None:
-        self._keys: dict[bytes, Ed25519PublicKey] = {}
+class PlainCodec:
+    """The production codec: parses and verifies every time, on the raw key (nothing cached,
+    so forged records from ever-new keys leave no state behind)."""
 
     def open(self, raw: bytes) -> Envelope:
         return open_record(raw)
 
-    def public_key(self, raw_key: bytes) -> Ed25519PublicKey:
-        key = self._keys.get(raw_key)
-        if key is None:
-            key = self._keys[raw_key] = load_public_key(raw_key)
-        return key
-
     def verify(self, envelope: Envelope, raw: bytes) -> Record:
-        return verify_record(envelope, raw, self.public_key(envelope.public_key))
+        return verify_record(envelope, raw)

@@ -41,11 +41,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.core import ed25519
 from agent.core.backoff import Backoff, BackoffTracker, unit_from_bytes
-from agent.core.codec import KeyCachingCodec, RecordCodec
+from agent.core.codec import PlainCodec, RecordCodec
 from agent.core.errors import RecordError
 from agent.core.events import (
     CloseLink,
@@ -182,8 +182,7 @@ class Engine:
         self._rng = rng
         self._wall = wall
         self._wall_offset = wall(now) - now
-        self._keys_codec = KeyCachingCodec()
-        self._codec: RecordCodec = codec or self._keys_codec
+        self._codec: RecordCodec = codec or PlainCodec()
         self.stats: collections.Counter[str] = collections.Counter()
 
         self._links: dict[LinkId, Link] = {}
@@ -595,11 +594,8 @@ class Engine:
         if hs.phase is not Phase.PROVING or hs.remote_key is None or hs.remote_card is None:
             self.stats["handshake.unexpected_proof"] += 1
             return
-        try:
-            self._keys_codec.public_key(hs.remote_key).verify(
-                proof.signature, HANDSHAKE_CONTEXT + hs.nonce + hs.remote_key + self.public_key
-            )
-        except InvalidSignature:
+        signed = HANDSHAKE_CONTEXT + hs.nonce + hs.remote_key + self.public_key
+        if not ed25519.verify(hs.remote_key, signed, proof.signature):
             self._close(state, CloseReason.BAD_PROOF, now)
             return
         hs.move(Phase.DECIDING)

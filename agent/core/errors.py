@@ -27,6 +27,7 @@ class RecordError(PresenceError, ValueError):
 
     def __init__(self, reason: RejectReason | str, detail: str) -> None:
         self.reason = RejectReason(reason)
+        self.detail = detail
         super().__init__(f"record rejected ({self.reason}): {detail}")
 
 

@@ -35,14 +35,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.core import cose
 from agent.core.errors import MetadataError, MetadataTooLargeError, RecordError
-from agent.core.keys import peer_id
+from agent.core.layout import read_card, read_links
 from agent.core.limits import (
     MAX_AGENT_VERSION_BYTES,
     MAX_CONNECTIONS_PER_RECORD,
@@ -86,6 +86,11 @@ class ConnectionType(enum.Enum):
     WEB_SOCKET = "WebSocket"
     RADIO = "Radio"
 
+    # Enum hashes by name in Python code; every links record received builds a claims
+    # map keyed by type code. Members are singletons compared by identity, so hashing
+    # by identity (in C) is consistent with equality.
+    __hash__ = object.__hash__
+
 
 #: Wire codes of connection types (one CBOR byte each). Never renumber.
 CONNECTION_TYPE_CODES: Final[Mapping[ConnectionType, int]] = MappingProxyType(
@@ -100,6 +105,15 @@ CONNECTION_TYPE_CODES: Final[Mapping[ConnectionType, int]] = MappingProxyType(
 CONNECTION_TYPE_BY_CODE: Final[Mapping[int, ConnectionType]] = MappingProxyType(
     {code: kind for kind, code in CONNECTION_TYPE_CODES.items()}
 )
+
+
+#: Type codes by type, as a plain dict (the mapping above is read-only for callers).
+_CODES: Final[dict[ConnectionType, int]] = dict(CONNECTION_TYPE_CODES)
+#: Each kind's byte in a summary-hash entry.
+_KIND_BYTE: Final[Mapping[RecordKind, bytes]] = {kind: bytes([kind]) for kind in RecordKind}
+#: Frozen dataclasses set their computed fields through this; bound once, not looked up per record.
+_set: Final = object.__setattr__
+_blake2b: Final = hashlib.blake2b
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,9 +160,10 @@ class Links:
     neighbour_ids: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        claims = {(e.peer_id, CONNECTION_TYPE_CODES[e.connection_type]): e.distance_dm for e in self.entries}
-        object.__setattr__(self, "claims", MappingProxyType(claims))
-        object.__setattr__(self, "neighbour_ids", tuple(dict.fromkeys(e.peer_id for e in self.entries)))
+        codes = _CODES
+        claims = {(e.peer_id, codes[e.connection_type]): e.distance_dm for e in self.entries}
+        _set(self, "claims", MappingProxyType(claims))
+        _set(self, "neighbour_ids", tuple(dict.fromkeys([pid for pid, _ in claims])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,11 +182,10 @@ class Record:
     summary_hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        pid = peer_id(self.public_key)
-        object.__setattr__(self, "peer_id", pid)
-        entry = pid + bytes([self.kind]) + self.counter.to_bytes(4, "big")
-        digest = hashlib.blake2b(entry, digest_size=8).digest()
-        object.__setattr__(self, "summary_hash", int.from_bytes(digest, "big"))
+        pid = self.public_key[:PEER_ID_BYTES]  # keys.peer_id, inlined: this runs for every record
+        _set(self, "peer_id", pid)
+        entry = pid + _KIND_BYTE[self.kind] + self.counter.to_bytes(4, "big")
+        _set(self, "summary_hash", int.from_bytes(_blake2b(entry, digest_size=8).digest(), "big"))
 
 
 # ---------------------------------------------------------------- metadata
@@ -352,26 +366,34 @@ def sign_record(
     raw = cose.sign(private_key, payload)
     if len(raw) > MAX_RECORD_BYTES:
         raise RecordError("oversized", f"signed record would be {len(raw)} bytes")
+    # Never publish what a receiver would reject (over-long names, bad ids, ...).
     try:
-        # Never publish what a receiver would reject (over-long names, bad ids, ...).
-        body = _body(open_record(raw))
+        checked = open_record(raw).body
     except RecordError as exc:
         raise ValueError(f"refusing to sign an invalid record: {exc}") from None
-    return Record(kind, public_key, counter, expiry, body, raw)
+    if isinstance(checked, RecordError):
+        raise ValueError(f"refusing to sign an invalid record: {checked}")
+    return Record(kind, public_key, counter, expiry, checked, raw)
 
 
 # ---------------------------------------------------------------- decoding
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """A record's identifying fields, parsed but not yet verified."""
+class Envelope(NamedTuple):
+    """A record's identifying fields, parsed but not yet verified.
+
+    ``body`` is the checked card or links body, or the :class:`RecordError` that
+    :func:`verify_record` raises for it once the signature has been checked: a
+    record's body is judged last (``docs/ARCHITECTURE.md`` §3), though it is read
+    with the rest. A named tuple rather than a frozen dataclass: one is built for
+    every record received, and a tuple is built in a third of the time.
+    """
 
     kind: RecordKind
     public_key: bytes
     counter: int
     expiry: int
-    fields: tuple[Any, ...]
+    body: Card | Links | RecordError
     payload: bytes
     signature: bytes
 
@@ -379,6 +401,43 @@ class Envelope:
 def open_record(raw: bytes) -> Envelope:
     """Parse a record's structure (no signature check). Raises :class:`RecordError`."""
     payload, signature = cose.open_envelope(raw)
+    fast = _open_fast(payload, signature)
+    return fast if fast is not None else _open_general(payload, signature)
+
+
+def _open_fast(payload: bytes, signature: bytes) -> Envelope | None:
+    """The common shapes through :mod:`agent.core.layout`; ``None`` for anything else or anything wrong."""
+    links = read_links(payload)
+    if links is not None:
+        public_key, counter, expiry, connections = links
+        if len(connections) > MAX_CONNECTIONS_PER_RECORD:
+            return None
+        entries = []
+        for pid, code, distance in connections:
+            connection_type = CONNECTION_TYPE_BY_CODE.get(code)
+            if connection_type is None:
+                return None
+            entries.append(LinkEntry(pid, connection_type, distance))
+        return Envelope(
+            RecordKind.LINKS, public_key, counter, expiry, Links(tuple(entries)), payload, signature
+        )
+    card = read_card(payload)
+    if card is not None:
+        public_key, counter, expiry, name, os_name, version = card
+        if (
+            len(name) > MAX_DEVICE_NAME_BYTES  # characters ≤ bytes: a cheap pre-check
+            or len(os_name.encode("utf-8")) > MAX_OS_BYTES
+            or len(version.encode("utf-8")) > MAX_AGENT_VERSION_BYTES
+            or len(name.encode("utf-8")) > MAX_DEVICE_NAME_BYTES
+        ):
+            return None
+        body = Card(name, sys.intern(os_name), sys.intern(version), EMPTY_METADATA)
+        return Envelope(RecordKind.CARD, public_key, counter, expiry, body, payload, signature)
+    return None
+
+
+def _open_general(payload: bytes, signature: bytes) -> Envelope:
+    """Any other payload: a general CBOR decode, then a re-encode proving it is deterministic."""
     try:
         fields = cbor2.loads(payload)
     except Exception as exc:
@@ -399,7 +458,13 @@ def open_record(raw: bytes) -> Envelope:
         raise RecordError("malformed", f"payload cannot be re-encoded: {exc}") from None
     if canonical != payload:
         raise RecordError("malformed", "payload is not deterministic CBOR")
-    return Envelope(RecordKind(kind_code), public_key, counter, expiry, tuple(fields[4:]), payload, signature)
+    kind = RecordKind(kind_code)
+    body: Card | Links | RecordError
+    try:
+        body = _body(kind, tuple(fields[4:]), payload)
+    except RecordError as exc:
+        body = exc
+    return Envelope(kind, public_key, counter, expiry, body, payload, signature)
 
 
 def _text(value: Any, name: str, limit: int) -> str:
@@ -408,11 +473,11 @@ def _text(value: Any, name: str, limit: int) -> str:
     return value
 
 
-def _body(env: Envelope) -> Card | Links:
-    if env.kind is RecordKind.CARD:
-        if len(env.fields) != 4:
+def _body(kind: RecordKind, fields: tuple[Any, ...], payload: bytes) -> Card | Links:
+    if kind is RecordKind.CARD:
+        if len(fields) != 4:
             raise RecordError("malformed", "a card has exactly 8 fields")
-        name, os_name, version, metadata = env.fields
+        name, os_name, version, metadata = fields
         if not isinstance(metadata, dict):
             raise RecordError("malformed", "card metadata must be a map")
         try:
@@ -420,7 +485,7 @@ def _body(env: Envelope) -> Card | Links:
             # JSON is at most ~6x the CBOR of the same data (a control character in a
             # string: 1 byte vs "\u0000"), so only a large payload can exceed the limit.
             size = 0
-            if len(env.payload) * _JSON_EXPANSION_BOUND > MAX_METADATA_JSON_BYTES:
+            if len(payload) * _JSON_EXPANSION_BOUND > MAX_METADATA_JSON_BYTES:
                 size = len(metadata_json(metadata).encode("utf-8"))
         except MetadataError as exc:
             raise RecordError("malformed", str(exc)) from None
@@ -435,9 +500,9 @@ def _body(env: Envelope) -> Card | Links:
             sys.intern(_text(version, "agent version", MAX_AGENT_VERSION_BYTES)),
             freeze_metadata(metadata),
         )
-    if len(env.fields) != 1 or not isinstance(env.fields[0], list | tuple):
+    if len(fields) != 1 or not isinstance(fields[0], list | tuple):
         raise RecordError("malformed", "a links record has exactly 5 fields")
-    raw_entries = env.fields[0]
+    raw_entries = fields[0]
     if len(raw_entries) > MAX_CONNECTIONS_PER_RECORD:
         raise RecordError("malformed", f"more than {MAX_CONNECTIONS_PER_RECORD} connections")
     entries = []
@@ -469,19 +534,42 @@ SMALL_ORDER_KEYS: Final = frozenset(
 )
 
 
-def load_public_key(public_key: bytes) -> Ed25519PublicKey:
+def check_public_key(public_key: bytes) -> None:
+    """Raise ``RecordError('malformed')`` unless this can be a peer's raw Ed25519 key.
+
+    A key is 32 bytes and not one of :data:`SMALL_ORDER_KEYS`. (Neither OpenSSL nor
+    this check decodes the point; libsodium's verify refuses the other degenerate
+    encodings, as a bad signature.)
+    """
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise RecordError("malformed", "not a valid Ed25519 public key")
     if public_key in SMALL_ORDER_KEYS:
         raise RecordError("malformed", "small-order Ed25519 public key")
+
+
+def load_public_key(public_key: bytes) -> Ed25519PublicKey:
+    """The key as a ``cryptography`` object, after :func:`check_public_key`."""
+    check_public_key(public_key)
     try:
         return Ed25519PublicKey.from_public_bytes(public_key)
     except ValueError:
         raise RecordError("malformed", "not a valid Ed25519 public key") from None
 
 
-def verify_record(env: Envelope, raw: bytes, key: Ed25519PublicKey | None = None) -> Record:
-    """Check the signature and the body of a parsed record; return the Record."""
-    cose.verify(key or load_public_key(env.public_key), env.payload, env.signature)
-    return Record(env.kind, env.public_key, env.counter, env.expiry, _body(env), raw)
+def verify_record(env: Envelope, raw: bytes) -> Record:
+    """Check the key, the signature and the body of a parsed record, in that order; return the Record.
+
+    The signature is verified with the raw key in the envelope (libsodium, see
+    :mod:`agent.core.ed25519`): no key object is loaded or cached.
+    """
+    public_key = env.public_key
+    if public_key in SMALL_ORDER_KEYS:  # 32 bytes already: open_record checked
+        raise RecordError("malformed", "small-order Ed25519 public key")
+    cose.verify(public_key, env.payload, env.signature)
+    body = env.body
+    if isinstance(body, RecordError):
+        raise RecordError(body.reason, body.detail)
+    return Record(env.kind, public_key, env.counter, env.expiry, body, raw)
 
 
 def decode_record(raw: bytes) -> Record:

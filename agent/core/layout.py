@@ -1,0 +1,128 @@
+"""The decoder's fast path: the two record layouts read straight from their bytes.
+
+Almost every record received is a links record or a card without metadata, whose
+payloads (``docs/ARCHITECTURE.md`` §3) are fixed sequences of CBOR heads::
+
+    links  85 02 58 20 <key 32> <uint> <uint> <array n> (49 <9 B> | 4B <11 B>){n}
+    card   88 01 58 20 <key 32> <uint> <uint> <tstr> <tstr> <tstr> A0
+
+Reading them here costs a few byte comparisons instead of a general CBOR decode
+and the deterministic re-encode that proves there is one byte form per record:
+each head is checked to be the shortest form as it is read, so a payload accepted
+here *is* deterministic CBOR. Only the structure is read; the limits on lengths,
+counts and type codes stay with :mod:`agent.core.records`.
+
+Anything else (metadata, a non-shortest head, a tag, an indefinite length, a
+truncation, a wrong type, invalid UTF-8, trailing bytes) yields ``None`` and the
+caller falls back to the general decoder, which then decides: the fast path only
+ever accepts what the general decoder accepts, with the same values.
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypeAlias
+
+LINKS_PREFIX: Final = b"\x85\x02\x58\x20"  # array(5), kind 2, bstr(32)
+CARD_PREFIX: Final = b"\x88\x01\x58\x20"  # array(8), kind 1, bstr(32)
+_KEY_END: Final = 36
+_EMPTY_MAP: Final = b"\xa0"
+
+#: A connection as read: (peer id, connection type code, distance in dm or None).
+RawConnection: TypeAlias = tuple[bytes, int, int | None]
+#: (public key, counter, expiry, connections).
+RawLinks: TypeAlias = tuple[bytes, int, int, list[RawConnection]]
+#: (public key, counter, expiry, device name, os, agent version); metadata is empty.
+RawCard: TypeAlias = tuple[bytes, int, int, str, str, str]
+
+
+class _NotFast(Exception):
+    """The payload leaves the fast layout; the general decoder takes over."""
+
+
+def _uint32(data: bytes, i: int) -> tuple[int, int]:
+    """A shortest-form unsigned integer below 2**32 at ``i``: (value, next offset)."""
+    head = data[i]
+    if head < 0x18:
+        return head, i + 1
+    if head == 0x18:
+        value = data[i + 1]
+        if value >= 0x18:
+            return value, i + 2
+    elif head == 0x19:
+        if i + 3 <= len(data) and (value := int.from_bytes(data[i + 1 : i + 3], "big")) >= 0x100:
+            return value, i + 3
+    elif head == 0x1A and i + 5 <= len(data):
+        value = int.from_bytes(data[i + 1 : i + 5], "big")
+        if value >= 0x10000:
+            return value, i + 5
+    raise _NotFast
+
+
+def _text(data: bytes, i: int) -> tuple[str, int]:
+    """A shortest-form text string shorter than 256 bytes at ``i``: (text, next offset)."""
+    head = data[i]
+    if 0x60 <= head < 0x78:
+        start = i + 1
+        end = start + head - 0x60
+    elif head == 0x78 and data[i + 1] >= 0x18:
+        start = i + 2
+        end = start + data[i + 1]
+    else:
+        raise _NotFast
+    if end > len(data):
+        raise _NotFast
+    return data[start:end].decode("utf-8"), end
+
+
+def read_links(payload: bytes) -> RawLinks | None:
+    """The fields of a links payload in the fast layout, or ``None``."""
+    if not payload.startswith(LINKS_PREFIX):
+        return None
+    try:
+        public_key = payload[4:_KEY_END]
+        counter, i = _uint32(payload, _KEY_END)
+        expiry, i = _uint32(payload, i)
+        head = payload[i]
+        if 0x80 <= head < 0x98:
+            count, i = head - 0x80, i + 1
+        elif head == 0x98 and payload[i + 1] >= 0x18:
+            count, i = payload[i + 1], i + 2
+        else:
+            return None
+        connections: list[RawConnection] = []
+        append = connections.append
+        for _ in range(count):
+            head = payload[i]
+            if head == 0x49:  # bstr(9): peer id, type
+                append((payload[i + 1 : i + 9], payload[i + 9], None))
+                i += 10
+            elif head == 0x4B:  # bstr(11): peer id, type, distance
+                append(
+                    (payload[i + 1 : i + 9], payload[i + 9], int.from_bytes(payload[i + 10 : i + 12], "big"))
+                )
+                i += 12
+            else:
+                return None
+    except (_NotFast, IndexError):
+        return None
+    if i != len(payload):  # also catches a last connection cut short
+        return None
+    return public_key, counter, expiry, connections
+
+
+def read_card(payload: bytes) -> RawCard | None:
+    """The fields of a card payload without metadata in the fast layout, or ``None``."""
+    if not payload.startswith(CARD_PREFIX) or not payload.endswith(_EMPTY_MAP):
+        return None
+    try:
+        public_key = payload[4:_KEY_END]
+        counter, i = _uint32(payload, _KEY_END)
+        expiry, i = _uint32(payload, i)
+        device_name, i = _text(payload, i)
+        os_name, i = _text(payload, i)
+        agent_version, i = _text(payload, i)
+    except (_NotFast, IndexError, UnicodeDecodeError):
+        return None
+    if i != len(payload) - 1:
+        return None
+    return public_key, counter, expiry, device_name, os_name, agent_version
