@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -120,7 +119,7 @@ def test_put_holds_one_record_per_peer_and_kind() -> None:
 def test_a_newer_counter_replaces_the_held_record() -> None:
     held = holdings()
     held.put(card(2, 1))
-    assert reason_of(held.check_new, envelope(card(2, 2)), WALL) is None
+    assert reason_of(held.check, envelope(card(2, 2)), WALL) is None
     held.put(card(2, 2))
     assert held.get(pid(2), RecordKind.CARD) == card(2, 2)
     assert len(held) == 1
@@ -130,57 +129,57 @@ def test_a_newer_counter_replaces_the_held_record() -> None:
 def test_a_counter_not_above_the_held_one_is_stale(counter: int) -> None:
     held = holdings()
     held.put(card(2, 5))
-    assert reason_of(held.check_new, envelope(card(2, counter)), WALL) is RejectReason.STALE
+    assert reason_of(held.check, envelope(card(2, counter)), WALL) is RejectReason.STALE
 
 
 def test_staleness_is_per_kind() -> None:
     held = holdings()
     held.put(card(2, 5))
-    assert reason_of(held.check_new, envelope(links(2, 1)), WALL) is None
+    assert reason_of(held.check, envelope(links(2, 1)), WALL) is None
 
 
 def test_a_record_expiring_at_or_before_the_wall_time_is_expired() -> None:
     held = holdings()
     at = card(2, 1, expiry=int(WALL))
-    assert reason_of(held.check_new, envelope(at), WALL) is RejectReason.EXPIRED
-    assert reason_of(held.check_new, envelope(at), WALL - 0.5) is None
+    assert reason_of(held.check, envelope(at), WALL) is RejectReason.EXPIRED
+    assert reason_of(held.check, envelope(at), WALL - 0.5) is None
 
 
 def test_stale_is_checked_before_expired() -> None:
     held = holdings()
     held.put(card(2, 5))
     old_and_expired = card(2, 3, expiry=int(WALL) - 10)
-    assert reason_of(held.check_new, envelope(old_and_expired), WALL) is RejectReason.STALE
+    assert reason_of(held.check, envelope(old_and_expired), WALL) is RejectReason.STALE
 
 
 def test_a_new_peer_beyond_max_peers_is_refused_for_capacity() -> None:
     held = holdings(max_peers=3)  # the local peer counts: room for two remote peers
     held.put(card(2))
     held.put(card(3))
-    assert reason_of(held.check_new, envelope(card(4)), WALL) is RejectReason.CAPACITY
+    assert reason_of(held.check, envelope(card(4)), WALL) is RejectReason.CAPACITY
 
 
 def test_a_held_peer_is_never_refused_for_capacity() -> None:
     held = holdings(max_peers=3)
     held.put(card(2))
     held.put(card(3))
-    assert reason_of(held.check_new, envelope(card(3, 2)), WALL) is None
-    assert reason_of(held.check_new, envelope(links(3)), WALL) is None  # known key, other kind
+    assert reason_of(held.check, envelope(card(3, 2)), WALL) is None
+    assert reason_of(held.check, envelope(links(3)), WALL) is None  # known key, other kind
 
 
 def test_another_key_for_a_held_peer_id_is_a_key_mismatch() -> None:
     held = holdings()
     held.put(card(2))
-    impostor = replace(envelope(card(2, 2)), public_key=pid(2) + b"\x00" * 24)
-    assert reason_of(held.check_key, impostor) is RejectReason.KEY_MISMATCH
-    assert reason_of(held.check_key, envelope(card(2, 2))) is None
-    assert reason_of(held.check_key, envelope(card(3))) is None
+    impostor = envelope(card(2, 2))._replace(public_key=pid(2) + b"\x00" * 24)
+    assert reason_of(held.check, impostor, WALL) is RejectReason.KEY_MISMATCH
+    assert reason_of(held.check, envelope(card(2, 2)), WALL) is None
+    assert reason_of(held.check, envelope(card(3)), WALL) is None
 
 
 def test_another_key_for_the_local_peer_id_is_a_key_mismatch() -> None:
     held = holdings()
-    impostor = replace(envelope(card(2)), public_key=pid(LOCAL) + b"\x00" * 24)
-    assert reason_of(held.check_key, impostor) is RejectReason.KEY_MISMATCH
+    impostor = envelope(card(2))._replace(public_key=pid(LOCAL) + b"\x00" * 24)
+    assert reason_of(held.check, impostor, WALL) is RejectReason.KEY_MISMATCH
 
 
 def test_records_of_and_card_of_need_the_exact_key() -> None:
@@ -419,7 +418,7 @@ def test_drop_unused_keys_forgets_peers_without_records_but_never_the_local_one(
 def test_a_dropped_key_frees_capacity() -> None:
     held = holdings(max_peers=2)
     held.put(card(2))
-    assert reason_of(held.check_new, envelope(card(3)), WALL) is RejectReason.CAPACITY
+    assert reason_of(held.check, envelope(card(3)), WALL) is RejectReason.CAPACITY
     held.forget(pid(2), RecordKind.CARD)
     held.drop_unused_keys()
-    assert reason_of(held.check_new, envelope(card(3)), WALL) is None
+    assert reason_of(held.check, envelope(card(3)), WALL) is None

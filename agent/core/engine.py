@@ -181,7 +181,8 @@ class Engine:
         self._counters = counters
         self._rng = rng
         self._wall = wall
-        self._wall_offset = wall(now) - now
+        self._wall_now = wall(now)
+        self._wall_offset = self._wall_now - now
         self._codec: RecordCodec = codec or PlainCodec()
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -481,8 +482,10 @@ class Engine:
     # ------------------------------------------------------------------ dispatch
 
     def _tick(self, now: float) -> None:
-        # The wall clock's offset at the latest input, for turning expiries into timers.
-        self._wall_offset = self._wall(now) - now
+        # Every input reads the wall clock once: for expiry checks during it, and its
+        # offset for turning expiries into timers.
+        self._wall_now = self._wall(now)
+        self._wall_offset = self._wall_now - now
 
     def _dispatch(self, state: Link, message: Message, now: float) -> None:
         match message:
@@ -720,11 +723,10 @@ class Engine:
             return
         try:
             env = self._codec.open(raw)
-            self._held.check_key(env)
             if env.public_key == self.public_key:
                 self._check_own_copy(env, raw, now)
                 raise RecordError(RejectReason.OWN_RECORD, "an older copy of one of this peer's own records")
-            self._held.check_new(env, self._wall(now))
+            self._held.check(env, self._wall_now)
             record = self._codec.verify(env, raw)
         except RecordError as exc:
             self.stats[exc.reason.record_counter] += 1
@@ -750,14 +752,19 @@ class Engine:
 
     def _flood(self, record: Record, source: Link | None, now: float) -> None:
         key = (record.peer_id, record.kind)
-        covered = self._held.neighbours_claimed_by(record.peer_id)
+        claimed_by = self._held.neighbours_claimed_by
+        source_reaches: tuple[bytes, ...] = ()
         if source is not None and source.remote_key is not None:
             # The sender holds this version, so an older one queued for it is moot.
             source.outbox.drop_record(key)
-            covered = covered + self._held.neighbours_claimed_by(source.remote_key[:8])
-        targets, pruned = fan_out(self._neighbours, record.public_key, source, covered)
+            source_reaches = claimed_by(source.remote_key[:8])
+        targets, pruned = fan_out(
+            self._neighbours, record.public_key, source, claimed_by(record.peer_id), source_reaches
+        )
+        raw = record.raw
         for target in targets:
-            self._queue_record(target, key, record.raw, now)
+            target.outbox.queue_record(key, raw, now)
+            self._pending[target] = None
         if pruned:
             self.stats["records.flood_pruned"] += pruned
 

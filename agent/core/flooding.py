@@ -31,15 +31,17 @@ def fan_out(
     neighbours: Sequence[Neighbour[L]],
     origin_key: bytes,
     source: L | None,
-    covered: frozenset[bytes] | Sequence[bytes],
+    origin_reaches: Sequence[bytes],
+    source_reaches: Sequence[bytes],
 ) -> tuple[list[L], int]:
-    """(links to send to, how many were pruned). ``covered``: peer ids the sender or origin reach."""
+    """(links to send to, how many were pruned). ``*_reaches``: peer ids the origin's and the
+    sender's held links records list."""
     targets = []
     pruned = 0
     for n in neighbours:
         if n.link is source or n.public_key == origin_key:
             continue  # the sender holds it; the origin has it or a newer one: never echo
-        if n.peer_id in covered:
+        if n.peer_id in origin_reaches or n.peer_id in source_reaches:
             pruned += 1
             continue
         targets.append(n.link)

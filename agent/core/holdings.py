@@ -8,10 +8,10 @@ persisted, and the connections each remote peer claims in its links record
 (the input of :mod:`agent.core.reachability` and of flood pruning).
 
 Admission checks, cheapest first, each a :class:`RecordError` with its
-:class:`RejectReason`: :meth:`Holdings.check_key` (another key holds this
-peer id), then — after the engine has set aside its own records —
-:meth:`Holdings.check_new` (not newer than the held one, expired at the
-given wall-clock time, or a new peer while ``max_peers`` are held).
+:class:`RejectReason`, in :meth:`Holdings.check` (the engine sets its own
+records aside first): another key holds this peer id, not newer than the
+held one, expired at the given wall-clock time, or a new peer while
+``max_peers`` are held.
 """
 
 from __future__ import annotations
@@ -90,19 +90,18 @@ class Holdings:
 
     # ---------------------------------------------------------------- admission
 
-    def check_key(self, env: Envelope) -> None:
-        known = self.keys.get(env.public_key[:8])
+    def check(self, env: Envelope, wall: float) -> None:
+        """Raise unless ``env`` may replace what is held: its peer id's key, newer, unexpired, room."""
+        pid = env.public_key[:8]
+        known = self.keys.get(pid)
         if known is not None and known != env.public_key:
             raise RecordError(RejectReason.KEY_MISMATCH, "another key already holds this peer id")
-
-    def check_new(self, env: Envelope, wall: float) -> None:
-        pid = env.public_key[:8]
         held = self._records.get((pid, env.kind))
         if held is not None and env.counter <= held.counter:
             raise RecordError(RejectReason.STALE, f"counter {env.counter} <= held {held.counter}")
         if env.expiry <= wall:
             raise RecordError(RejectReason.EXPIRED, "record has expired")
-        if held is None and pid not in self.keys and len(self.keys) >= self.max_peers:
+        if held is None and known is None and len(self.keys) >= self.max_peers:
             raise RecordError(RejectReason.CAPACITY, f"already holding {self.max_peers} peers")
 
     # ---------------------------------------------------------------- changes

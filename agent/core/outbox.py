@@ -69,9 +69,10 @@ class Outbox:
         self._digests.extend(messages)
 
     def queue_record(self, key: RecordKey, raw: bytes, now: float) -> None:
-        if not (self._links or self._cards):
+        links, cards = self._links, self._cards
+        if not (links or cards):
             self.records_due = max(now, self.last_records_tx + self._flood_delay)
-        self._queue(key)[key] = raw
+        (links if key[1] is RecordKind.LINKS else cards)[key] = raw
 
     def drop_record(self, key: RecordKey, raw: bytes | None = None) -> bool:
         """Unqueue ``key`` (only if it is ``raw``, when given); ``True`` if something was unqueued."""
