@@ -35,11 +35,9 @@ from __future__ import annotations
 import collections
 import functools
 import logging
-import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -57,13 +55,12 @@ from agent.core.events import (
 )
 from agent.core.flooding import Neighbour, fan_out
 from agent.core.framing import Reassembler
-from agent.core.graph import Connection, Peer, PresenceGraph, sorted_peers
+from agent.core.graph import PresenceGraph
 from agent.core.handshake import Handshake, Phase
 from agent.core.holdings import Holdings
 from agent.core.keys import peer_id, peer_key_string
 from agent.core.limits import (
     HANDSHAKE_CONTEXT,
-    MAX_CONNECTIONS_PER_RECORD,
     MAX_RECORD_BYTES,
     MIN_LINK_MTU,
     NONCE_BYTES,
@@ -71,22 +68,21 @@ from agent.core.limits import (
 from agent.core.link import Link
 from agent.core.linkspec import LinkSpec
 from agent.core.outbox import Outbox, transfer_time
-from agent.core.reachability import Edges, Reachability, hop_counts, mutual_edges
+from agent.core.own_records import CounterSource, OwnRecords, links_record
+from agent.core.reachability import Reachability, hop_counts
 from agent.core.reasons import CloseReason, RejectReason
 from agent.core.records import (
-    CONNECTION_TYPE_BY_CODE,
     CONNECTION_TYPE_CODES,
     EMPTY_METADATA,
     Card,
     ConnectionType,
     Envelope,
     LinkEntry,
-    Links,
     Record,
     RecordKind,
-    sign_record,
 )
 from agent.core.sync import SyncState, digest_messages, records_to_offer
+from agent.core.view import LocalEdge, build_graph
 from agent.core.wire import (
     AFTER_HANDSHAKE,
     Accept,
@@ -109,16 +105,6 @@ from agent.core.wire import (
 __all__ = ["CounterSource", "Engine", "EngineConfig", "LinkSpec", "RecordCodec", "same_clock"]
 
 log = logging.getLogger("agent.core.engine")
-
-
-class CounterSource(Protocol):
-    """Hands out record counters that never repeat, across restarts and crashes."""
-
-    def next_counter(self) -> int: ...
-
-    def advance_past(self, counter: int) -> None:
-        """Make every later counter exceed ``counter`` (this peer's state was lost)."""
-        ...
 
 
 def same_clock(now: float) -> float:
@@ -178,7 +164,6 @@ class Engine:
         self.public_key = public_key
         self.peer_key_string = peer_key_string(public_key)
         self.peer_id = peer_id(public_key)
-        self._counters = counters
         self._rng = rng
         self._wall = wall
         self._wall_now = wall(now)
@@ -194,20 +179,24 @@ class Engine:
         # set: insertion order keeps runs reproducible (sets of objects order by address).
         self._pending: dict[Link, None] = {}
         # Only peers that proved their key and then denied us are held here (bounded, oldest out).
-        deny = Backoff(
-            self.config.deny_backoff_initial, self.config.deny_backoff_max, self.config.backoff_jitter
-        )
+        cfg = self.config
+        deny = Backoff(cfg.deny_backoff_initial, cfg.deny_backoff_max, cfg.backoff_jitter)
         self._deny_backoff: BackoffTracker[bytes] = BackoffTracker(deny)
         self._reach = Reachability(self.config.departure_grace, self.config.reachability_settle)
         self.graph_version = 0
 
-        self._resign_links_at: float | None = None
-        self._links_signed_at = -math.inf
         self._next_sweep = now + self.config.sweep_interval
-        self.card = card
-        self._own_card = self._sign(card, now)
-        self._own_links = self._sign(Links(()), now)
-        self._accept_own(self._own_card, now)
+        self._own = OwnRecords(
+            private_key,
+            public_key,
+            counters,
+            record_ttl=cfg.record_ttl,
+            refresh_before=cfg.refresh_before_expiry,
+            links_debounce=cfg.links_debounce,
+            card=card,
+            wall=self._wall_now,
+        )
+        self._accept_own(self._own.card, now)
         # The (empty) links record is published only once this peer has a link.
         for raw in held_records:
             self._merge(raw, now, source=None)
@@ -303,9 +292,7 @@ class Engine:
     def set_card(self, card: Card, now: float) -> None:
         """Publish a new card (name, OS, metadata): re-sign it and flood it."""
         self._tick(now)
-        self.card = card
-        self._own_card = self._sign(card, now)
-        self._accept_own(self._own_card, now)
+        self._accept_own(self._own.sign_card(card, self._wall_now), now)
 
     def handle_timer(self, now: float) -> None:
         """Do whatever is due at ``now``: keepalives, timeouts, re-signing, expiry.
@@ -333,13 +320,12 @@ class Engine:
                 message = hs.retransmission(now, self.config.handshake_timeout)
                 if message is not None:
                     self._send_control(state, message)
-        if self._resign_links_at is not None and now >= self._resign_links_at:
-            self._resign_links_at = None
+        if self._own.take_links_due(now):
             self._publish_links(now)
-        wall = self._wall(now)
-        if self._own_card.expiry - wall <= self.config.refresh_before_expiry:
+        card_stale, links_stale = self._own.stale(self._wall_now)
+        if card_stale:
             self.set_card(self.card, now)
-        if self._own_links.expiry - wall <= self.config.refresh_before_expiry:
+        if links_stale:
             self._publish_links(now)
         if now >= self._next_sweep:
             self._next_sweep = now + self.config.sweep_interval
@@ -402,12 +388,11 @@ class Engine:
                     deadline = min(deadline, state.outbox.last_tx + state.keepalive)
             if deadline < soonest:
                 soonest = deadline
-        for extra in (self._resign_links_at, self._reach.next_deadline()):
+        for extra in (self._own.links_due_at, self._reach.next_deadline()):
             if extra is not None and extra < soonest:
                 soonest = extra
         # Own records are refreshed by wall-clock expiry, converted at the latest offset.
-        expiry = min(self._own_card.expiry, self._own_links.expiry)
-        return min(soonest, expiry - self.config.refresh_before_expiry - self._wall_offset)
+        return min(soonest, self._own.refresh_at(self._wall_offset))
 
     def take_dirty_records(self) -> tuple[list[bytes], list[tuple[bytes, int]]]:
         """Records to persist and (public key, kind) pairs to forget, since the last call."""
@@ -418,7 +403,12 @@ class Engine:
     @property
     def own_records(self) -> tuple[Record, Record]:
         """This peer's current card and links records."""
-        return self._own_card, self._own_links
+        return self._own.card, self._own.links
+
+    @property
+    def card(self) -> Card:
+        """This peer's current card body (name, OS, agent version, metadata)."""
+        return self._own.card_body
 
     def records_of(self, peer_key: bytes) -> list[Record]:
         """The records held for a peer (card first), for export and verification."""
@@ -448,36 +438,7 @@ class Engine:
 
     def graph(self, now: float) -> PresenceGraph:
         """The presence graph as this peer sees it at ``now``."""
-        shown = self._shown(now)
-        keys = {pid: peer_key_string(self._held.keys[pid]) for pid in shown}
-        conns: dict[bytes, list[Connection]] = {pid: [] for pid in shown}
-        for (a, b, code), dist in self._edges(shown).items():
-            metres = None if dist is None else dist / 10.0
-            conn = Connection.between(keys[a], keys[b], CONNECTION_TYPE_BY_CODE[code], metres)
-            conns[a].append(conn)
-            conns[b].append(conn)
-        peers = []
-        local: Peer | None = None
-        for pid, hops in shown.items():
-            card_record = self._held.get(pid, RecordKind.CARD)
-            card = card_record.body if card_record is not None else None
-            assert card is None or isinstance(card, Card)
-            peer = Peer(
-                peer_key_string=keys[pid],
-                device_name=card.device_name if card else "",
-                os=card.os if card else "",
-                connections=tuple(sorted(conns[pid], key=lambda c: c.id)),
-                peer_metadata=card.metadata if card else EMPTY_METADATA,
-                identity_service_metadata=EMPTY_METADATA,
-                hops=hops,
-                agent_version=card.agent_version if card else "",
-            )
-            if pid == self.peer_id:
-                local = peer
-            else:
-                peers.append(peer)
-        assert local is not None
-        return PresenceGraph(local, sorted_peers(peers))
+        return build_graph(self.peer_id, self._local_edges(), self._held, self._shown(now))
 
     # ------------------------------------------------------------------ dispatch
 
@@ -519,7 +480,7 @@ class Engine:
     # ------------------------------------------------------------------ handshake
 
     def _send_hello(self, state: Link, by_reference: bool, now: float) -> None:
-        card = self._own_card
+        card = self._own.card
         ref = digest_entry(card.peer_id, card.kind, card.counter)
         hello = encode_hello(state.handshake.nonce, ref if by_reference else card.raw)
         state.handshake.sent_hello(hello, by_reference, 4 * transfer_time(state.spec, len(hello)), now)
@@ -556,7 +517,7 @@ class Engine:
 
     def _hello_card(self, state: Link, hello: Hello, now: float) -> Record | None:
         """The remote's card from its HELLO: verified, or held; ``None`` if referenced and not held."""
-        wall = self._wall(now)
+        wall = self._wall_now
         if hello.reference is not None:
             pid, counter = hello.reference
             card = self._held.get(pid, RecordKind.CARD)
@@ -662,50 +623,28 @@ class Engine:
 
     # ------------------------------------------------------------------ own records
 
-    def _sign(self, body: Card | Links, now: float) -> Record:
-        expiry = int(self._wall(now) + self.config.record_ttl)
-        return sign_record(self._private_key, self.public_key, self._counters.next_counter(), expiry, body)
-
     def _accept_own(self, record: Record, now: float) -> None:
         self._store(record, now)
         self._flood(record, None, now)
 
     def _publish_links(self, now: float, force: bool = False) -> None:
-        entries: dict[tuple[bytes, ConnectionType], LinkEntry] = {}
-        for n in self._neighbours:
-            spec = n.link.spec
-            entries[(n.peer_id, spec.connection_type)] = LinkEntry(
-                n.peer_id, spec.connection_type, spec.distance_dm
-            )
-        ordered = [entries[k] for k in sorted(entries, key=lambda k: (k[0], k[1].value))]
-        if len(ordered) > MAX_CONNECTIONS_PER_RECORD:
-            # A record lists at most 64 links; the rest still carry traffic, unlisted.
-            self.stats["links.unlisted"] = len(ordered) - MAX_CONNECTIONS_PER_RECORD
-            ordered = ordered[:MAX_CONNECTIONS_PER_RECORD]
-        links = Links(tuple(ordered))
-        fresh = self._own_links.expiry - self._wall(now) > self.config.refresh_before_expiry
-        if links == self._own_links.body and fresh and not force:
-            return
-        self._own_links = self._sign(links, now)
-        self._links_signed_at = now
-        self._accept_own(self._own_links, now)
-
-    def _schedule_links(self, now: float) -> None:
-        # Throttled on the leading edge: a change after a quiet spell is signed at once,
-        # and a burst yields at most one new links record per links_debounce.
-        if self._resign_links_at is None:
-            self._resign_links_at = max(now, self._links_signed_at + self.config.links_debounce)
+        links, unlisted = links_record(
+            LinkEntry(n.peer_id, n.link.spec.connection_type, n.link.spec.distance_dm)
+            for n in self._neighbours
+        )
+        if unlisted:
+            self.stats["links.unlisted"] = unlisted
+        record = self._own.sign_links(links, now, self._wall_now, force)
+        if record is not None:
+            self._accept_own(record, now)
 
     def _check_own_copy(self, env: Envelope, raw: bytes, now: float) -> None:
-        # A genuine own record newer than ours means this peer's state was lost
-        # (re-flashed, restored from backup): jump the counter and re-sign, or the
-        # mesh would ignore this peer until the old records expire.
-        own = self._own_card if env.kind is RecordKind.CARD else self._own_links
-        if env.counter <= own.counter:
+        # Recovery (own_records): only a genuine newer copy moves the counters.
+        if not self._own.lost_state(env):
             return
         self._codec.verify(env, raw)
         self.stats["records.own_newer_seen"] += 1
-        self._counters.advance_past(env.counter)
+        self._own.advance_past(env.counter)
         if env.kind is RecordKind.CARD:
             self.set_card(self.card, now)
         else:
@@ -784,7 +723,7 @@ class Engine:
         self._pending[state] = None
 
     def _sweep(self, now: float) -> None:
-        for pid, kind in self._held.expired(self._wall(now)):
+        for pid, kind in self._held.expired(self._wall_now):
             self.stats["records.expired"] += 1
             self._forget(pid, kind, now)
         for state in self._links.values():
@@ -823,24 +762,18 @@ class Engine:
         else:
             self._reach.stale = True
         self.graph_version += 1
-        self._schedule_links(now)
+        self._own.links_changed(now)
 
     def _shown(self, now: float) -> dict[bytes, int]:
         """Peers in the graph now with their hop counts: reachable ones and those in grace."""
         self._evaluate_reachability(now)
         return self._reach.shown(self._held.keys)
 
-    def _edges(self, shown: dict[bytes, int]) -> Edges:
-        """Connections among ``shown`` peers: the local links as they are, remote ones if both claim them."""
-        edges: Edges = {}
-        for n in self._neighbours:
-            if n.peer_id in shown:
-                low, high = sorted((self.peer_id, n.peer_id))
-                edges[(low, high, CONNECTION_TYPE_CODES[n.link.spec.connection_type])] = (
-                    n.link.spec.distance_dm
-                )
-        edges.update(mutual_edges(self._held.claims, shown))
-        return edges
+    def _local_edges(self) -> list[LocalEdge]:
+        return [
+            (n.peer_id, CONNECTION_TYPE_CODES[n.link.spec.connection_type], n.link.spec.distance_dm)
+            for n in self._neighbours
+        ]
 
     def _evaluate_reachability(self, now: float) -> None:
         neighbours = (n.peer_id for n in self._neighbours)
