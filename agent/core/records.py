@@ -107,8 +107,9 @@ CONNECTION_TYPE_BY_CODE: Final[Mapping[int, ConnectionType]] = MappingProxyType(
 )
 
 
-#: Type codes by type, as a plain dict (the mapping above is read-only for callers).
+#: Type codes by type and types by code, as plain dicts (the mappings above are read-only).
 _CODES: Final[dict[ConnectionType, int]] = dict(CONNECTION_TYPE_CODES)
+_TYPE_BY_CODE: Final[dict[int, ConnectionType]] = dict(CONNECTION_TYPE_BY_CODE)
 #: Each kind's byte in a summary-hash entry.
 _KIND_BYTE: Final[Mapping[RecordKind, bytes]] = {kind: bytes([kind]) for kind in RecordKind}
 #: Frozen dataclasses set their computed fields through this; bound once, not looked up per record.
@@ -126,9 +127,13 @@ class Card:
     metadata: Metadata  # read-only mapping
 
 
-@dataclass(frozen=True, slots=True)
-class LinkEntry:
-    """One connection as its originating peer reports it."""
+class LinkEntry(NamedTuple):
+    """One connection as its originating peer reports it.
+
+    A named tuple, immutable like the other values: every links record received
+    builds one per connection, and a tuple is built in a fraction of a frozen
+    dataclass's time.
+    """
 
     peer_id: bytes
     connection_type: ConnectionType
@@ -166,26 +171,36 @@ class Links:
         _set(self, "neighbour_ids", tuple(dict.fromkeys([pid for pid, _ in claims])))
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A verified signed record and the exact bytes it arrived as."""
-
+class _RecordFields(NamedTuple):
     kind: RecordKind
     public_key: bytes
     counter: int
     expiry: int
     body: Card | Links
     raw: bytes
-    #: The short id of the signing peer (the key's first 8 bytes).
-    peer_id: bytes = field(init=False, repr=False, compare=False)
-    #: This record's contribution to a holder's summary hash (see the engine's SUMMARY).
-    summary_hash: int = field(init=False, repr=False, compare=False)
+    peer_id: bytes
+    summary_hash: int
 
-    def __post_init__(self) -> None:
-        pid = self.public_key[:PEER_ID_BYTES]  # keys.peer_id, inlined: this runs for every record
-        _set(self, "peer_id", pid)
-        entry = pid + _KIND_BYTE[self.kind] + self.counter.to_bytes(4, "big")
-        _set(self, "summary_hash", int.from_bytes(_blake2b(entry, digest_size=8).digest(), "big"))
+
+class Record(_RecordFields):
+    """A verified signed record and the exact bytes it arrived as.
+
+    ``Record(kind, public_key, counter, expiry, body, raw)``; ``peer_id`` (the
+    key's first 8 bytes) and ``summary_hash`` (this record's contribution to a
+    holder's summary, see SUMMARY) are derived once, here. An immutable named
+    tuple: one is built for every record received, and a tuple is built in a
+    fraction of a frozen dataclass's time.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls, kind: RecordKind, public_key: bytes, counter: int, expiry: int, body: Card | Links, raw: bytes
+    ) -> Record:
+        pid = public_key[:PEER_ID_BYTES]  # keys.peer_id, inlined: this runs for every record
+        entry = pid + _KIND_BYTE[kind] + counter.to_bytes(4, "big")
+        summary = int.from_bytes(_blake2b(entry, digest_size=8).digest(), "big")
+        return _RecordFields.__new__(cls, kind, public_key, counter, expiry, body, raw, pid, summary)
 
 
 # ---------------------------------------------------------------- metadata
@@ -412,15 +427,15 @@ def _open_fast(payload: bytes, signature: bytes) -> Envelope | None:
         public_key, counter, expiry, connections = links
         if len(connections) > MAX_CONNECTIONS_PER_RECORD:
             return None
+        by_code = _TYPE_BY_CODE
         entries = []
         for pid, code, distance in connections:
-            connection_type = CONNECTION_TYPE_BY_CODE.get(code)
+            connection_type = by_code.get(code)
             if connection_type is None:
                 return None
             entries.append(LinkEntry(pid, connection_type, distance))
-        return Envelope(
-            RecordKind.LINKS, public_key, counter, expiry, Links(tuple(entries)), payload, signature
-        )
+        body = Links(tuple(entries))
+        return Envelope(RecordKind.LINKS, public_key, counter, expiry, body, payload, signature)
     card = read_card(payload)
     if card is not None:
         public_key, counter, expiry, name, os_name, version = card
@@ -431,8 +446,8 @@ def _open_fast(payload: bytes, signature: bytes) -> Envelope | None:
             or len(name.encode("utf-8")) > MAX_DEVICE_NAME_BYTES
         ):
             return None
-        body = Card(name, sys.intern(os_name), sys.intern(version), EMPTY_METADATA)
-        return Envelope(RecordKind.CARD, public_key, counter, expiry, body, payload, signature)
+        card_body = Card(name, sys.intern(os_name), sys.intern(version), EMPTY_METADATA)
+        return Envelope(RecordKind.CARD, public_key, counter, expiry, card_body, payload, signature)
     return None
 
 
