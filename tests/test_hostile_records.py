@@ -38,7 +38,7 @@ def feed(records: list[bytes], send: object) -> None:
 
 
 def test_forged_records_from_fresh_keys_are_rejected_and_leave_no_state() -> None:
-    wire, a, b, link = established_pair()
+    wire, a, _, link = established_pair()
     held_before = a.engine.held_record_count()
     warmup, flood = forged_cards(1_000), forged_cards(20_000)
 
