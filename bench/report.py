@@ -512,7 +512,7 @@ def _fig2(fig: dict[str, Any]) -> list[str]:
         "(`open_record` + `verify_record`, the same libsodium call) takes "
         f"{num(fig['median_codec_us_per_record'], 1)} µs per record, so decoding and checking beyond the "
         f"signature costs about {num(decode, 1)} µs and the engine (frame and message decoding, the merge "
-        f"checks, its key cache, store and flood queueing) about {num(merge, 1)} µs.",
+        f"checks, store and flood queueing) about {num(merge, 1)} µs.",
         "",
     ]
     return out + _goal_lines(fig["goals"])
@@ -898,11 +898,10 @@ def _fig5(fig: dict[str, Any]) -> list[str]:
             "about 2 MB, the agent's own modules about 3 MB. Each held peer then costs the bytes in the "
             "table: tracemalloc on an engine fed the same records counts about 2.7 KB of Python objects "
             "per peer (the raw records; the parsed CBOR fields kept in them; per links record a claims dict "
-            "behind a `MappingProxyType` plus a separate `neighbour_ids` frozenset, together about "
-            "680 B; `LinkEntry` and `Record` objects; an empty metadata mapping per card; the engine's "
-            "dicts indexing them), and the engine's key cache keeps an OpenSSL public-key object (about "
-            "0.2-0.3 KB) for every peer ever verified, never evicted. The rest is SQLite's page cache "
-            "and allocator slack.",
+            "behind a `MappingProxyType` plus a separate `neighbour_ids` tuple, together about "
+            "680 B; `LinkEntry` and `Record` named tuples; an empty metadata mapping per card; the "
+            "engine's dicts indexing them; no key objects: signatures are verified on the raw key). "
+            "The rest is SQLite's page cache and allocator slack.",
             "",
         ]
     out += ["### Start-up to first beacon", ""]
