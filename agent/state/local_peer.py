@@ -2,6 +2,11 @@
 
 The one place that joins identity (key file), store (SQLite) and the pure
 engine; the runtime and the simulator's persistent peers both start here.
+
+Order matters: the identity is loaded first, and made only if the directory
+has no store (a store whose key is missing is refused before a key is written);
+the store is then opened for that identity, and refused if it belongs to
+another. Either refusal leaves the directory exactly as it was.
 """
 
 from __future__ import annotations
@@ -59,9 +64,13 @@ def open_local_peer(
     or else the host name is used. ``now`` is the engine's (monotonic) clock and
     ``wall`` maps it to Unix time (default: the same clock). Metadata, counter and held records come from
     the store, so a restart republishes the same card with a higher counter.
+
+    Raises :class:`~agent.state.identity.IdentityError` if the key file is unusable, or missing
+    beside an existing store, and :class:`~agent.state.store.StoreError` if the store is damaged
+    or belongs to another identity; each names the files and leaves them unchanged.
     """
-    identity = load_or_create_identity(state_dir)
-    store = StateStore.open(state_dir)
+    identity = load_or_create_identity(state_dir)  # refuses to make a key beside an existing store
+    store = StateStore.open(state_dir, identity.public_key)  # refuses another identity's store
     try:
         if device_name:
             store.save_device_name(device_name)
