@@ -51,9 +51,7 @@ def started(state_dir: Path) -> str:
 def files(state_dir: Path) -> dict[str, bytes]:
     """Every file in the directory and its bytes (SQLite's transient -wal/-shm aside)."""
     return {
-        p.name: p.read_bytes()
-        for p in sorted(state_dir.iterdir())
-        if not p.name.endswith(("-wal", "-shm"))
+        p.name: p.read_bytes() for p in sorted(state_dir.iterdir()) if not p.name.endswith(("-wal", "-shm"))
     }
 
 
@@ -117,6 +115,16 @@ def test_a_store_that_lost_its_counter_ceiling_is_refused_never_restarted(tmp_pa
     message = refused(tmp_path, StoreError)
     assert str(tmp_path / DB) in message
     assert "counter ceiling" in message
+
+
+def test_stored_metadata_this_agent_refuses_is_a_store_error_naming_the_file(tmp_path: Path) -> None:
+    started(tmp_path)
+    with sqlite3.connect(tmp_path / DB) as conn:
+        conn.execute("UPDATE settings SET value = '{\"role\": \"gate' WHERE name = 'metadata_json'")
+    conn.close()
+    message = refused(tmp_path, StoreError)
+    assert str(tmp_path / DB) in message
+    assert "metadata" in message
 
 
 # ---------------------------------------------------------------- bound to the identity

@@ -33,8 +33,8 @@ from agent.core.records import (
 from agent.state.identity import generate_identity
 from agent.state.store import (
     COUNTER_BLOCK,
-    STORE_FILE_NAME,
     SCHEMA_VERSION,
+    STORE_FILE_NAME,
     MemoryCounter,
     StateStore,
     StoreError,
@@ -432,3 +432,183 @@ def test_failed_reservation_rolls_back_and_store_stays_usable(tmp_path: Path) ->
             b.next_counter()
         b.save_metadata_json("{}")
         assert b.load_metadata_json() == "{}"
+
+
+# ---------------------------------------------------------------- what a store is
+
+
+def test_a_new_store_is_published_whole_with_its_ceiling_and_identity(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path, OWNER):
+        pass
+    # Built in a temporary file and linked into place: nothing else is left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STORE_FILE_NAME]
+    conn = sqlite3.connect(tmp_path / STORE_FILE_NAME)
+    try:
+        settings = dict(conn.execute("SELECT name, value FROM settings").fetchall())
+    finally:
+        conn.close()
+    assert settings == {"reserved_ceiling": 1, "identity_public_key": OWNER}
+
+
+def test_an_existing_empty_file_is_refused_not_initialised(tmp_path: Path) -> None:
+    (tmp_path / STORE_FILE_NAME).write_bytes(b"")
+    with pytest.raises(StoreError, match="empty") as info:
+        StateStore.open(tmp_path, OWNER)
+    assert str(tmp_path / STORE_FILE_NAME) in str(info.value)
+    assert (tmp_path / STORE_FILE_NAME).read_bytes() == b""
+
+
+def test_an_sqlite_file_without_a_schema_version_is_refused(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / STORE_FILE_NAME) as conn:
+        conn.execute("CREATE TABLE settings (name TEXT PRIMARY KEY NOT NULL, value NOT NULL) WITHOUT ROWID")
+    conn.close()
+    before = (tmp_path / STORE_FILE_NAME).read_bytes()
+    with pytest.raises(StoreError, match="schema version 0"):
+        StateStore.open(tmp_path, OWNER)
+    assert (tmp_path / STORE_FILE_NAME).read_bytes() == before
+
+
+def test_a_deleted_ceiling_is_refused_at_open_and_at_the_next_reservation(tmp_path: Path) -> None:
+    def delete_ceiling() -> None:
+        with sqlite3.connect(tmp_path / STORE_FILE_NAME) as conn:
+            conn.execute("DELETE FROM settings WHERE name = 'reserved_ceiling'")
+        conn.close()
+
+    with StateStore.open(tmp_path, OWNER) as store:
+        handed_out = [store.next_counter() for _ in range(COUNTER_BLOCK)]
+        delete_ceiling()  # while running: the next block must not start again at 1
+        with pytest.raises(StoreError, match="counter ceiling"):
+            store.next_counter()
+    with pytest.raises(StoreError, match="counter ceiling") as info:
+        StateStore.open(tmp_path, OWNER)
+    assert str(tmp_path / STORE_FILE_NAME) in str(info.value)
+    assert handed_out == list(range(1, COUNTER_BLOCK + 1))
+
+
+def test_a_damaged_ceiling_is_refused(tmp_path: Path) -> None:
+    StateStore.open(tmp_path, OWNER).close()
+    with sqlite3.connect(tmp_path / STORE_FILE_NAME) as conn:
+        conn.execute("UPDATE settings SET value = 'lots' WHERE name = 'reserved_ceiling'")
+    conn.close()
+    with pytest.raises(StoreError, match="damaged counter ceiling"):
+        StateStore.open(tmp_path, OWNER)
+
+
+def test_a_store_opened_for_another_identity_is_refused_naming_both_files(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path, OWNER) as store:
+        store.save_metadata_json('{"role":"gateway"}')
+    before = (tmp_path / STORE_FILE_NAME).read_bytes()
+    stranger = generate_identity()
+    with pytest.raises(StoreError) as info:
+        StateStore.open(tmp_path, stranger.public_key)
+    message = str(info.value)
+    assert str(tmp_path / STORE_FILE_NAME) in message and str(tmp_path / "identity.key") in message
+    assert stranger.peer_key_string in message
+    assert (tmp_path / STORE_FILE_NAME).read_bytes() == before
+    with StateStore.open(tmp_path, OWNER) as store:  # its own identity still opens it
+        assert store.load_metadata_json() == '{"role":"gateway"}'
+
+
+def test_a_store_that_lost_its_identity_row_is_refused(tmp_path: Path) -> None:
+    StateStore.open(tmp_path, OWNER).close()
+    with sqlite3.connect(tmp_path / STORE_FILE_NAME) as conn:
+        conn.execute("DELETE FROM settings WHERE name = 'identity_public_key'")
+    conn.close()
+    with pytest.raises(StoreError, match="lost the identity"):
+        StateStore.open(tmp_path, OWNER)
+
+
+def test_the_owner_must_be_a_public_key(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="32-byte"):
+        StateStore.open(tmp_path, b"short")
+    assert not (tmp_path / STORE_FILE_NAME).exists()
+
+
+def test_a_text_setting_that_is_not_utf8_is_a_store_error(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path, OWNER) as store:
+        store.save_metadata_json("{}")
+    with sqlite3.connect(tmp_path / STORE_FILE_NAME) as conn:
+        conn.execute("UPDATE settings SET value = CAST(X'7B22FF227D' AS TEXT) WHERE name = 'metadata_json'")
+    conn.close()
+    with StateStore.open(tmp_path, OWNER) as store, pytest.raises(StoreError) as info:
+        store.load_metadata_json()
+    assert str(tmp_path / STORE_FILE_NAME) in str(info.value)
+
+
+# ---------------------------------------------------------------- schema 1 (before the binding)
+
+
+def make_schema_1_store(state_dir: Path, *, ceiling: int | None, metadata: str | None) -> Path:
+    """A store as schema version 1 wrote it: the same tables, no identity row."""
+    state_dir.mkdir(mode=0o700, exist_ok=True)
+    path = state_dir / STORE_FILE_NAME
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS settings (
+        name  TEXT PRIMARY KEY NOT NULL,
+        value NOT NULL
+    ) WITHOUT ROWID"""
+        )
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS records (
+        public_key BLOB    NOT NULL,
+        kind       INTEGER NOT NULL,
+        counter    INTEGER NOT NULL,
+        raw        BLOB    NOT NULL,
+        PRIMARY KEY (public_key, kind)
+    ) WITHOUT ROWID"""
+        )
+        if ceiling is not None:
+            conn.execute("INSERT INTO settings VALUES ('reserved_ceiling', ?)", (ceiling,))
+        if metadata is not None:
+            conn.execute("INSERT INTO settings VALUES ('metadata_json', ?)", (metadata,))
+        conn.execute("PRAGMA user_version=1")
+        conn.commit()
+    finally:
+        conn.close()
+    return path
+
+
+def test_a_schema_1_store_is_upgraded_in_place_and_adopts_the_identity_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_schema_1_store(tmp_path, ceiling=1 + 3 * COUNTER_BLOCK, metadata='{"role":"gateway"}')
+    with (
+        caplog.at_level(logging.WARNING, logger="agent.state.store"),
+        StateStore.open(tmp_path, OWNER) as store,
+    ):
+        assert store.load_metadata_json() == '{"role":"gateway"}'
+        assert store.next_counter() == 1 + 3 * COUNTER_BLOCK  # the counter carries on
+    assert caplog.text.count("bound to identity") == 1
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    finally:
+        conn.close()
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="agent.state.store"):
+        StateStore.open(tmp_path, OWNER).close()  # adopted once: from now on it is bound
+        with pytest.raises(StoreError, match="belongs to peer"):
+            StateStore.open(tmp_path, generate_identity().public_key)
+    assert "bound to identity" not in caplog.text
+
+
+def test_a_schema_1_store_that_never_handed_out_a_counter_starts_at_the_first(tmp_path: Path) -> None:
+    make_schema_1_store(tmp_path, ceiling=None, metadata=None)
+    with StateStore.open(tmp_path, OWNER) as store:
+        assert store.next_counter() == 1
+
+
+def test_a_schema_1_store_holding_state_but_no_ceiling_is_refused_unchanged(tmp_path: Path) -> None:
+    path = make_schema_1_store(tmp_path, ceiling=None, metadata='{"role":"gateway"}')
+    with pytest.raises(StoreError, match="counter ceiling"):
+        StateStore.open(tmp_path, OWNER)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)  # the upgrade rolled back
+        assert conn.execute("SELECT name FROM settings").fetchall() == [("metadata_json",)]
+    finally:
+        conn.close()

@@ -20,9 +20,10 @@ from pathlib import Path
 
 from agent import __version__
 from agent.core.engine import Engine, EngineConfig, RecordCodec, same_clock
-from agent.core.records import make_card, parse_metadata_json
+from agent.core.errors import MetadataError
+from agent.core.records import Metadata, make_card, parse_metadata_json
 from agent.state.identity import Identity, load_or_create_identity
-from agent.state.store import StateStore
+from agent.state.store import StateStore, StoreError
 
 
 @dataclass(eq=False)
@@ -75,7 +76,7 @@ def open_local_peer(
         if device_name:
             store.save_device_name(device_name)
         name = device_name or store.load_device_name() or socket.gethostname()
-        metadata = parse_metadata_json(store.load_metadata_json() or "{}")
+        metadata = _stored_metadata(store)
         card = make_card(name, os_name or platform.system(), __version__, metadata)
         engine = Engine(
             private_key=identity.private_key,
@@ -93,6 +94,17 @@ def open_local_peer(
         store.close()
         raise
     return LocalPeer(identity, store, engine)
+
+
+def _stored_metadata(store: StateStore) -> Metadata:
+    """The metadata the store keeps; text this agent would refuse is a damaged store."""
+    try:
+        return parse_metadata_json(store.load_metadata_json() or "{}")
+    except MetadataError as exc:
+        raise StoreError(
+            f"state store {store.path} holds metadata this agent refuses ({exc}). It was not "
+            "modified; restore it from a backup, or move it aside to start with an empty store."
+        ) from None
 
 
 __all__ = ["LocalPeer", "open_local_peer"]
