@@ -264,3 +264,15 @@ def test_run_on_a_damaged_state_directory_exits_1_with_one_line_naming_the_file(
     assert lines[0].startswith("presence-agent: ")
     assert str(state_dir / DB) in lines[0]
     assert files(state_dir) == before
+
+
+def test_keys_show_beside_a_store_without_its_key_makes_no_key(tmp_path: Path) -> None:
+    started(tmp_path)
+    (tmp_path / KEY).unlink()
+    before = files(tmp_path)
+    argv = [sys.executable, "-m", "agent.cli", "keys", "show", "--state-dir", str(tmp_path)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO_ROOT, check=False)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert str(tmp_path / KEY) in line and str(tmp_path / DB) in line
+    assert files(tmp_path) == before
