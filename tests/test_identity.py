@@ -20,6 +20,7 @@ from agent.state.identity import (
     generate_identity,
     load_or_create_identity,
 )
+from agent.state.layout import STORE_FILE_NAME
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 
@@ -183,3 +184,16 @@ def test_publish_never_clobbers_an_existing_file(tmp_path: Path) -> None:
     assert _publish(target, b"ours") is False
     assert target.read_bytes() == b"theirs"
     assert sorted(p.name for p in tmp_path.iterdir()) == [IDENTITY_FILE_NAME]
+
+
+def test_a_missing_key_beside_an_existing_store_is_refused_and_no_key_is_made(tmp_path: Path) -> None:
+    # The store belongs to the lost key: a new key would silently take over its
+    # records, metadata and counter as a different peer.
+    store = tmp_path / STORE_FILE_NAME
+    store.write_bytes(b"a store")
+    with pytest.raises(IdentityError) as info:
+        load_or_create_identity(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / IDENTITY_FILE_NAME) in message and str(store) in message
+    assert "Restore" in message and "move" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STORE_FILE_NAME]

@@ -7,6 +7,11 @@ existing file -- unreadable, empty, truncated, not an Ed25519 key, or readable
 by group/other -- raises :class:`IdentityError` and leaves the file untouched:
 silently making a new key would silently make a new peer.
 
+A key is made only in a state directory without a store: if ``identity.key``
+is missing but ``state.sqlite3`` exists, the key that store belongs to was
+lost, and :class:`IdentityError` is raised before anything is written (a new
+key would silently inherit that store's records, metadata and counter).
+
 File format: the private key in PEM PKCS#8, unencrypted (the 32-byte Ed25519
 seed inside), mode 0600, in a state directory of mode 0700.
 """
@@ -27,16 +32,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.errors import PresenceError
 from agent.core.keys import peer_key_string
+from agent.state.layout import (
+    GROUP_OTHER_BITS,
+    IDENTITY_FILE_NAME,
+    STORE_FILE_NAME,
+    ensure_state_dir,
+    fsync_dir,
+)
 
-#: Name of the key file inside the state directory.
-IDENTITY_FILE_NAME: Final = "identity.key"
 #: An Ed25519 PKCS#8 PEM is ~120 bytes; anything much larger is not our key.
 _MAX_KEY_FILE_BYTES: Final = 16 * 1024
-_GROUP_OTHER_BITS: Final = stat.S_IRWXG | stat.S_IRWXO
 
 
 class IdentityError(PresenceError):
-    """The identity key file exists but cannot be used. It was not replaced."""
+    """The identity key file cannot be used, or is missing beside its store. Nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -65,20 +74,6 @@ def generate_identity() -> Identity:
     return Identity.from_private_key(Ed25519PrivateKey.generate())
 
 
-def ensure_state_dir(state_dir: Path) -> None:
-    """Create ``state_dir`` with mode 0700, or tighten it to 0700 if it exists and is ours.
-
-    The directory holds the private key and the store, so group/other get no
-    access. A directory owned by someone else is left alone (we could not chmod it).
-    """
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if os.name != "posix":
-        return
-    st = state_dir.stat()
-    if st.st_uid == os.getuid() and st.st_mode & _GROUP_OTHER_BITS:
-        os.chmod(state_dir, stat.S_IMODE(st.st_mode) & ~_GROUP_OTHER_BITS)
-
-
 def load_or_create_identity(state_dir: Path) -> Identity:
     """Load this peer's identity from ``state_dir``, creating it on first start.
 
@@ -86,11 +81,21 @@ def load_or_create_identity(state_dir: Path) -> Identity:
     unusable. Group/other permission bits on the key file are refused rather than
     warned about or fixed: the key may already have been read by someone else,
     and only the operator can judge that, so they must ``chmod 600`` it knowingly.
+    A missing key next to an existing store is refused too (nothing is written):
+    the store belongs to the lost key, not to a new one.
     """
     ensure_state_dir(state_dir)
     path = state_dir / IDENTITY_FILE_NAME
     if path.exists() or path.is_symlink():
         return _load(path)
+    store = state_dir / STORE_FILE_NAME
+    if store.exists() or store.is_symlink():
+        raise IdentityError(
+            f"identity key file {path} is missing, but the state store {store} it belongs to exists. "
+            "No new key was made: it would silently take over that store's records, metadata and "
+            f"counter as a different peer. Restore {path} from a backup, or move {store} away "
+            "to start fresh as a new peer."
+        )
     identity = generate_identity()
     if not _publish(path, _encode(identity.private_key)):
         # Another process created the key between our check and our write: use theirs.
@@ -123,7 +128,7 @@ def _load(path: Path) -> Identity:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
             raise _refuse(path, "is not a regular file", _RESTORE_ADVICE)
-        if os.name == "posix" and st.st_mode & _GROUP_OTHER_BITS:
+        if os.name == "posix" and st.st_mode & GROUP_OTHER_BITS:
             raise _refuse(
                 path,
                 f"has permissions {stat.S_IMODE(st.st_mode):04o}; group/other may not access it",
@@ -172,19 +177,8 @@ def _publish(path: Path, data: bytes) -> bool:
             # Filesystems without hard links (e.g. FAT): atomic, but may clobber a
             # key created in the same instant by a second agent on this directory.
             os.replace(tmp, path)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return True
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename/link in ``directory`` durable (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

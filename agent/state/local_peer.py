@@ -2,6 +2,11 @@
 
 The one place that joins identity (key file), store (SQLite) and the pure
 engine; the runtime and the simulator's persistent peers both start here.
+
+Order matters: the identity is loaded first, and made only if the directory
+has no store (a store whose key is missing is refused before a key is written);
+the store is then opened for that identity, and refused if it belongs to
+another. Either refusal leaves the directory exactly as it was.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from pathlib import Path
 
 from agent import __version__
 from agent.core.engine import Engine, EngineConfig, RecordCodec, same_clock
-from agent.core.records import make_card, parse_metadata_json
+from agent.core.errors import MetadataError
+from agent.core.records import Metadata, make_card, parse_metadata_json
 from agent.state.identity import Identity, load_or_create_identity
-from agent.state.store import StateStore
+from agent.state.store import StateStore, StoreError
 
 
 @dataclass(eq=False)
@@ -59,14 +65,18 @@ def open_local_peer(
     or else the host name is used. ``now`` is the engine's (monotonic) clock and
     ``wall`` maps it to Unix time (default: the same clock). Metadata, counter and held records come from
     the store, so a restart republishes the same card with a higher counter.
+
+    Raises :class:`~agent.state.identity.IdentityError` if the key file is unusable, or missing
+    beside an existing store, and :class:`~agent.state.store.StoreError` if the store is damaged
+    or belongs to another identity; each names the files and leaves them unchanged.
     """
-    identity = load_or_create_identity(state_dir)
-    store = StateStore.open(state_dir)
+    identity = load_or_create_identity(state_dir)  # refuses to make a key beside an existing store
+    store = StateStore.open(state_dir, identity.public_key)  # refuses another identity's store
     try:
         if device_name:
             store.save_device_name(device_name)
         name = device_name or store.load_device_name() or socket.gethostname()
-        metadata = parse_metadata_json(store.load_metadata_json() or "{}")
+        metadata = _stored_metadata(store)
         card = make_card(name, os_name or platform.system(), __version__, metadata)
         engine = Engine(
             private_key=identity.private_key,
@@ -84,6 +94,17 @@ def open_local_peer(
         store.close()
         raise
     return LocalPeer(identity, store, engine)
+
+
+def _stored_metadata(store: StateStore) -> Metadata:
+    """The metadata the store keeps; text this agent would refuse is a damaged store."""
+    try:
+        return parse_metadata_json(store.load_metadata_json() or "{}")
+    except MetadataError as exc:
+        raise StoreError(
+            f"state store {store.path} holds metadata this agent refuses ({exc}). It was not "
+            "modified; restore it from a backup, or move it aside to start with an empty store."
+        ) from None
 
 
 __all__ = ["LocalPeer", "open_local_peer"]

@@ -4,7 +4,21 @@ It keeps what must survive a restart:
 
 * the record counter's reserved ceiling (see :meth:`StateStore.next_counter`);
 * the metadata JSON (and device name) this peer publishes;
-* the signed records this peer holds, newest per ``(public_key, kind)``.
+* the signed records this peer holds, newest per ``(public_key, kind)``;
+* the public key of the identity it belongs to.
+
+What is refused (a :class:`StoreError` naming the file; nothing is written):
+
+* a file that is not this agent's store: empty, not SQLite, damaged, or
+  SQLite with other tables or a schema version this code does not know;
+* a store without its counter ceiling: counters could repeat;
+* a store bound to another identity (copied, or its key replaced): it holds
+  another peer's metadata, records and counter.
+
+Only a state directory without a database file gets a new store. It is built
+complete (schema, counter ceiling, identity) in a temporary file and then
+linked into place, so ``state.sqlite3`` either does not exist or is whole: an
+existing file lacking any of it is damaged, never "new".
 
 Durability: the database runs in WAL mode. Counter and metadata writes commit
 with ``synchronous=FULL`` (the WAL is fsynced before the call returns), so they
@@ -17,8 +31,11 @@ One connection serves all threads, serialised by a lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,16 +46,28 @@ from agent.core.errors import CounterExhaustedError, PresenceError, RecordError
 from agent.core.keys import peer_key_string
 from agent.core.limits import MAX_COUNTER, MAX_RECORD_BYTES
 from agent.core.records import open_record
-from agent.state.identity import ensure_state_dir
+from agent.state.layout import IDENTITY_FILE_NAME, STORE_FILE_NAME, ensure_state_dir, fsync_dir
 
 log = logging.getLogger(__name__)
 
-#: Name of the database file inside the state directory.
-STORE_FILE_NAME: Final = "state.sqlite3"
+__all__ = [
+    "COUNTER_BLOCK",
+    "FIRST_COUNTER",
+    "SCHEMA_VERSION",
+    "STORE_FILE_NAME",
+    "MemoryCounter",
+    "StateStore",
+    "StoreError",
+]
+
 #: SQLite page cache per connection, KiB (``PRAGMA cache_size`` takes it negated).
 PAGE_CACHE_KIB: Final = 256
-#: ``PRAGMA user_version`` of the schema this code writes.
-SCHEMA_VERSION: Final = 1
+#: ``PRAGMA user_version`` of the schema this code writes. 2: the store records
+#: the identity it belongs to, and always holds its counter ceiling. Version 1
+#: (same tables, neither guarantee) is upgraded in place on open.
+SCHEMA_VERSION: Final = 2
+#: The oldest schema version this code upgrades in place.
+OLDEST_SCHEMA_VERSION: Final = 1
 #: The first counter a new identity hands out.
 FIRST_COUNTER: Final = 1
 #: Counters reserved per durable write. Each reservation costs an fsync (slow on
@@ -51,6 +80,8 @@ COUNTER_BLOCK: Final = 64
 _CEILING_KEY: Final = "reserved_ceiling"
 _METADATA_KEY: Final = "metadata_json"
 _DEVICE_NAME_KEY: Final = "device_name"
+_OWNER_KEY: Final = "identity_public_key"
+_PUBLIC_KEY_BYTES: Final = 32
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS settings (
@@ -79,7 +110,16 @@ _UPSERT_RECORD: Final = (
 
 
 class StoreError(PresenceError):
-    """The state store file cannot be opened, read or written."""
+    """The state store file cannot be opened, read or written, or is not this identity's."""
+
+
+class _Damaged(sqlite3.DatabaseError):
+    """One of our own checks failed: the file is SQLite, but not a sound state store."""
+
+
+#: What reading a damaged file can raise: SQLite's errors, and a UnicodeDecodeError
+#: when the sqlite3 module decodes text (even an error message) that is not UTF-8.
+_DB_FAILURES: Final = (sqlite3.Error, UnicodeError)
 
 
 class MemoryCounter:
@@ -121,34 +161,43 @@ class StateStore:
     # ------------------------------------------------------------ lifecycle
 
     @classmethod
-    def open(cls, state_dir: Path) -> StateStore:
-        """Open (creating if needed) the store in ``state_dir``.
+    def open(cls, state_dir: Path, owner: bytes) -> StateStore:
+        """Open the store in ``state_dir`` that belongs to ``owner``, creating it if there is none.
 
-        Raises :class:`StoreError` naming the file if it is not a usable SQLite
-        database of a schema version this code understands. The file is never
-        replaced or repaired automatically.
+        ``owner`` is the raw public key of this peer's identity. A new store
+        records it; an existing one must have recorded the same key (a store
+        of schema version 1, which predates this, adopts it once, logged).
+
+        Raises :class:`StoreError` naming the file if it is not a sound store
+        of a schema version this code understands, has lost its counter
+        ceiling, or belongs to another identity. The file is never replaced
+        or repaired automatically.
         """
+        owner = bytes(owner)
+        if len(owner) != _PUBLIC_KEY_BYTES:
+            raise ValueError(f"owner must be a {_PUBLIC_KEY_BYTES}-byte public key, got {len(owner)} bytes")
         state_dir = Path(state_dir)
         ensure_state_dir(state_dir)
         path = state_dir / STORE_FILE_NAME
+        if not (path.exists() or path.is_symlink()):
+            _create(path, owner)
+        _check_not_empty(path)
         try:
-            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
+            # mode=rw: never let SQLite create an empty file in place of a missing one.
+            conn = sqlite3.connect(
+                f"{path.absolute().as_uri()}?mode=rw",
+                uri=True,
+                timeout=10.0,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except _DB_FAILURES as exc:
             raise _store_error(path, "cannot be opened", exc) from None
         try:
-            # A non-SQLite file is only detected at the first statement.
-            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-            if str(mode).lower() != "wal":
-                log.warning("%s: WAL unavailable, using journal_mode=%s", path, mode)
-            conn.execute("PRAGMA synchronous=FULL")
-            # The engine holds every record in memory and the store is read only at start:
-            # SQLite's default 2 MiB page cache would only duplicate it.
-            conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
-            _migrate(conn, path)
-            ceiling = _read_ceiling(conn)
-        except sqlite3.Error as exc:
+            ceiling = _prepare(conn, path, owner)
+        except _DB_FAILURES as exc:
             conn.close()
-            raise _store_error(path, "is not a usable SQLite database", exc) from None
+            raise _store_error(path, "is damaged or not a state store", exc) from None
         except BaseException:
             conn.close()
             raise
@@ -330,10 +379,10 @@ class StateStore:
 
     @contextlib.contextmanager
     def _guard(self, action: str) -> Iterator[None]:
-        """Turn sqlite3 errors (disk full, corruption, locked) into StoreError."""
+        """Turn database failures (disk full, corruption, locked, bad text) into StoreError."""
         try:
             yield
-        except sqlite3.Error as exc:
+        except _DB_FAILURES as exc:
             raise _store_error(self._path, f"failed to {action}", exc) from None
 
     @contextlib.contextmanager
@@ -360,45 +409,182 @@ class StateStore:
                 raise
 
 
-def _store_error(path: Path, problem: str, exc: sqlite3.Error) -> StoreError:
-    return StoreError(
-        f"state store {path} {problem} ({exc}). It was not modified; move it aside to "
-        "start with an empty store (this peer keeps its identity, but its records may be "
-        "ignored by peers until its counter passes the old one)."
-    )
+_MOVE_ASIDE: Final = (
+    "It was not modified; restore it from a backup, or move it aside to start with an empty store "
+    "(this peer keeps its identity, but its records may be ignored by peers until its counter "
+    "passes the old one)."
+)
 
 
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version == SCHEMA_VERSION:
-        return
-    conn.execute("BEGIN IMMEDIATE")
+def _store_error(path: Path, problem: str, exc: BaseException) -> StoreError:
+    if isinstance(exc, _Damaged):
+        return StoreError(f"state store {path} {exc}. {_MOVE_ASIDE}")
+    return StoreError(f"state store {path} {problem} ({exc}). {_MOVE_ASIDE}")
+
+
+def _check_not_empty(path: Path) -> None:
+    # SQLite would take a 0-byte file for a new database; ours are never empty.
     try:
-        # Re-read under the write lock: another process may have just migrated.
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"state store {path} has schema version {version}, newer than this "
-                f"agent's {SCHEMA_VERSION}; upgrade the agent. The file was not modified."
-            )
-        if version < SCHEMA_VERSION:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise StoreError(f"state store {path} cannot be opened ({exc.strerror or exc})") from None
+    if size == 0:
+        raise StoreError(f"state store {path} is empty (0 bytes), so it is not a state store. {_MOVE_ASIDE}")
+
+
+def _create(path: Path, owner: bytes) -> None:
+    """Build a complete new store in a temporary file, then link it into place.
+
+    So ``path`` never exists half-made: not after ``kill -9``, not to a second
+    process racing this one (whose store, if it linked first, is kept).
+    """
+    directory = path.parent
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=directory)
+    except OSError as exc:
+        raise StoreError(f"state store {path} cannot be created ({exc.strerror or exc})") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            conn.execute(_PUT_SETTING, (_CEILING_KEY, FIRST_COUNTER))
+            conn.execute(_PUT_SETTING, (_OWNER_KEY, owner))
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return  # another process created it meanwhile: open theirs
+        except OSError:
+            # Filesystems without hard links (e.g. FAT): atomic, but may clobber a
+            # store created in the same instant by a second agent on this directory.
+            os.replace(tmp, path)
+        fsync_dir(directory)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"state store {path} cannot be created ({exc})") from None
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, owner: bytes) -> int:
+    """Check the open file is ``owner``'s sound store, upgrade it, and return its counter ceiling."""
+    # Read-only checks first: nothing is written to a file that is not ours.
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"state store {path} has schema version {version}, newer than this "
+            f"agent's {SCHEMA_VERSION}; upgrade the agent. The file was not modified."
+        )
+    if version < OLDEST_SCHEMA_VERSION:
+        raise _Damaged(f"is an SQLite database of schema version {version}, not a state store")
+    if conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall() != (
+        _expected_master()
+    ):
+        raise _Damaged("does not hold exactly the state store's tables (damaged, or another database)")
+    (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    if str(mode).lower() != "wal":
+        log.warning("%s: WAL unavailable, using journal_mode=%s", path, mode)
+    conn.execute("PRAGMA synchronous=FULL")
+    # The engine holds every record in memory and the store is read only at start:
+    # SQLite's default 2 MiB page cache would only duplicate it.
+    conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
+    if version < SCHEMA_VERSION:
+        _upgrade(conn, path, owner)
+    _check_owner(conn, path, owner)
+    return _read_ceiling(conn)
+
+
+@functools.cache
+def _expected_master() -> list[tuple[object, ...]]:
+    """``sqlite_master`` as ``_SCHEMA`` makes it (the tables are the same in versions 1 and 2)."""
+    memory = sqlite3.connect(":memory:")
+    try:
+        for statement in _SCHEMA:
+            memory.execute(statement)
+        rows: list[tuple[object, ...]] = memory.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name"
+        ).fetchall()
+    finally:
+        memory.close()
+    return rows
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path, owner: bytes) -> None:
+    """Upgrade schema 1 to 2 in one transaction: bind to ``owner``, make sure of the ceiling."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-read under the write lock: another process may have just upgraded.
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 1:
+            if conn.execute("SELECT 1 FROM settings WHERE name = ?", (_CEILING_KEY,)).fetchone() is None:
+                # Version 1 wrote the ceiling at the first counter, before anything
+                # else was kept: only a store that never handed one out may lack it.
+                if conn.execute(
+                    "SELECT EXISTS(SELECT 1 FROM settings) OR EXISTS(SELECT 1 FROM records)"
+                ).fetchone() != (0,):
+                    raise _Damaged(_LOST_CEILING)
+                conn.execute(_PUT_SETTING, (_CEILING_KEY, FIRST_COUNTER))
+            conn.execute("INSERT OR IGNORE INTO settings(name, value) VALUES (?, ?)", (_OWNER_KEY, owner))
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            log.warning(
+                "%s: upgraded from schema version 1 to %d and bound to identity %s (%s), "
+                "which older versions did not record",
+                path,
+                SCHEMA_VERSION,
+                _describe_key(owner),
+                path.parent / IDENTITY_FILE_NAME,
+            )
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
 
 
+def _check_owner(conn: sqlite3.Connection, path: Path, owner: bytes) -> None:
+    row = conn.execute("SELECT value FROM settings WHERE name = ?", (_OWNER_KEY,)).fetchone()
+    if row is None:
+        raise _Damaged(f"has lost the identity it belongs to (setting {_OWNER_KEY!r} is missing)")
+    stored = row[0]
+    if not isinstance(stored, bytes) or len(stored) != _PUBLIC_KEY_BYTES:
+        raise _Damaged(f"holds a damaged identity (setting {_OWNER_KEY!r} is {stored!r})")
+    if stored != owner:
+        key_file = path.parent / IDENTITY_FILE_NAME
+        raise StoreError(
+            f"state store {path} belongs to peer {_describe_key(stored)}, but the identity key file "
+            f"{key_file} is peer {_describe_key(owner)}. Nothing was changed: a peer never takes over "
+            "another key's records, metadata and counter. Restore the identity key this store "
+            f"belongs to, or move {path} away to start fresh as {_describe_key(owner)}."
+        )
+
+
+_LOST_CEILING: Final = (
+    f"has lost its counter ceiling (setting {_CEILING_KEY!r} is missing), "
+    "so counters it already handed out could be handed out again"
+)
+
+
 def _read_ceiling(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT value FROM settings WHERE name = ?", (_CEILING_KEY,)).fetchone()
     if row is None:
-        return FIRST_COUNTER
+        raise _Damaged(_LOST_CEILING)
     value = row[0]
     if type(value) is not int or value < FIRST_COUNTER:
         # Guessing a value here could reuse counters; refuse instead.
-        raise sqlite3.DatabaseError(f"counter ceiling {value!r} is damaged")
+        raise _Damaged(f"holds a damaged counter ceiling {value!r}")
     return value
 
 
