@@ -373,7 +373,8 @@ def stream(
         try:
             sock.sendall(data)
         except TimeoutError:
-            raise ControlError(f"the agent on {state_dir} took no request in {timeout:g} s") from None
+            stuck = f"the agent on {state_dir} did not read the request in {timeout:g} s"
+            raise ControlError(stuck) from None
         except OSError:
             pass  # closed early (busy, say): its answer, if any, is waiting to be read
         while True:
