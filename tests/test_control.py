@@ -87,7 +87,10 @@ def read_line(sock: socket.socket) -> bytes:
     """Everything up to the first newline (or the end of the stream)."""
     data = b""
     while not data.endswith(b"\n"):
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:  # closed with our request unread: what came before stands
+            break
         if not chunk:
             break
         data += chunk
@@ -95,9 +98,11 @@ def read_line(sock: socket.socket) -> bytes:
 
 
 def exchange(proc: Proc, line: bytes, timeout: float = 10.0) -> dict[str, Any]:
-    """Send one raw request line, return the parsed reply (which must come)."""
+    """Send one raw request line, return the parsed reply (which must come, even when the agent
+    refuses before reading it all: a busy agent closes at once)."""
     with connect(proc, timeout) as sock:
-        sock.sendall(line)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(line)
         reply = read_line(sock)
     assert reply.endswith(b"\n"), f"no reply line to {line[:80]!r}: {reply[:200]!r}"
     answer: dict[str, Any] = json.loads(reply)
