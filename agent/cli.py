@@ -10,8 +10,10 @@
     presence-agent sim ...            (python -m agent.sim)
 
 Exit codes: 0 success (and a clean stop of ``run`` on SIGTERM/SIGINT), 1 a
-runtime error, 2 bad usage or an invalid configuration. Errors are one line on
-stderr, never a traceback.
+runtime error (the agent is not running, did not answer, closed the connection
+without answering, or is busy), 2 bad usage, an invalid configuration or input
+the agent would refuse (metadata over its limit, a file that is not UTF-8): then
+nothing was changed. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -50,9 +52,9 @@ def _run(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _graph(args: argparse.Namespace, rest: list[str]) -> int:
-    from agent.runtime.control import request
+    from agent.runtime.control import checked, request
 
-    answer = _checked(request(_state_dir(args), {"op": "graph"}))
+    answer = checked(request(_state_dir(args), {"op": "graph"}))
     document = answer["graph"]
     if args.json:
         print(json.dumps(document, indent=2, ensure_ascii=False))
@@ -68,32 +70,36 @@ def _graph(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _watch(args: argparse.Namespace, rest: list[str]) -> int:
-    from agent.runtime.control import stream
+    from agent.runtime.control import ControlError, checked, stream
     from agent.runtime.render import change_lines
 
+    state_dir = _state_dir(args)
     previous: dict[str, Any] | None = None
     try:
-        for answer in stream(_state_dir(args), {"op": "watch"}, timeout=None):
-            document = _checked(answer)["graph"]
+        for answer in stream(state_dir, {"op": "watch"}, timeout=None):
+            document = checked(answer)["graph"]
             for line in change_lines(previous, document, as_json=args.json):
                 print(line, flush=True)
             previous = document
     except KeyboardInterrupt:
         return 0
-    return 0
+    # Only Ctrl-C ends a watch cleanly; the agent going away is worth saying.
+    raise ControlError(f"the agent on {state_dir} closed the watch (did it stop?)")
 
 
 def _metadata(args: argparse.Namespace, rest: list[str]) -> int:
-    from agent.runtime.control import request
+    from agent.core.records import parse_metadata_json
+    from agent.runtime.control import checked, request
 
     if args.metadata_command == "get":
-        answer = _checked(request(_state_dir(args), {"op": "metadata_get"}))
+        answer = checked(request(_state_dir(args), {"op": "metadata_get"}))
         print(json.dumps(answer["metadata"], indent=2, ensure_ascii=False))
         return 0
     if (args.json_text is None) == (args.file is None):
         raise _UsageError("metadata set takes either JSON text or --file FILE")
     text = args.json_text if args.json_text is not None else _read_file(args.file)
-    _checked(request(_state_dir(args), {"op": "metadata_set", "json": text}))
+    parse_metadata_json(text)  # the agent's own rules, checked before anything is sent
+    checked(request(_state_dir(args), {"op": "metadata_set", "json": text}))
     return 0
 
 
@@ -207,21 +213,33 @@ class _UsageError(Exception):
     pass
 
 
+class InputFileError(PresenceError):
+    """A file named on the command line cannot be used as input; nothing was changed (exit 2)."""
+
+
 def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir) if args.state_dir else default_state_dir()
 
 
 def _read_file(path: Path) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise PresenceError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = f"byte 0x{data[exc.start]:02x} at offset {exc.start}"
+        raise InputFileError(f"{path} is not UTF-8 text ({bad}); nothing was changed") from None
 
 
-def _checked(answer: dict[str, Any]) -> dict[str, Any]:
-    if not answer.get("ok"):
-        raise PresenceError(str(answer.get("error", "the agent refused the request")))
-    return answer
+def _is_bad_input(exc: PresenceError) -> bool:
+    """Errors that mean "fix the command or its input" (exit 2) rather than "the system failed" (1)."""
+    from agent.config import ConfigError
+    from agent.core.errors import MetadataError
+    from agent.runtime.control import InvalidRequestError
+
+    return isinstance(exc, ConfigError | MetadataError | InvalidRequestError | InputFileError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,13 +322,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"presence-agent: {exc}", file=sys.stderr)
         return 2
     except PresenceError as exc:
-        from agent.config import ConfigError
-
         print(f"presence-agent: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+        return 2 if _is_bad_input(exc) else 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # the reader went away (`| head`): not an error of ours
+    except BrokenPipeError:  # stdout's reader went away (`| head`): not an error of ours
+        # (control-socket failures never get here: agent.runtime.control raises ControlError.)
         sys.stderr.close()
         return 0
     return code
