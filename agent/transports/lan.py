@@ -51,6 +51,7 @@ from agent.core.engine import LinkSpec
 from agent.core.pacing import TokenBucket
 from agent.core.records import ConnectionType
 from agent.transports.base import LinkHost
+from agent.transports.lan_budget import lan_send_budget
 from agent.transports.lan_settings import LanSettings
 
 log = logging.getLogger("agent.transports.lan")
@@ -356,6 +357,7 @@ class LanTransport:
                 expected_peer=expected_peer,
                 keepalive_interval=self.config.keepalive_interval,
                 dead_interval=self.config.dead_interval,
+                **lan_send_budget(self.config.max_receive_bytes_per_second, RECEIVE_BURST_SECONDS),
             ),
         )
         conn.task = asyncio.ensure_future(self._read(conn))
