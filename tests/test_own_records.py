@@ -1,8 +1,9 @@
 """Specification of this peer's own records (agent.core.own_records), alone.
 
 Rules covered: expiry is the wall clock plus the TTL and every signature takes
-a new counter; the links body is one entry per (peer id, type), sorted, capped
-at 64 with the rest counted as unlisted; an unchanged, fresh links record is
+a new counter; the links body is one entry per (peer id, type), capped at 64
+(the links given first, oldest established first, are kept) and sorted, the
+rest counted as unlisted; an unchanged, fresh links record is
 not re-signed, a stale or forced one is; the links re-sign is throttled on the
 leading edge; refresh is due within ``refresh_before`` of expiry and its timer
 converts wall expiry with the given offset; only a higher counter of our own
@@ -64,7 +65,14 @@ def test_the_links_body_is_one_entry_per_peer_and_type_sorted_by_id_then_type_na
 def test_the_links_body_lists_at_most_64_and_counts_the_rest() -> None:
     links, unlisted = links_record([entry(n) for n in range(MAX_CONNECTIONS_PER_RECORD + 6)])
     assert len(links.entries) == MAX_CONNECTIONS_PER_RECORD and unlisted == 6
-    assert links.entries[0].peer_id == bytes(8)  # the lowest ids are kept
+
+
+def test_the_links_body_keeps_the_links_given_first_so_a_newcomer_never_displaces_one() -> None:
+    oldest_first = [entry(200), entry(201), *(entry(n) for n in range(MAX_CONNECTIONS_PER_RECORD + 6))]
+    links, unlisted = links_record(oldest_first)
+    ids = [e.peer_id[0] for e in links.entries]
+    assert 200 in ids and 201 in ids and unlisted == 8
+    assert ids == sorted(ids)  # the kept ones, sorted inside the record
 
 
 def test_an_unchanged_fresh_links_record_is_not_resigned_a_stale_or_forced_one_is() -> None:

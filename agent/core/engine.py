@@ -172,6 +172,7 @@ class Engine:
         self.stats: collections.Counter[str] = collections.Counter()
 
         self._links: dict[LinkId, Link] = {}
+        self._establishments = 0  # links established so far: each one's rank in the links record
         self._neighbours: list[Neighbour[Link]] = []
         self._events: deque[Event] = deque()
         self._held = Holdings(public_key, self.config.max_peers)
@@ -586,6 +587,8 @@ class Engine:
         hs = state.handshake
         assert hs.remote_key is not None and hs.remote_card is not None
         hs.move(Phase.ESTABLISHED)
+        self._establishments += 1
+        state.established_order = self._establishments
         self._refresh_neighbours()
         self._deny_backoff.succeeded(hs.remote_key)
         self.stats["links.established"] += 1
@@ -628,9 +631,10 @@ class Engine:
         self._flood(record, None, now)
 
     def _publish_links(self, now: float, force: bool = False) -> None:
+        # Oldest link first: a newcomer never displaces a link listed before it (own_records).
         links, unlisted = links_record(
             LinkEntry(n.peer_id, n.link.spec.connection_type, n.link.spec.distance_dm)
-            for n in self._neighbours
+            for n in sorted(self._neighbours, key=lambda n: n.link.established_order)
         )
         if unlisted:
             self.stats["links.unlisted"] = unlisted

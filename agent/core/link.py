@@ -26,6 +26,9 @@ class Link:
     reassembler: Reassembler
     sync: SyncState
     last_rx: float
+    #: Rank among this engine's links by when each was established (0 until then): the
+    #: links record lists the lowest first.
+    established_order: int = 0
     close_reason: CloseReason | None = None
     close_detail: str = ""
     close_retry_at: float | None = None

@@ -4,8 +4,13 @@
   signature takes a fresh counter from the :class:`CounterSource`, which makes
   it durable first, so no counter is ever signed twice.
 * **The links record** lists the established links, one per (peer id, type),
-  sorted, at most :data:`~agent.core.limits.MAX_CONNECTIONS_PER_RECORD`; the
-  rest still carry traffic, unlisted. It is re-signed only if its entries
+  at most :data:`~agent.core.limits.MAX_CONNECTIONS_PER_RECORD`; the rest
+  still carry traffic, unlisted. Which are listed: the links established
+  first, so a newcomer never displaces a link listed before it (70 hostile
+  links with ground low peer ids cannot push an honest, older link out of the
+  record and its peers out of the mesh's graphs); a listed link leaves only by
+  going down. Inside the record the kept entries are sorted by (peer id, type
+  name), so the same links make the same record. It is re-signed only if its entries
   changed or it needs refreshing, throttled on the leading edge: a change
   after a quiet spell is signed at once, a burst yields at most one record per
   ``links_debounce`` (monotonic seconds).
@@ -27,7 +32,16 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.limits import MAX_CONNECTIONS_PER_RECORD
-from agent.core.records import Card, Envelope, LinkEntry, Links, Record, RecordKind, sign_record
+from agent.core.records import (
+    Card,
+    ConnectionType,
+    Envelope,
+    LinkEntry,
+    Links,
+    Record,
+    RecordKind,
+    sign_record,
+)
 
 
 class CounterSource(Protocol):
@@ -41,13 +55,17 @@ class CounterSource(Protocol):
 
 
 def links_record(entries: Iterable[LinkEntry]) -> tuple[Links, int]:
-    """The links body for these entries (one per peer id and type, sorted, capped) and how many
-    were left unlisted."""
-    unique = {(e.peer_id, e.connection_type): e for e in entries}
-    ordered = [unique[k] for k in sorted(unique, key=lambda k: (k[0], k[1].value))]
-    return Links(tuple(ordered[:MAX_CONNECTIONS_PER_RECORD])), max(
-        0, len(ordered) - MAX_CONNECTIONS_PER_RECORD
-    )
+    """The links body for ``entries``, given oldest link first, and how many were left unlisted.
+
+    One entry per (peer id, type), ranked by its first appearance (a later one
+    only updates the distance); the first :data:`MAX_CONNECTIONS_PER_RECORD`
+    are kept and sorted by (peer id, type name).
+    """
+    unique: dict[tuple[bytes, ConnectionType], LinkEntry] = {}
+    for e in entries:
+        unique[(e.peer_id, e.connection_type)] = e  # a dict keeps the first appearance's rank
+    kept = sorted(list(unique)[:MAX_CONNECTIONS_PER_RECORD], key=lambda k: (k[0], k[1].value))
+    return Links(tuple(unique[k] for k in kept)), max(0, len(unique) - MAX_CONNECTIONS_PER_RECORD)
 
 
 class OwnRecords:
