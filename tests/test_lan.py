@@ -581,11 +581,12 @@ def test_the_transport_runs_on_the_engines_monotonic_clock() -> None:
     clock = [1000.0]
     lan = LanTransport(LanSettings(), bytes(32), rng=random.Random(1), clock=lambda: clock[0])
     peer = b"\x01" * 32
-    lan._dial_failed(peer, "test")  # 0.5 s doubling, up to 50 % longer, from the transport's clock
-    held = lan._dial_backoff.retry_at(peer)
+    endpoint = (peer, "127.0.0.1", 4000)
+    lan._dial_failed(endpoint, "test")  # 0.5 s doubling, up to 50 % longer, from the transport's clock
+    held = lan._dial_backoff.retry_at(endpoint)
     assert held is not None and 1000.5 <= held <= 1000.75
     lan.back_off(peer, 1030.0)  # a CloseLink.retry_at 30 s ahead, in the same clock
-    held = lan._dial_backoff.retry_at(peer)
+    held = lan._holds.retry_at(peer)
     assert held is not None and abs(held - 1030.0) < 1.0
 
 
@@ -595,6 +596,6 @@ def test_beacons_from_ever_new_keys_never_grow_the_dial_back_off_past_its_bound(
 
     lan = LanTransport(LanSettings(), bytes(32), rng=random.Random(1), clock=lambda: 5.0)
     for i in range(MAX_TRACKED_PEERS + 50):
-        lan._dial_failed(i.to_bytes(32, "big"), "no such peer")
+        lan._dial_failed((i.to_bytes(32, "big"), "127.0.0.1", 4000), "no such peer")
     assert len(lan._dial_backoff) == MAX_TRACKED_PEERS
-    assert (0).to_bytes(32, "big") not in lan._dial_backoff  # the oldest went first
+    assert ((0).to_bytes(32, "big"), "127.0.0.1", 4000) not in lan._dial_backoff  # the oldest went first

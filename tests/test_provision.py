@@ -77,6 +77,21 @@ def test_the_unit_runs_the_venv_agent_under_systemd_supervision(provisioned: Pro
     assert "StateDirectoryMode=0700" in unit.splitlines()
 
 
+def test_the_unit_sets_a_file_limit_and_the_hardening_the_agent_allows(provisioned: Provisioned) -> None:
+    lines = (provisioned.root / UNIT).read_text().splitlines()
+    for setting in (
+        "LimitNOFILE=4096",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectHome=yes",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/presence-agent",
+    ):
+        assert setting in lines, setting
+    (families,) = [line for line in lines if line.startswith("RestrictAddressFamilies=")]
+    assert {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"} <= set(families.split("=", 1)[1].split())
+
+
 def test_the_unit_passes_systemd_analyze_verify(provisioned: Provisioned, tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed here, so the unit cannot be verified")

@@ -18,7 +18,32 @@ exponentially with jitter: the n-th consecutive failure waits
 ``min(dial_backoff_max, dial_backoff_initial * 2^(n-1)) * (1 + U[0, 0.5])``
 (:class:`agent.core.backoff.Backoff`); a peer that denied us is not redialled
 before the engine's ``retry_at``. Back-off state is kept for at most
-:data:`MAX_TRACKED_PEERS` peers, the oldest forgotten first.
+:data:`MAX_TRACKED_PEERS` entries, the oldest forgotten first.
+
+A beacon is a hint, never a reason to penalise the key it names: a failed dial
+backs off that *endpoint* (key, address, port), never the key, so a forged
+beacon naming a peer's key with a wrong port cannot keep that peer from being
+dialled where it really listens. Only the engine, after the peer proved its key,
+holds a key back (``back_off``).
+
+Bounded resources, each with its policy (a limit reached is counted as
+``transport.lan.<kind>`` and logged at most once per :data:`LOG_INTERVAL`):
+
+- *pending inbound*: at most ``max_pending_connections`` connections not yet
+  admitted; a newcomer is never refused for them: it closes the oldest one
+  (``pending_evicted``). Every connection, either way, that the engine has not
+  admitted within ``admission_timeout`` of opening is closed
+  (``admission_timeout``): proving nothing holds a slot only briefly.
+- *dials in flight*: at most ``max_dials_in_flight`` of our dials not yet
+  admitted, at most :data:`MAX_DIALS_PER_KEY` per key; a separate budget, so
+  inbound connections never stop our own dials. Beacons beyond it are dropped
+  (``dial_budget_full``).
+- *admitted links*: at most ``max_links``; beyond it new inbound connections
+  are closed at once (``refused_max_links``), and a pending one admitted
+  beyond it is closed. We stop dialling new peers at :data:`MAX_DIALED_LINKS`
+  links and dials.
+- *per-key discovery state* (back-off, beacons heard): at most
+  :data:`MAX_TRACKED_PEERS` entries per table.
 
 Times are monotonic (``time.monotonic()``, the runtime loop's ``loop.time()``):
 this transport never signs or checks expiry, so it never needs the wall clock.
@@ -27,9 +52,9 @@ this transport never signs or checks expiry, so it never needs the wall clock.
 Hostile input -- garbage, an oversized length, a connection that never
 completes its handshake (slowloris), a peer sending faster than
 ``max_receive_bytes_per_second`` (a :class:`agent.core.pacing.TokenBucket`
-holding two seconds of it) -- closes that connection only, logged once per kind
-and counted (``transport.lan.*``). Beacons with ever new keys cannot grow any
-per-peer table past :data:`MAX_TRACKED_PEERS`.
+holding two seconds of it) -- closes that connection only, logged at most once
+per :data:`LOG_INTERVAL` per kind and counted (``transport.lan.*``). Beacons with
+ever new keys cannot grow any per-peer table past :data:`MAX_TRACKED_PEERS`.
 """
 
 from __future__ import annotations
@@ -69,6 +94,14 @@ MAX_UNSENT_BYTES: Final = 4 * 1024 * 1024
 MAX_TRACKED_PEERS: Final = DEFAULT_MAX_KEYS
 #: The receive limit's bucket holds this many seconds of ``max_receive_bytes_per_second``.
 RECEIVE_BURST_SECONDS: Final = 2.0
+#: Our dials in flight to one key (at different endpoints), at most: a forged beacon naming
+#: an honest key cannot stop its real endpoint being dialled, nor take the whole dial budget.
+MAX_DIALS_PER_KEY: Final = 2
+#: A limit reached, or hostile input of one kind, is logged at most once per this many seconds.
+LOG_INTERVAL: Final = 10.0
+
+#: Where a beacon says a peer listens: (key, address, port). Dial back-off is per endpoint.
+Endpoint = tuple[bytes, str, int]
 
 
 @dataclass(eq=False)
@@ -80,9 +113,13 @@ class _Conn:
     expected_peer: bytes | None
     opened_at: float
     received: TokenBucket
+    #: Our dial's endpoint (outbound connections only).
+    endpoint: Endpoint | None = None
     peer_key: bytes | None = None
     established: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: Closes the connection if the engine has not admitted it by ``admission_timeout``.
+    admission: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
     def link(self) -> tuple[str, int]:
@@ -97,7 +134,7 @@ class _BeaconProtocol(asyncio.DatagramProtocol):
         self._owner._on_beacon(data, addr[0])
 
     def error_received(self, exc: Exception) -> None:
-        self._owner._count_once("beacon_error", f"beacon socket error: {exc}")
+        self._owner._count_limited("beacon_error", f"beacon socket error: {exc}")
 
 
 class LanTransport:
@@ -122,15 +159,21 @@ class LanTransport:
         self._beacon_task: asyncio.Task[None] | None = None
         self._conns: dict[int, _Conn] = {}
         self._next_id = 1
-        self._dialing: set[bytes] = set()
+        #: Our dials not yet admitted (connecting, or in the handshake), by endpoint.
+        self._in_flight: set[Endpoint] = set()
         self._dials: set[asyncio.Task[None]] = set()
         self._by_peer: dict[bytes, _Conn] = {}
-        self._dial_backoff: BackoffTracker[bytes] = BackoffTracker(
+        self._dial_backoff: BackoffTracker[Endpoint] = BackoffTracker(
             Backoff(config.dial_backoff_initial, config.dial_backoff_max, jitter=0.5),
             max_keys=MAX_TRACKED_PEERS,
         )
+        #: The engine's holds (``back_off``): only a peer that proved its key is held by key.
+        self._holds: BackoffTracker[bytes] = BackoffTracker(
+            Backoff(config.dial_backoff_initial, config.dial_backoff_max), max_keys=MAX_TRACKED_PEERS
+        )
         self._heard_since: dict[bytes, float] = {}
-        self._logged: set[str] = set()
+        #: kind -> (when last logged, how many since then).
+        self._logged: dict[str, tuple[float, int]] = {}
         self.tcp_port = 0
         self._beacon = b""
         self._send_addresses: list[str] = []
@@ -180,7 +223,7 @@ class LanTransport:
             return
         if conn.writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
             # The peer stopped reading: drop it rather than buffer without bound.
-            self._count_once("peer_not_reading", "closing a link whose peer stopped reading")
+            self._count_limited("peer_not_reading", "closing a link whose peer stopped reading")
             self._drop(conn, "peer not reading")
             return
         conn.writer.write(_LENGTH.pack(len(frame)) + frame)
@@ -194,10 +237,20 @@ class LanTransport:
         conn = self._conns.get(link[1])
         if conn is None:
             return
+        if not conn.outbound and self._link_count() >= self.config.max_links:
+            self._count_limited(
+                "refused_max_links",
+                f"closing a newly admitted link: {self.config.max_links} links (max_links)",
+            )
+            self._drop(conn, "too many links")
+            return
         conn.established = True
         conn.peer_key = peer_key
-        self._dialing.discard(peer_key)
-        self._dial_backoff.succeeded(peer_key)
+        self._cancel_admission(conn)
+        if conn.endpoint is not None:
+            self._in_flight.discard(conn.endpoint)
+            self._dial_backoff.succeeded(conn.endpoint)
+        self._holds.succeeded(peer_key)
         other = self._by_peer.get(peer_key)
         if other is not None and other is not conn and other.id in self._conns:
             # Both sides dialled: keep the link dialled by the lower key, on both ends.
@@ -210,8 +263,11 @@ class LanTransport:
         self._by_peer[peer_key] = conn
 
     def back_off(self, peer_key: bytes, until: float) -> None:
-        """Do not dial ``peer_key`` before ``until`` (the engine's monotonic time, a ``retry_at``)."""
-        self._dial_backoff.hold(peer_key, until)
+        """Do not dial ``peer_key`` before ``until`` (the engine's monotonic time, a ``retry_at``).
+
+        The engine asks this only of a peer that proved its key, so here a key is held, at every address.
+        """
+        self._holds.hold(peer_key, until)
 
     # ------------------------------------------------------------------ discovery
 
@@ -269,23 +325,26 @@ class LanTransport:
                         self._beacon, (self.config.multicast_group, self.config.multicast_port)
                     )
                 except OSError as exc:
-                    self._count_once("beacon_send_failed", f"cannot send beacon: {exc}")
+                    self._count_limited("beacon_send_failed", f"cannot send beacon: {exc}")
             jitter = 1 + (self._rng.random() - 0.5) * 0.2
             await asyncio.sleep(self.config.beacon_interval * jitter)
 
     def _on_beacon(self, data: bytes, address: str) -> None:
         if len(data) != BEACON_BYTES or not data.startswith(BEACON_MAGIC):
-            self._count_once("beacon_malformed", f"ignoring malformed beacons (first from {address})")
+            self._count_limited("beacon_malformed", f"ignoring malformed beacons (first from {address})")
             return
         key = data[4:36]
         (port,) = struct.unpack(">H", data[36:38])
         if key == self.public_key or port == 0:
             return
         now = self._clock()
-        if key in self._by_peer or key in self._dialing:
+        endpoint = (key, address, port)
+        if key in self._by_peer or endpoint in self._in_flight:
             self._heard_since.pop(key, None)
             return
-        if not self._dial_backoff.may_retry(key, now) or len(self._conns) >= MAX_DIALED_LINKS:
+        if not self._holds.may_retry(key, now) or not self._dial_backoff.may_retry(endpoint, now):
+            return
+        if self._link_count() + len(self._in_flight) >= MAX_DIALED_LINKS:
             return
         heard = self._heard_since.setdefault(key, now)
         if len(self._heard_since) > MAX_TRACKED_PEERS:
@@ -294,40 +353,82 @@ class LanTransport:
         patience = 4 * self.config.beacon_interval
         if self.public_key > key and now - heard < patience:
             return
-        self._dialing.add(key)
-        task = asyncio.ensure_future(self._dial(key, address, port))
+        if len(self._in_flight) >= self.config.max_dials_in_flight or (
+            sum(1 for e in self._in_flight if e[0] == key) >= MAX_DIALS_PER_KEY
+        ):
+            self._count_limited(
+                "dial_budget_full",
+                f"dropping beacons: {len(self._in_flight)} dials in flight (max_dials_in_flight)",
+            )
+            return
+        self._in_flight.add(endpoint)
+        task = asyncio.ensure_future(self._dial(endpoint))
         self._dials.add(task)
         task.add_done_callback(self._dials.discard)
 
-    async def _dial(self, key: bytes, address: str, port: int) -> None:
+    async def _dial(self, endpoint: Endpoint) -> None:
+        key, address, port = endpoint
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(address, port), self.config.handshake_timeout
             )
         except (OSError, TimeoutError) as exc:
-            self._dialing.discard(key)
-            self._dial_failed(key, f"cannot connect to {address}:{port}: {exc}")
+            self._in_flight.discard(endpoint)
+            self._dial_failed(endpoint, f"cannot connect to {address}:{port}: {exc}")
             return
-        # ``key`` stays in _dialing until the link is admitted or dropped, so beacons
-        # heard meanwhile do not open a second connection.
+        except asyncio.CancelledError:
+            self._in_flight.discard(endpoint)
+            raise
+        # The endpoint stays in flight until the link is admitted or dropped, so beacons
+        # heard meanwhile do not open a second connection to it.
         self._heard_since.pop(key, None)
-        self._open(reader, writer, outbound=True, expected_peer=key)
+        self._open(reader, writer, outbound=True, expected_peer=key, endpoint=endpoint)
 
-    def _dial_failed(self, key: bytes, reason: str) -> None:
+    def _dial_failed(self, endpoint: Endpoint, reason: str) -> None:
+        """Back off the endpoint a beacon gave, never its key: beacons are hints, not proof."""
         self._count("dial_failed")
         now = self._clock()
-        retry_at = self._dial_backoff.failed(key, now, self._rng.random())
+        retry_at = self._dial_backoff.failed(endpoint, now, self._rng.random())
         log.debug("%s; next try in about %.1f s", reason, retry_at - now)
 
     # ------------------------------------------------------------------ links
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pending = sum(1 for c in self._conns.values() if not c.established)
-        if pending >= self.config.max_pending_connections:
-            self._count_once("refused_too_many_pending", "refusing connections: too many handshakes pending")
+        if self._link_count() >= self.config.max_links:
+            self._count_limited(
+                "refused_max_links", f"refusing connections: {self.config.max_links} links (max_links)"
+            )
             writer.close()
             return
+        pending = [c for c in self._conns.values() if not c.established and not c.outbound]
+        if len(pending) >= self.config.max_pending_connections:
+            # Nothing pending has proved anything yet (admitted ones are not pending): the
+            # oldest makes room, so a flood can delay a newcomer but never lock one out.
+            self._count_limited(
+                "pending_evicted",
+                f"{len(pending)} connections pending (max_pending_connections): closing the oldest",
+            )
+            self._drop(min(pending, key=lambda c: c.id), "evicted by a newer connection")
         self._open(reader, writer, outbound=False, expected_peer=None)
+
+    def _link_count(self) -> int:
+        """Admitted links, both directions."""
+        return sum(1 for c in self._conns.values() if c.established)
+
+    def _admission_expired(self, conn: _Conn) -> None:
+        conn.admission = None
+        if conn.id in self._conns and not conn.established:
+            self._count_limited(
+                "admission_timeout",
+                "closing a connection the engine did not admit within "
+                f"{self.config.admission_timeout:g} s (admission_timeout)",
+            )
+            self._drop(conn, "not admitted in time")
+
+    def _cancel_admission(self, conn: _Conn) -> None:
+        if conn.admission is not None:
+            conn.admission.cancel()
+            conn.admission = None
 
     def _open(
         self,
@@ -336,14 +437,18 @@ class LanTransport:
         *,
         outbound: bool,
         expected_peer: bytes | None,
+        endpoint: Endpoint | None = None,
     ) -> None:
         assert self._host is not None
         now = self._clock()
         rate = float(self.config.max_receive_bytes_per_second)
         received = TokenBucket(rate, RECEIVE_BURST_SECONDS * rate, now)
-        conn = _Conn(self._next_id, reader, writer, outbound, expected_peer, now, received)
+        conn = _Conn(self._next_id, reader, writer, outbound, expected_peer, now, received, endpoint)
         self._next_id += 1
         self._conns[conn.id] = conn
+        conn.admission = asyncio.get_running_loop().call_later(
+            self.config.admission_timeout, self._admission_expired, conn
+        )
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -376,17 +481,17 @@ class LanTransport:
                 header = await asyncio.wait_for(conn.reader.readexactly(4), wait)
                 (length,) = _LENGTH.unpack(header)
                 if length == 0 or length > limit:
-                    self._count_once("frame_oversized", f"closing a link that sent a {length}-byte frame")
+                    self._count_limited("frame_oversized", f"closing a link that sent a {length}-byte frame")
                     break
                 body_wait = self._handshake_left(conn) if first else self.config.handshake_timeout
                 frame = await asyncio.wait_for(conn.reader.readexactly(length), body_wait)
                 first = False
                 if not self._within_rate(conn, length + 4):
-                    self._count_once("peer_flooding", "closing a link that sends faster than allowed")
+                    self._count_limited("peer_flooding", "closing a link that sends faster than allowed")
                     break
                 self._host.receive(conn.link, frame)
         except TimeoutError:
-            self._count_once(
+            self._count_limited(
                 "handshake_timeout", "closing a connection that stalled mid-handshake or mid-frame"
             )
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
@@ -407,14 +512,15 @@ class LanTransport:
             return
         if conn.peer_key is not None and self._by_peer.get(conn.peer_key) is conn:
             del self._by_peer[conn.peer_key]
-        if conn.outbound and conn.expected_peer is not None:
-            self._dialing.discard(conn.expected_peer)
+        self._cancel_admission(conn)
+        if conn.endpoint is not None:
+            self._in_flight.discard(conn.endpoint)
         if conn.task is not None and conn.task is not asyncio.current_task():
             conn.task.cancel()
         with contextlib.suppress(Exception):
             conn.writer.close()
-        if not conn.established and conn.outbound and conn.expected_peer is not None:
-            self._dial_failed(conn.expected_peer, f"link to a peer failed before admission: {reason}")
+        if not conn.established and conn.endpoint is not None:
+            self._dial_failed(conn.endpoint, f"link to a peer failed before admission: {reason}")
         if notify and self._host is not None:
             self._host.link_down(conn.link)
 
@@ -426,11 +532,18 @@ class LanTransport:
         if self._host is not None:
             self._host.count(f"lan.{name}")
 
-    def _count_once(self, name: str, message: str) -> None:
+    def _count_limited(self, name: str, message: str) -> None:
+        """Count ``name``; log ``message`` at most once per :data:`LOG_INTERVAL`, with the count since."""
         self._count(name)
-        if name not in self._logged:
-            self._logged.add(name)
-            log.warning("%s (logged once; counted as transport.lan.%s)", message, name)
+        now = self._clock()
+        last, since = self._logged.get(name, (-LOG_INTERVAL, 0))
+        if now - last < LOG_INTERVAL and name in self._logged:
+            self._logged[name] = (last, since + 1)
+            return
+        self._logged[name] = (now, 0)
+        log.warning(
+            "%s (%d more since the last such line; counted as transport.lan.%s)", message, since, name
+        )
 
 
 def _address_of_interface(name: str) -> str:

@@ -71,6 +71,16 @@ class LanSettings:
     dial_backoff_max: float = positive(30.0)
     #: Transport level: a connection that has not completed the handshake by then is closed.
     handshake_timeout: float = positive(5.0)
+    #: Inbound connections not yet admitted, at most; a newcomer beyond it closes the oldest of them.
     max_pending_connections: int = rule(64, "an integer >= 1", lambda v: v >= 1)
+    #: A connection the engine has not admitted this long after it opened is closed (it proved
+    #: nothing: no key, or no decision). Far below the engine's 30 s handshake deadline, and it
+    #: also bounds a connection request handler's time on LAN links.
+    admission_timeout: float = positive(3.0)
+    #: Admitted links (both directions), at most; beyond it new inbound connections are refused.
+    max_links: int = rule(64, "an integer >= 1", lambda v: v >= 1)
+    #: Our own dials not yet admitted, at most (a budget apart from inbound connections and
+    #: links); beacons that would start one more are dropped and counted.
+    max_dials_in_flight: int = rule(8, "an integer >= 1", lambda v: v >= 1)
     #: Per link; a peer sending faster is disconnected.
     max_receive_bytes_per_second: int = rule(1_000_000, "an integer >= 1", lambda v: v >= 1)
