@@ -306,3 +306,39 @@ def test_admitted_links_are_capped_and_beyond_the_cap_inbound_connections_are_re
     stats = stats_of(target)
     assert stats.get("transport.lan.refused_max_links", 0) == 1, stats
     assert stats.get("links.established", 0) == 3, stats
+
+
+def test_a_handler_slower_than_the_admission_timeout_still_admits_a_proven_peer(tmp_path: Path) -> None:
+    """Proving its key lifts the transport's short admission timer: the handler may take its time."""
+    import time as _time
+
+    from agent.api import ConnectionRequestAuthorization
+    from agent.config import load_config
+    from agent.runtime import BlockingAgent
+    from agent.transports.lan_settings import LanSettings
+
+    slow = LanSettings().admission_timeout + 1.5
+    mesh = Mesh(tmp_path)
+
+    def patient(_request: object) -> ConnectionRequestAuthorization:
+        _time.sleep(slow)
+        return ConnectionRequestAuthorization.ALLOW
+
+    configs = [load_config(mesh.write_config(name)) for name in ("slow-a", "slow-b")]
+    with (
+        BlockingAgent(
+            configs[0], state_dir=mesh.state_dir("slow-a"), connection_request_handler=patient
+        ) as a,
+        BlockingAgent(
+            configs[1], state_dir=mesh.state_dir("slow-b"), connection_request_handler=patient
+        ) as b,
+    ):
+        linked = wait_until(
+            lambda: (
+                a.presence.graph().peer(b.peer_key_string) is not None
+                and b.presence.graph().peer(a.peer_key_string) is not None
+            ),
+            timeout=slow + 10.0,
+            what="both agents admitted each other after the slow handlers",
+        )
+        assert linked

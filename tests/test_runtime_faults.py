@@ -43,6 +43,9 @@ class PipeTransport:
     def close_link(self, link: LinkId) -> None:
         self.closed.append(link)
 
+    def proved(self, link: LinkId) -> None:
+        pass
+
     def established(self, link: LinkId, peer_key: bytes) -> None:
         pass
 

@@ -332,6 +332,9 @@ class Agent:
 
     def handle_event(self, event: Event) -> None:
         if isinstance(event, ConnectionRequested):
+            owner = self._link_owner.get(event.link)
+            if owner is not None:
+                owner.proved(event.link)
             self._ask_handler(event)
         elif isinstance(event, CloseLink):
             self._close_link(event)

@@ -35,6 +35,11 @@ class Transport(Protocol):
 
     def close_link(self, link: LinkId) -> None: ...
 
+    def proved(self, link: LinkId) -> None:
+        """The remote on ``link`` proved its key; the connection request handler is asked now
+        (a transport stops treating the link as an unproven, evictable newcomer)."""
+        ...
+
     def established(self, link: LinkId, peer_key: bytes) -> None:
         """The engine admitted ``link`` to ``peer_key`` (lets a transport drop duplicate links)."""
         ...

@@ -117,6 +117,9 @@ class _Conn:
     endpoint: Endpoint | None = None
     peer_key: bytes | None = None
     established: bool = False
+    #: The remote proved its key (the handler decides now): no longer evicted by newcomers,
+    #: and the engine's own deadlines bound it instead of ``admission_timeout``.
+    proved: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     #: Closes the connection if the engine has not admitted it by ``admission_timeout``.
     admission: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -232,6 +235,13 @@ class LanTransport:
         conn = self._conns.get(link[1])
         if conn is not None:
             self._drop(conn, "closed by the engine", notify=False)
+
+    def proved(self, link: Any) -> None:
+        """The remote proved its key: its handler may take its time (the engine bounds it)."""
+        conn = self._conns.get(link[1])
+        if conn is not None and not conn.established:
+            conn.proved = True
+            self._cancel_admission(conn)
 
     def established(self, link: Any, peer_key: bytes) -> None:
         conn = self._conns.get(link[1])
@@ -402,13 +412,14 @@ class LanTransport:
             return
         pending = [c for c in self._conns.values() if not c.established and not c.outbound]
         if len(pending) >= self.config.max_pending_connections:
-            # Nothing pending has proved anything yet (admitted ones are not pending): the
-            # oldest makes room, so a flood can delay a newcomer but never lock one out.
+            # The oldest that proved nothing makes room (the oldest of all if every one
+            # proved its key), so a flood can delay a newcomer but never lock one out.
+            unproven = [c for c in pending if not c.proved] or pending
             self._count_limited(
                 "pending_evicted",
                 f"{len(pending)} connections pending (max_pending_connections): closing the oldest",
             )
-            self._drop(min(pending, key=lambda c: c.id), "evicted by a newer connection")
+            self._drop(min(unproven, key=lambda c: c.id), "evicted by a newer connection")
         self._open(reader, writer, outbound=False, expected_peer=None)
 
     def _link_count(self) -> int:

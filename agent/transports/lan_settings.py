@@ -73,9 +73,8 @@ class LanSettings:
     handshake_timeout: float = positive(5.0)
     #: Inbound connections not yet admitted, at most; a newcomer beyond it closes the oldest of them.
     max_pending_connections: int = rule(64, "an integer >= 1", lambda v: v >= 1)
-    #: A connection the engine has not admitted this long after it opened is closed (it proved
-    #: nothing: no key, or no decision). Far below the engine's 30 s handshake deadline, and it
-    #: also bounds a connection request handler's time on LAN links.
+    #: A connection whose remote has not proved its key this long after it opened is closed.
+    #: Far below the engine's 30 s handshake deadline; a proven one waits for the handler.
     admission_timeout: float = positive(3.0)
     #: Admitted links (both directions), at most; beyond it new inbound connections are refused.
     max_links: int = rule(64, "an integer >= 1", lambda v: v >= 1)
