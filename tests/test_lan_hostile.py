@@ -38,6 +38,7 @@ from lan_support import (
     try_request,
     wait_until,
 )
+from test_lan import order_identities
 
 from agent.core.keys import public_key_from_string
 from agent.core.limits import PEER_ID_BYTES
@@ -76,13 +77,9 @@ def fd_count(proc: Proc) -> int:
 
 def order_keys(mesh: Mesh, low: str, high: str) -> tuple[bytes, bytes]:
     """Identities for both agents, ``low`` with the lower key (it dials); returns both keys."""
-    low_dir, high_dir = mesh.state_dir(low), mesh.state_dir(high)
-    if load_or_create_identity(low_dir).public_key > load_or_create_identity(high_dir).public_key:
-        swap = mesh.root / "swap"
-        low_dir.rename(swap)
-        high_dir.rename(low_dir)
-        swap.rename(high_dir)
-    return load_or_create_identity(low_dir).public_key, load_or_create_identity(high_dir).public_key
+    order_identities(mesh, low, high)
+    low_key = load_or_create_identity(mesh.state_dir(low)).public_key
+    return low_key, load_or_create_identity(mesh.state_dir(high)).public_key
 
 
 class Flood(threading.Thread):

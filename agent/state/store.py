@@ -44,7 +44,7 @@ from typing import Final
 
 from agent.core.errors import CounterExhaustedError, PresenceError, RecordError
 from agent.core.keys import peer_key_string
-from agent.core.limits import MAX_COUNTER, MAX_RECORD_BYTES
+from agent.core.limits import MAX_COUNTER, MAX_RECORD_BYTES, PUBLIC_KEY_BYTES
 from agent.core.records import open_record
 from agent.state.layout import IDENTITY_FILE_NAME, STORE_FILE_NAME, ensure_state_dir, fsync_dir
 
@@ -81,7 +81,6 @@ _CEILING_KEY: Final = "reserved_ceiling"
 _METADATA_KEY: Final = "metadata_json"
 _DEVICE_NAME_KEY: Final = "device_name"
 _OWNER_KEY: Final = "identity_public_key"
-_PUBLIC_KEY_BYTES: Final = 32
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS settings (
@@ -174,8 +173,8 @@ class StateStore:
         or repaired automatically.
         """
         owner = bytes(owner)
-        if len(owner) != _PUBLIC_KEY_BYTES:
-            raise ValueError(f"owner must be a {_PUBLIC_KEY_BYTES}-byte public key, got {len(owner)} bytes")
+        if len(owner) != PUBLIC_KEY_BYTES:
+            raise ValueError(f"owner must be a {PUBLIC_KEY_BYTES}-byte public key, got {len(owner)} bytes")
         state_dir = Path(state_dir)
         ensure_state_dir(state_dir)
         path = state_dir / STORE_FILE_NAME
@@ -559,7 +558,7 @@ def _check_owner(conn: sqlite3.Connection, path: Path, owner: bytes) -> None:
     if row is None:
         raise _Damaged(f"has lost the identity it belongs to (setting {_OWNER_KEY!r} is missing)")
     stored = row[0]
-    if not isinstance(stored, bytes) or len(stored) != _PUBLIC_KEY_BYTES:
+    if not isinstance(stored, bytes) or len(stored) != PUBLIC_KEY_BYTES:
         raise _Damaged(f"holds a damaged identity (setting {_OWNER_KEY!r} is {stored!r})")
     if stored != owner:
         key_file = path.parent / IDENTITY_FILE_NAME
