@@ -2,7 +2,8 @@
 
 Rules covered: one record per (peer id, kind), the newest counter wins; the
 admission checks reject with their :class:`RejectReason` (key_mismatch,
-stale, expired at the given wall time, capacity); the byte index finds a
+stale, expired at the given wall time); what a record lacks to fit is a place
+(a new peer at ``max_peers``) and the bytes over ``max_bytes``; the byte index finds a
 held record by its exact bytes only; the summary is the XOR of every held
 record's ``summary_hash``, whatever the order or history; remote changes are
 dirty until taken (records to save, keys to delete); :meth:`Holdings.expired`
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from strategies import QUICK, key_pair
 
 from agent.core.errors import RecordError
-from agent.core.holdings import Holdings
+from agent.core.holdings import Holdings, Shortfall
 from agent.core.keys import peer_id
 from agent.core.reasons import RejectReason
 from agent.core.records import (
@@ -75,8 +76,8 @@ def envelope(record: Record) -> Envelope:
     return open_record(record.raw)
 
 
-def holdings(max_peers: int = 100) -> Holdings:
-    return Holdings(public(LOCAL), max_peers)
+def holdings(max_peers: int = 100, max_bytes: int = 1 << 20) -> Holdings:
+    return Holdings(public(LOCAL), max_peers, max_bytes)
 
 
 def reason_of(check: object, *args: object) -> RejectReason | None:
@@ -152,19 +153,50 @@ def test_stale_is_checked_before_expired() -> None:
     assert reason_of(held.check, envelope(old_and_expired), WALL) is RejectReason.STALE
 
 
-def test_a_new_peer_beyond_max_peers_is_refused_for_capacity() -> None:
+def test_a_new_peer_beyond_max_peers_lacks_a_place() -> None:
     held = holdings(max_peers=3)  # the local peer counts: room for two remote peers
     held.put(card(2))
+    assert held.room_needed(pid(3), RecordKind.CARD, 100) is None
     held.put(card(3))
-    assert reason_of(held.check, envelope(card(4)), WALL) is RejectReason.CAPACITY
+    assert held.room_needed(pid(4), RecordKind.CARD, 100) == Shortfall(place=True, bytes=0)
+    assert reason_of(held.check, envelope(card(4)), WALL) is None  # room is not check's business
 
 
-def test_a_held_peer_is_never_refused_for_capacity() -> None:
+def test_a_held_peer_never_lacks_a_place() -> None:
     held = holdings(max_peers=3)
     held.put(card(2))
     held.put(card(3))
-    assert reason_of(held.check, envelope(card(3, 2)), WALL) is None
-    assert reason_of(held.check, envelope(links(3)), WALL) is None  # known key, other kind
+    assert held.room_needed(pid(3), RecordKind.CARD, 100) is None
+    assert held.room_needed(pid(3), RecordKind.LINKS, 100) is None  # known key, other kind
+
+
+def test_remote_records_beyond_max_bytes_lack_the_bytes_over() -> None:
+    first, second = card(2), card(3)
+    held = holdings(max_bytes=len(first.raw) + len(second.raw))
+    held.put(card(LOCAL))  # the local peer's own records do not count
+    held.put(first)
+    assert held.held_bytes == len(first.raw)
+    assert held.room_needed(pid(3), RecordKind.CARD, len(second.raw)) is None
+    held.put(second)
+    assert held.room_needed(pid(4), RecordKind.CARD, 10) == Shortfall(place=False, bytes=10)
+    # A replacement needs only what it adds.
+    assert held.room_needed(pid(2), RecordKind.CARD, len(first.raw) + 3) == Shortfall(False, 3)
+    assert held.room_needed(pid(2), RecordKind.CARD, len(first.raw) - 3) is None
+    held.forget(pid(2), RecordKind.CARD)
+    assert held.held_bytes == len(second.raw)
+
+
+def test_evicting_a_peer_drops_its_records_and_key() -> None:
+    held = holdings()
+    held.put(card(2))
+    held.put(links(2))
+    held.put(card(3))
+    assert held.evict(pid(2)) is True  # it had a links record
+    assert held.records_of(public(2)) == []
+    assert pid(2) not in held.keys and pid(2) not in held.claims
+    assert held.evict(pid(3)) is False
+    assert held.peer_sizes() == {}
+    assert held.held_bytes == 0
 
 
 def test_another_key_for_a_held_peer_id_is_a_key_mismatch() -> None:
@@ -415,10 +447,10 @@ def test_drop_unused_keys_forgets_peers_without_records_but_never_the_local_one(
     assert held.keys == {pid(LOCAL): public(LOCAL), pid(3): public(3)}
 
 
-def test_a_dropped_key_frees_capacity() -> None:
+def test_a_dropped_key_frees_a_place() -> None:
     held = holdings(max_peers=2)
     held.put(card(2))
-    assert reason_of(held.check, envelope(card(3)), WALL) is RejectReason.CAPACITY
+    assert held.room_needed(pid(3), RecordKind.CARD, 100) == Shortfall(place=True, bytes=0)
     held.forget(pid(2), RecordKind.CARD)
     held.drop_unused_keys()
-    assert reason_of(held.check, envelope(card(3)), WALL) is None
+    assert held.room_needed(pid(3), RecordKind.CARD, 100) is None

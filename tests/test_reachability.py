@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from agent.core.reachability import Claims, Reachability, hop_counts, mutual_edges
+from agent.core.reachability import Claims, Reachability, first_hops, hop_counts, mutual_edges
 
 BT, LAN = 1, 2
 
@@ -92,6 +92,28 @@ def test_hops_around_a_ring_take_the_shorter_way() -> None:
     edges = [(ring[i], ring[(i + 1) % 7], BT) for i in range(7)]
     hops = hop_counts(L, [ring[1], ring[6]], claims_of(*edges), set(ring))
     assert hops == {ring[0]: 0, ring[1]: 1, ring[6]: 1, ring[2]: 2, ring[5]: 2, ring[3]: 3, ring[4]: 3}
+
+
+def test_first_hops_name_the_neighbour_every_shortest_path_starts_at() -> None:
+    claims = claims_of((A, C, BT), (C, D, BT), (B, D, LAN))
+    routes = first_hops(L, [A, B], claims, {L, A, B, C, D})
+    assert routes == {A: (1, A), B: (1, B), C: (2, A), D: (2, B)}
+
+
+def test_first_hops_name_no_neighbour_where_shortest_paths_start_at_two() -> None:
+    # A-C and B-C: C (and D beyond it) are two hops away through either neighbour.
+    claims = claims_of((A, C, BT), (B, C, BT), (C, D, BT))
+    routes = first_hops(L, [A, B], claims, {L, A, B, C, D})
+    assert routes[C] == (2, None) and routes[D] == (3, None)
+
+
+def test_first_hops_search_what_hop_counts_search() -> None:
+    ring = [pid(n) for n in range(9)]
+    edges = [(ring[i], ring[(i + 1) % 9], BT) for i in range(9)] + [(ring[2], ring[6], LAN)]
+    claims, known = claims_of(*edges), set(ring) - {ring[4]}
+    routes = first_hops(L, [ring[1], ring[8]], claims, known)
+    hops = hop_counts(L, [ring[1], ring[8]], claims, known)
+    assert {p: h for p, (h, _) in routes.items()} == {p: h for p, h in hops.items() if p != L}
 
 
 def test_the_local_peers_own_links_count_without_a_claim_back() -> None:

@@ -52,7 +52,7 @@ def links(seed: int, *to: tuple[int, int | None]) -> Record:
 
 
 def holdings(*records: Record) -> Holdings:
-    held = Holdings(public(LOCAL), 100)
+    held = Holdings(public(LOCAL), 100, 1 << 20)
     held.put(card(LOCAL, "me"))
     for record in records:
         held.put(record)

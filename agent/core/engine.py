@@ -18,6 +18,7 @@ The parts, each with one job and its own tests:
 
 * :mod:`~agent.core.handshake` — phases, transition table, retransmission;
 * :mod:`~agent.core.holdings` — held records, admission checks, summary, claims;
+* :mod:`~agent.core.occupancy` — who gives up a place when the peer table is full;
 * :mod:`~agent.core.flooding` — fan-out and pruning;
 * :mod:`~agent.core.sync` — SUMMARY/DIGEST policy;
 * :mod:`~agent.core.reachability` — the edge rule, hops, departure grace;
@@ -57,7 +58,7 @@ from agent.core.flooding import Neighbour, fan_out
 from agent.core.framing import Reassembler
 from agent.core.graph import PresenceGraph
 from agent.core.handshake import Handshake, Phase
-from agent.core.holdings import Holdings
+from agent.core.holdings import Holdings, Shortfall
 from agent.core.keys import peer_id, peer_key_string
 from agent.core.limits import (
     HANDSHAKE_CONTEXT,
@@ -67,6 +68,7 @@ from agent.core.limits import (
 )
 from agent.core.link import Link
 from agent.core.linkspec import LinkSpec
+from agent.core.occupancy import ANCHORED, MANY, STORE, Claim, Occupancy, Standing
 from agent.core.outbox import Outbox, transfer_time
 from agent.core.own_records import CounterSource, OwnRecords, links_record
 from agent.core.reachability import Reachability, hop_counts
@@ -78,6 +80,7 @@ from agent.core.records import (
     ConnectionType,
     Envelope,
     LinkEntry,
+    Links,
     Record,
     RecordKind,
 )
@@ -105,6 +108,9 @@ from agent.core.wire import (
 __all__ = ["CounterSource", "Engine", "EngineConfig", "LinkSpec", "RecordCodec", "same_clock"]
 
 log = logging.getLogger("agent.core.engine")
+
+#: New peers' records refused for want of room that are tried again if their peer earns a place.
+WAITING_RECORDS = 64
 
 
 def same_clock(now: float) -> float:
@@ -138,6 +144,12 @@ class EngineConfig:
     sweep_interval: float = 60.0
     digest_min_interval: float = 5.0
     max_peers: int = 16384
+    #: Bytes of remote records held at most (with ``max_peers``, bounds the table's memory).
+    max_held_bytes: int = 16 * 1024 * 1024
+    #: While the table is full, who gives up a place is worked out afresh at most this often.
+    occupancy_refresh: float = 1.0
+    #: The "peer table full" warning is logged at most this often.
+    full_log_interval: float = 60.0
     #: A DIGEST message carries at most this many bytes of entries (split above it).
     max_digest_bytes: int = 8192
 
@@ -175,7 +187,14 @@ class Engine:
         self._establishments = 0  # links established so far: each one's rank in the links record
         self._neighbours: list[Neighbour[Link]] = []
         self._events: deque[Event] = deque()
-        self._held = Holdings(public_key, self.config.max_peers)
+        self._held = Holdings(public_key, self.config.max_peers, self.config.max_held_bytes)
+        self._occupancy = Occupancy(self.config.occupancy_refresh)
+        # New peers' records refused for want of room (bounded, oldest out), tried again when
+        # their peer gains a place or a held peer's links record claims it (it may now be reachable).
+        self._waiting: collections.OrderedDict[tuple[bytes, RecordKind], tuple[bytes, Link | None]] = (
+            collections.OrderedDict()
+        )
+        self._full_logged_at: float | None = None
         # Links with something queued, so sending does not scan idle links. A dict, not a
         # set: insertion order keeps runs reproducible (sets of objects order by address).
         self._pending: dict[Link, None] = {}
@@ -417,6 +436,10 @@ class Engine:
 
     def held_record_count(self) -> int:
         return len(self._held)
+
+    def table_usage(self) -> tuple[int, int]:
+        """(peers held, this one included; bytes of remote records held): what the limits bound."""
+        return len(self._held.keys), self._held.held_bytes
 
     @property
     def summary(self) -> bytes:
@@ -664,24 +687,143 @@ class Engine:
             if source is not None and source.outbox.drop_record(key, raw):
                 self.stats["records.flood_suppressed"] += 1
             return
+        via = source.remote_key[:8] if source is not None and source.remote_key is not None else STORE
+        claim: Claim | None = None
         try:
             env = self._codec.open(raw)
             if env.public_key == self.public_key:
                 self._check_own_copy(env, raw, now)
                 raise RecordError(RejectReason.OWN_RECORD, "an older copy of one of this peer's own records")
             self._held.check(env, self._wall_now)
+            pid = env.public_key[:8]
+            shortfall = self._held.room_needed(pid, env.kind, len(raw))
+            if shortfall is not None:
+                # Decided before the signature is checked (a refused flood costs no verification),
+                # carried out after it (a forgery displaces nobody).
+                self._place_peers(now)
+                claim = self._claim_for(env, pid, via)
+                self._make_room(pid, claim, shortfall, len(raw), now, commit=False)
             record = self._codec.verify(env, raw)
+            if shortfall is not None:
+                assert claim is not None
+                self._make_room(pid, claim, shortfall, len(raw), now, commit=True)
         except RecordError as exc:
             self.stats[exc.reason.record_counter] += 1
+            if exc.reason is RejectReason.CAPACITY:
+                self._refused_for_room(env, raw, source, now)
             return
+        new_peer = pid not in self._held.keys
         self.stats["records.accepted"] += 1
         self._store(record, now)
+        if new_peer:
+            self._occupancy.admitted(pid, claim, self._held.bytes_of(pid), via)
         self._flood(record, source, now)
+        if self._waiting:
+            self._retry_waiting(record, new_peer, now)
+
+    def _claim_for(self, env: Envelope, pid: bytes, via: bytes) -> Claim:
+        """A record's claim to a place (:mod:`agent.core.occupancy`): anchored for a first-hand
+        neighbour; reachable one hop beyond a reachable peer that claims it back; else unreachable."""
+        if any(n.peer_id == pid for n in self._neighbours):
+            return ANCHORED
+        known = pid in self._held.keys
+        placed = self._occupancy.claim_of(pid)
+        if placed is not None and known:
+            return placed
+        body = env.body
+        if env.kind is not RecordKind.LINKS and known:
+            held_links = self._held.get(pid, RecordKind.LINKS)
+            body = held_links.body if held_links is not None else body
+        best: Claim | None = None
+        if isinstance(body, Links):
+            neighbours = {n.peer_id for n in self._neighbours}
+            for nid, code in body.claims:
+                if (pid, code) not in self._held.claims.get(nid, ()):
+                    continue
+                if nid in neighbours:
+                    through = Claim(Standing.REACHABLE, nid, 1)
+                elif (
+                    placed := self._occupancy.claim_of(nid)
+                ) is None or placed.standing is not Standing.REACHABLE:
+                    continue
+                else:
+                    through = placed
+                if best is None or through.hops + 1 < best.hops:
+                    best = Claim(Standing.REACHABLE, through.group, through.hops + 1)
+                elif through.hops + 1 == best.hops and through.group != best.group:
+                    best = Claim(Standing.REACHABLE, MANY, best.hops)
+        return best or Claim(Standing.UNREACHABLE, via)
+
+    def _make_room(
+        self, pid: bytes, claim: Claim, shortfall: Shortfall, size: int, now: float, *, commit: bool
+    ) -> None:
+        """Find (``commit``: evict) the weaker peers whose places the record needs, or raise
+        ``capacity``. See :mod:`agent.core.occupancy`."""
+        occupancy, held = self._occupancy, self._held
+        mine = occupancy.newcomer(claim, size)
+        place, missing = shortfall.place, shortfall.bytes
+        while place or missing > 0:
+            weakest = occupancy.weakest(held.keys.__contains__, spare=pid)
+            if weakest is None or weakest[0] <= mine:
+                raise RecordError(
+                    RejectReason.CAPACITY,
+                    f"the peer table is full ({len(held.keys)} peers, {held.held_bytes} bytes)",
+                )
+            if not commit:
+                return
+            victim = weakest[1]
+            place, missing = False, missing - held.bytes_of(victim)
+            occupancy.evicted(victim)
+            self._evict(victim, now)
+
+    def _place_peers(self, now: float) -> None:
+        if self._occupancy.due(now):
+            held = self._held
+            neighbours = [n.peer_id for n in self._neighbours]
+            self._occupancy.place(now, self.peer_id, neighbours, held.claims, held.peer_sizes())
+
+    def _retry_waiting(self, record: Record, new_peer: bool, now: float) -> None:
+        """Try again the waiting records that ``record`` may have earned a place."""
+        pids = [record.peer_id] if new_peer else []
+        if record.kind is RecordKind.LINKS:
+            pids.extend(self._held.neighbours_claimed_by(record.peer_id))
+        for pid in pids:
+            for kind in (RecordKind.LINKS, RecordKind.CARD):
+                waiting = self._waiting.pop((pid, kind), None)
+                if waiting is not None:
+                    raw, source = waiting
+                    self._merge(raw, now, source if source is not None and source.established else None)
+
+    def _evict(self, pid: bytes, now: float) -> None:
+        self.stats["peers.evicted"] += 1
+        self.graph_version += 1
+        if self._held.evict(pid):
+            self._mark_removal(now)
+        self._occupancy.topology_changed()
+
+    def _refused_for_room(self, env: Envelope, raw: bytes, source: Link | None, now: float) -> None:
+        key = (env.public_key[:8], env.kind)
+        if key[0] not in self._held.keys:
+            self._waiting[key] = (raw, source)
+            self._waiting.move_to_end(key)
+            while len(self._waiting) > WAITING_RECORDS:
+                self._waiting.popitem(last=False)
+        if self._full_logged_at is None or now >= self._full_logged_at + self.config.full_log_interval:
+            self._full_logged_at = now
+            log.warning(
+                "peer table full (%d peers, %d bytes of records): newcomers that stand no stronger than "
+                "the weakest held peer are refused (%d refused, %d evicted so far)",
+                len(self._held.keys),
+                self._held.held_bytes,
+                self.stats["records.rejected.capacity"],
+                self.stats["peers.evicted"],
+            )
 
     def _store(self, record: Record, now: float) -> None:
         lost_claim = self._held.put(record)
         self.graph_version += 1
         if record.kind is RecordKind.LINKS and record.peer_id != self.peer_id:
+            self._occupancy.topology_changed()
             if lost_claim:
                 self._mark_removal(now)
             else:
@@ -690,6 +832,7 @@ class Engine:
     def _forget(self, pid: bytes, kind: RecordKind, now: float) -> None:
         if self._held.forget(pid, kind):
             self.graph_version += 1
+            self._occupancy.topology_changed()
             if kind is RecordKind.LINKS:
                 self._mark_removal(now)
 
@@ -733,6 +876,7 @@ class Engine:
         for state in self._links.values():
             state.reassembler.sweep(now, functools.partial(self._reassembly_allowance, state.spec))
         self._held.drop_unused_keys()
+        self._occupancy.prune(self._held.keys)
 
     def _reassembly_allowance(self, spec: LinkSpec, size: int) -> float:
         # A slow link gets the time its budget needs for the whole message.
@@ -761,6 +905,7 @@ class Engine:
         self._reach.schedule_removal(now)
 
     def _on_topology_change(self, now: float, removal: bool) -> None:
+        self._occupancy.topology_changed()
         if removal:
             self._mark_removal(now)
         else:

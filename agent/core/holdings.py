@@ -10,13 +10,15 @@ persisted, and the connections each remote peer claims in its links record
 Admission checks, cheapest first, each a :class:`RecordError` with its
 :class:`RejectReason`, in :meth:`Holdings.check` (the engine sets its own
 records aside first): another key holds this peer id, not newer than the
-held one, expired at the given wall-clock time, or a new peer while
-``max_peers`` are held.
+held one, or expired at the given wall-clock time. The table is bounded by
+``max_peers`` peers and ``max_bytes`` of remote records: :meth:`Holdings.room_needed`
+says what a record lacks, and :mod:`agent.core.occupancy` decides who gives it up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
@@ -33,12 +35,23 @@ _NO_PEERS: Final[tuple[bytes, ...]] = ()
 _NO_CLAIMS: Final[Claims] = MappingProxyType({})
 
 
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """What a record lacks to be held: a peer's place (a new peer at ``max_peers``) and bytes."""
+
+    place: bool
+    bytes: int
+
+
 class Holdings:
     """Held records of this peer and every other. ``local_key`` is this peer's own public key."""
 
-    def __init__(self, local_key: bytes, max_peers: int) -> None:
+    def __init__(self, local_key: bytes, max_peers: int, max_bytes: int) -> None:
         self.local_id = peer_id(local_key)
         self.max_peers = max_peers
+        self.max_bytes = max_bytes
+        #: Bytes of every held remote record.
+        self.held_bytes = 0
         self._records: dict[RecordKey, Record] = {}
         self._by_raw: dict[bytes, RecordKey] = {}
         self.keys: dict[bytes, bytes] = {self.local_id: local_key}
@@ -101,8 +114,27 @@ class Holdings:
             raise RecordError(RejectReason.STALE, f"counter {env.counter} <= held {held.counter}")
         if env.expiry <= wall:
             raise RecordError(RejectReason.EXPIRED, "record has expired")
-        if held is None and known is None and len(self.keys) >= self.max_peers:
-            raise RecordError(RejectReason.CAPACITY, f"already holding {self.max_peers} peers")
+
+    def room_needed(self, pid: bytes, kind: RecordKind, size: int) -> Shortfall | None:
+        """What holding a remote record of ``size`` bytes for (``pid``, ``kind``) lacks, if anything."""
+        held = self._records.get((pid, kind))
+        place = pid not in self.keys and len(self.keys) >= self.max_peers
+        over = self.held_bytes + size - (len(held.raw) if held is not None else 0) - self.max_bytes
+        if not place and over <= 0:
+            return None
+        return Shortfall(place, max(over, 0))
+
+    def peer_sizes(self) -> dict[bytes, int]:
+        """Every held remote peer id -> the bytes of its held records."""
+        sizes: dict[bytes, int] = {}
+        local = self.local_id
+        for (pid, _), record in self._records.items():
+            if pid != local:
+                sizes[pid] = sizes.get(pid, 0) + len(record.raw)
+        return sizes
+
+    def bytes_of(self, pid: bytes) -> int:
+        return sum(len(r.raw) for kind in RecordKind if (r := self._records.get((pid, kind))) is not None)
 
     # ---------------------------------------------------------------- changes
 
@@ -120,6 +152,7 @@ class Holdings:
         self.keys[pid] = record.public_key
         if pid == self.local_id:
             return False
+        self.held_bytes += len(record.raw) - (len(old.raw) if old is not None else 0)
         self._dirty[key] = record
         if record.kind is not RecordKind.LINKS:
             return False
@@ -137,11 +170,23 @@ class Holdings:
             return False
         self._by_raw.pop(record.raw, None)
         self._summary ^= record.summary_hash
+        if pid != self.local_id:
+            self.held_bytes -= len(record.raw)
         self._dirty[(pid, kind)] = record.public_key
         if kind is RecordKind.LINKS:
             self.claims.pop(pid, None)
             self._claim_peers.pop(pid, None)
         return True
+
+    def evict(self, pid: bytes) -> bool:
+        """Drop every record of a remote peer and its key (it gave up its place); ``True`` if a
+        links record was among them."""
+        had_links = (pid, RecordKind.LINKS) in self._records
+        for kind in RecordKind:
+            self.forget(pid, kind)
+        if pid != self.local_id:
+            self.keys.pop(pid, None)
+        return had_links
 
     def expired(self, wall: float) -> list[RecordKey]:
         """Remote records whose expiry has passed at wall-clock ``wall``."""

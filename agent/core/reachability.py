@@ -107,3 +107,33 @@ class Reachability:
         grace = min((since for since, _ in self._gone.values()), default=None)
         deadlines = [t for t in (self.due, None if grace is None else grace + self.grace) if t is not None]
         return min(deadlines, default=None)
+
+
+def first_hops(
+    local_id: bytes, neighbours: Collection[bytes], claims: Mapping[bytes, Claims], known: Collection[bytes]
+) -> dict[bytes, tuple[int, bytes | None]]:
+    """Every reachable remote peer -> (hops, the neighbour all its shortest paths start at, or
+    ``None`` when they start at two or more). The same search as :func:`hop_counts`."""
+    route: dict[bytes, tuple[int, bytes | None]] = {
+        nid: (1, nid) for nid in neighbours if nid in known and nid != local_id
+    }
+    seen = {local_id, *route}
+    frontier = list(route)
+    depth = 1
+    while frontier:
+        depth += 1
+        level: dict[bytes, bytes | None] = {}
+        for pid in frontier:
+            via = route[pid][1]
+            for nid, code in claims.get(pid, ()):
+                if nid in seen or nid not in known or (pid, code) not in claims.get(nid, ()):
+                    continue
+                if nid not in level:
+                    level[nid] = via
+                elif level[nid] != via:
+                    level[nid] = None
+        for nid, via in level.items():
+            route[nid] = (depth, via)
+        seen.update(level)
+        frontier = list(level)
+    return route
