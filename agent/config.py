@@ -98,7 +98,8 @@ class AgentConfig:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
 
     def engine_config(self) -> EngineConfig:
-        """The engine's timings from ``[lan]`` and ``[presence]``; everything else keeps the engine default.
+        """The engine's timings from ``[lan]`` and ``[presence]`` (and the table's bounds); everything
+        else keeps the engine default.
 
         ``refresh_before_expiry`` follows ``record_ttl`` (a quarter of it, the
         engine's own ratio) so a short TTL never leaves a record due for
@@ -111,6 +112,8 @@ class AgentConfig:
             departure_grace=self.presence.departure_grace,
             record_ttl=self.presence.record_ttl,
             refresh_before_expiry=self.presence.record_ttl / 4,
+            max_peers=self.presence.max_peers,
+            max_held_bytes=self.presence.max_held_bytes,
         )
 
 

@@ -152,7 +152,7 @@ def test_engine_config_carries_the_timing() -> None:
     # A short TTL is refreshed before it expires, never continuously.
     assert 0 < engine.refresh_before_expiry < engine.record_ttl
     # Everything else keeps the engine's defaults.
-    assert engine.max_peers == EngineConfig().max_peers
+    assert engine.max_digest_bytes == EngineConfig().max_digest_bytes
     assert AgentConfig().engine_config().refresh_before_expiry == EngineConfig().refresh_before_expiry
 
 
@@ -161,6 +161,14 @@ def test_presence_defaults_are_the_engines() -> None:
     engine = AgentConfig().engine_config()
     assert engine.departure_grace == EngineConfig().departure_grace
     assert engine.record_ttl == EngineConfig().record_ttl
+    assert engine.max_peers == EngineConfig().max_peers
+    assert engine.max_held_bytes == EngineConfig().max_held_bytes
+
+
+def test_the_peer_table_bounds_are_configurable_and_checked() -> None:
+    config = parse_config("[presence]\nmax_peers = 500\nmax_held_bytes = 1048576\n", "hw.toml")
+    assert (config.engine_config().max_peers, config.engine_config().max_held_bytes) == (500, 1_048_576)
+    assert "expected an integer in 2..1000000" in error_for("[presence]\nmax_peers = 1\n")
 
 
 def error_for(text: str, source: str = "hw.toml") -> str:

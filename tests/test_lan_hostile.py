@@ -1,4 +1,4 @@
-"""Hostile LAN input against real ``presence-agent run`` processes (issue 13 items 2, 3, 4).
+"""Hostile LAN input against real ``presence-agent run`` processes (issue 13 items 1, 2, 3, 4).
 
 A test-only hostile peer, built on the project's codec (``agent.core.wire``), attacks
 agents over loopback; each test states the policy it checks:
@@ -7,7 +7,9 @@ agents over loopback; each test states the policy it checks:
   flood of them never locks out a newcomer (a restarted honest peer rejoins);
 - beacons are hints: a flood of them starts a bounded number of dials, and a forged
   one naming an honest key never keeps that peer from being dialled where it listens;
-- admitted links are capped; beyond the cap new inbound connections are refused.
+- admitted links are capped; beyond the cap new inbound connections are refused;
+- a Sybil flood through one admitted link fills the peer table, yet a new honest agent
+  joins every graph, also after a restart reloads the flood from the store.
 
 ``pytest -s`` shows the measured figures; the long forms are marked ``slow``.
 """
@@ -42,9 +44,9 @@ from test_lan import order_identities
 
 from agent.core.keys import public_key_from_string
 from agent.core.limits import PEER_ID_BYTES
-from agent.core.records import RecordKind
+from agent.core.records import RecordKind, make_card, sign_record
 from agent.core.wire import FRAME_WHOLE, MessageType, digest_entry, encode_hello
-from agent.state.identity import load_or_create_identity
+from agent.state.identity import generate_identity, load_or_create_identity
 from agent.transports.lan import BEACON_MAGIC
 from agent.transports.lan_settings import LanSettings
 
@@ -339,3 +341,61 @@ def test_a_handler_slower_than_the_admission_timeout_still_admits_a_proven_peer(
             what="both agents admitted each other after the slow handlers",
         )
         assert linked
+
+
+# ---------------------------------------------------------------- item 1: a Sybil flood
+
+
+def admitted_wire_peer(port: int) -> WirePeer:
+    peer = WirePeer(socket.create_connection(("127.0.0.1", port), timeout=5))
+    peer.handshake()
+    kind, _ = peer.receive()
+    assert kind is MessageType.ACCEPT, kind
+    peer.send(MessageType.ACCEPT)
+    return peer
+
+
+def sybil_cards(count: int) -> list[bytes]:
+    out = []
+    for i in range(count):
+        identity = generate_identity()
+        card = make_card(f"sybil-{i}", "x", "1", {})
+        out.append(sign_record(identity.private_key, identity.public_key, 1, 2**32 - 1, card).raw)
+    return out
+
+
+def test_a_sybil_flood_through_one_admitted_link_cannot_keep_a_new_honest_agent_out(mesh: Mesh) -> None:
+    table = 120
+    bounds = f"dead_interval = 30.0\n[presence]\nmax_peers = {table}\n"
+    with beacon_listener(mesh.multicast_port) as beacons:
+        target = mesh.start_agent("target", extra_config=bounds)
+        port = tcp_port_from_beacons(beacons, public_key_from_string(target.peer_key))
+    other = mesh.start_agent("other", extra_config=bounds)
+    wait_until(lambda: linked(target, other), 10, "target and other linked")
+    attacker = admitted_wire_peer(port)
+    try:
+        cards = sybil_cards(4 * table)
+        for i in range(0, len(cards), 8):
+            attacker.send(MessageType.RECORDS, *cards[i : i + 8])
+        for agent in (target, other):
+            wait_until(
+                lambda agent=agent: stats_of(agent)["table.peers"] == table, 10, f"{agent.name}'s table full"
+            )
+        assert stats_of(target).get("records.rejected.capacity", 0) >= 3 * table - 3
+        started = time.monotonic()
+        newcomer = mesh.start_agent("newcomer", extra_config=bounds)
+        wait_until(
+            lambda: linked(target, newcomer) and linked(other, newcomer), 10, "the newcomer in every graph"
+        )
+        joined = time.monotonic() - started
+        print(f"\nnew honest agent in every graph {joined:.2f} s after it started, despite the flood")
+        assert stats_of(target).get("peers.evicted", 0) >= 1
+    finally:
+        attacker.sock.close()
+    # The flood persists in the store; a restart reloads it and the honest peers still get in.
+    mesh.stop(target)
+    target = mesh.restart(target)
+    wait_until(
+        lambda: linked(target, newcomer) and linked(target, other), 10, "honest peers back after the restart"
+    )
+    assert stats_of(target)["table.peers"] == table  # the flood came back from the store

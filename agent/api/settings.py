@@ -2,7 +2,7 @@
 
 Owned by :mod:`agent.api`; :mod:`agent.config` fills it from the TOML file and
 turns it into the engine's configuration. The API never imports the engine, so
-the two engine defaults are spelled here too; ``tests/test_config.py`` checks
+the engine defaults are spelled here too; ``tests/test_config.py`` checks
 they stay equal to :class:`agent.core.engine.EngineConfig`'s.
 """
 
@@ -28,3 +28,10 @@ class PresenceSettings:
     )
     #: A connection request handler that has not answered by then means Deny.
     handler_timeout: float = positive(DEFAULT_HANDLER_TIMEOUT)
+    #: The peer table holds at most this many peers (this one included) ...
+    max_peers: int = rule(16384, "an integer in 2..1000000", lambda v: 2 <= v <= 1_000_000)
+    #: ... and this many bytes of other peers' records; when full, who stays is decided by
+    #: standing, not arrival (docs/ARCHITECTURE.md §1b).
+    max_held_bytes: int = rule(
+        16 * 1024 * 1024, "an integer in 65536..1073741824", lambda v: 65536 <= v <= 1 << 30
+    )

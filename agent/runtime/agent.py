@@ -239,8 +239,9 @@ class Agent:
         return self._loop.time()
 
     def stats(self) -> dict[str, int]:
-        """Engine and transport counters in one mapping (must be called on the loop)."""
+        """Engine and transport counters, and the peer table's use, in one mapping (on the loop)."""
         merged = dict(self.engine.stats)
+        merged["table.peers"], merged["table.bytes"] = self.engine.table_usage()
         merged.update({f"transport.{k}": v for k, v in self.transport_stats.items()})
         return merged
 
