@@ -54,11 +54,11 @@ DUTY_CYCLE_SLACK: Final = 1e-9
 RSSI_AT_1M: Final = -59.0
 PATH_LOSS_EXPONENT: Final = 2.7
 #: Weight of a new sample in the smoothed RSSI and SNR (exponentially weighted moving average).
-SMOOTHING_ALPHA: Final = 0.25
+SMOOTHING_ALPHA: Final = 0.15
 #: Sequence numbers a reception-ratio window covers.
 RECEPTION_WINDOW: Final = 64
 #: A distance is reported again only when it moved by both this fraction and this many metres.
-DISTANCE_REPORT_RATIO: Final = 0.25
+DISTANCE_REPORT_RATIO: Final = 0.4
 DISTANCE_REPORT_METRES: Final = 1.0
 
 # ---------------------------------------------------------------- the simulated medium
