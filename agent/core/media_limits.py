@@ -68,3 +68,6 @@ CAPTURE_MARGIN_DB: Final = 6.0
 #: Thermal noise density at 290 K (dBm/Hz) and a typical LoRa receiver noise figure (dB).
 THERMAL_NOISE_DBM_HZ: Final = -174.0
 RECEIVER_NOISE_FIGURE_DB: Final = 6.0
+#: The simulator's RSSI at 1 m (dBm): 14 dBm out, ~31 dB of free-space loss at 868 MHz over 1 m,
+#: and some antenna and cable loss. With the exponent 2.7 that gives SF7/125 kHz ~3 km of range.
+SIM_RSSI_AT_1M: Final = -30.0
