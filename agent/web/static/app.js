@@ -210,7 +210,7 @@
       counts.set(link.b, (counts.get(link.b) || 0) + 1);
     }
     const present = new Set();
-    const fragment = document.createDocumentFragment();
+    const order = [];
     for (const peer of sortedPeers()) {
       present.add(peer.key);
       let row = rows.get(peer.key);
@@ -231,24 +231,32 @@
       ];
       let changed = false;
       cells.forEach((text, i) => { if (row.cells[i].textContent !== text) { row.cells[i].textContent = text; changed = true; } });
-      row.cells[6].hidden = doc.kind !== "fleet";
-      row.dataset.name = peer.name;
-      row.classList.toggle("self", peer.key === doc.self);
-      row.classList.toggle("selected", peer.key === selected);
+      // Only touch what differs: at a few hundred rows, rewriting every row's state costs frames.
+      const fleetOnly = doc.kind !== "fleet";
+      if (row.cells[6].hidden !== fleetOnly) row.cells[6].hidden = fleetOnly;
+      if (row.dataset.name !== peer.name) row.dataset.name = peer.name;
+      if (row.classList.contains("self") !== (peer.key === doc.self)) row.classList.toggle("self");
+      if (row.classList.contains("selected") !== (peer.key === selected)) row.classList.toggle("selected");
       const node = nodes.get(peer.key);
       if (!first && node && node.flash === now) flashRow(row, isNew ? "joined" : "changed");
       else if (!first && changed && !isNew) flashRow(row, "changed");
-      row.hidden = !matches(peer);
-      fragment.appendChild(row);
+      const hide = !matches(peer);
+      if (row.hidden !== hide) row.hidden = hide;
+      order.push(row);
     }
     for (const [key, row] of rows) if (!present.has(key)) { row.remove(); rows.delete(key); }
-    body.appendChild(fragment);
+    // Move rows only where the order changed (a join, a hop count, a rename).
+    let at = body.firstElementChild;
+    for (const row of order) {
+      if (row === at) { at = at.nextElementSibling; continue; }
+      body.insertBefore(row, at);
+    }
   }
 
   function flashRow(row, kind) {
+    // Restart the animation without forcing a synchronous layout: remove now, add next frame.
     row.classList.remove("joined", "changed");
-    void row.offsetWidth; // restart the animation
-    row.classList.add(kind);
+    requestAnimationFrame(() => row.classList.add(kind));
   }
 
   function matches(peer) {
