@@ -210,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [measure(browser, n, args.seconds) for n in args.sizes]
         version = browser.version
         browser.close()
-    header = ("peers", "links", "fps settling", "fps updates", "tick ms")
+    header: tuple[str, ...] = ("peers", "links", "fps settling", "fps updates", "tick ms")
     header += ("DOM ms p50/p95", "paint ms p50/p95")
-    lines = [header]
+    lines: list[tuple[str, ...]] = [header]
     for r in rows:
         lines.append(
             (
