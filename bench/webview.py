@@ -1,6 +1,7 @@
 """How big a mesh the web view handles smoothly: frames per second and update latency in a real browser.
 
     python -m bench.webview [--sizes 100 500] [--seconds 6] [--out bench/webview.json]
+    python -m bench.webview --screenshot docs/web-view.png     # the README's picture (40 peers)
 
 For each size, a synthetic mesh (a random geometric graph: peers on a plane,
 each linked to its nearest few, links typed LAN, Bluetooth or Radio with
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import random
@@ -34,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from agent.core.records import make_card, sign_record
+from agent.state.identity import Identity, generate_identity
 from agent.web.documents import agent_document
 from agent.web.hub import Hub
 from agent.web.server import ViewServer
@@ -57,11 +61,14 @@ TYPES: Final = ("WebSocket", "WebSocket", "Bluetooth", "Radio")
 def synthetic_graph(n: int, seed: int = 1) -> dict[str, Any]:
     """A control-socket graph document of ``n`` peers (peer 0 is the local one)."""
     rng = random.Random(seed)
-    keys = [f"pk{i:04d}" + "x" * 39 for i in range(n)]
+    identities = [generate_identity() for _ in range(n)]
+    keys = [identity.peer_key_string for identity in identities]
     where = [(rng.random(), rng.random()) for _ in range(n)]
     edges: dict[tuple[int, int], str] = {}
     for i in range(n):
         nearest = sorted(range(n), key=lambda j: math.dist(where[i], where[j]))[1:3]
+        # and the nearest of the peers before it, so the mesh is connected (every peer has a hop count)
+        nearest += sorted(range(i), key=lambda j: math.dist(where[i], where[j]))[:1]
         for j in nearest:
             edges.setdefault((min(i, j), max(i, j)), rng.choice(TYPES))
     connections: dict[int, list[dict[str, Any]]] = {i: [] for i in range(n)}
@@ -85,14 +92,22 @@ def synthetic_graph(n: int, seed: int = 1) -> dict[str, Any]:
             "device_name": f"pi-{i:03d}",
             "os": "Linux",
             "agent_version": "0.1.0",
-            "hops": hops.get(i, 1),
+            "hops": hops[i],
             "connections": connections[i],
             "peer_metadata": {"room": f"r{i % 17}", "n": 0},
             "identity_service_metadata": {},
+            "signed_records": [_signed_card(identities[i], f"pi-{i:03d}", rng.randrange(1, 40))],
         }
         for i in range(n)
     ]
     return {"local_peer": peers[0], "remote_peers": peers[1:]}
+
+
+def _signed_card(identity: Identity, name: str, counter: int) -> str:
+    """A real signed card, base64, as ``graph --json`` carries it (for the card's counter and expiry)."""
+    card = make_card(name, "Linux", "0.1.0", {})
+    record = sign_record(identity.private_key, identity.public_key, counter, int(time.time()) + 86400, card)
+    return base64.b64encode(record.raw).decode("ascii")
 
 
 def _hops(n: int, edges: dict[tuple[int, int], str]) -> dict[int, int]:
@@ -197,13 +212,42 @@ def _p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
+def screenshot(browser: Any, path: Path, n: int = 40) -> None:
+    """The page of a synthetic ``n``-peer mesh with one peer's card open and a change highlighted."""
+    graph = synthetic_graph(n, seed=3)
+    served = Served()
+    served.publish(graph)
+    page = browser.new_page(viewport={"width": 1400, "height": 820})
+    try:
+        page.goto(served.server.url)
+        page.wait_for_function("() => window.presenceView.settled()", timeout=30_000)
+        chosen = graph["remote_peers"][6]
+        chosen["peer_metadata"] = {"room": "greenhouse", "sensors": {"temp_c": 21.5, "soil": "dry"}}
+        served.publish(graph)
+        page.wait_for_function("() => window.presenceView.version >= 2", timeout=5_000)
+        page.locator(f'#peers tbody tr[data-key="{chosen["peer_key_string"]}"]').click()
+        time.sleep(0.4)
+        page.screenshot(path=str(path))
+    finally:
+        page.close()
+        served.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webview", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500])
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds of updates per size")
     parser.add_argument("--out", type=Path, default=Path("bench/webview.json"))
+    parser.add_argument("--screenshot", type=Path, help="only write the README's screenshot to this PNG")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
+
+    if args.screenshot:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            screenshot(browser, args.screenshot)
+            browser.close()
+        return 0
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)

@@ -86,9 +86,7 @@ def run_demo(agents: int, duration: float | None) -> int:
                 _wait_for_control(d, started + 15)
                 metadata = {"room": NAMES[i], "app_version": "1.2.4"}
                 request(d, {"op": "metadata_set", "json": json.dumps(metadata)})
-            print(
-                f"started {agents} agents on loopback (state under {root}); Ctrl-C stops them", flush=True
-            )
+            print(f"started {agents} agents on loopback (state under {root}); Ctrl-C stops them", flush=True)
             print(f"web view of pi-{NAMES[0]}: http://127.0.0.1:{web_port}/\n", flush=True)
             shown = ""
             all_seen_at: float | None = None
