@@ -410,7 +410,7 @@
     const scale = Math.min(1.5, (rect.width - 120) / (maxX - minX + 1), (rect.height - 110) / (maxY - minY + 1));
     view.scale = Math.max(0.2, scale);
     view.x = -(minX + maxX) / 2;
-    view.y = -(minY + maxY) / 2 + 12 / view.scale; // a little up: the legend sits at the bottom
+    view.y = -(minY + maxY) / 2 - 12 / view.scale; // a little up: the legend sits at the bottom
   }
 
   function flashAlpha(started, now) { return started ? Math.max(0, 1 - (now - started) / FLASH_MS) : 0; }
