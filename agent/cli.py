@@ -6,6 +6,8 @@
     presence-agent metadata get | set JSON | set --file FILE   [--state-dir DIR]
     presence-agent keys show [--json] [--state-dir DIR]
     presence-agent fleet [--broker URL | --config FILE] [--json] [--watch] [credentials, TLS, --topic-root]
+                         [--view [--listen ADDR:PORT] [--state-dir DIR]]
+    presence-agent view [--state-dir DIR] [--listen ADDR:PORT]
     presence-agent demo [--agents N] [--duration S]
     presence-agent sim ...            (python -m agent.sim)
 
@@ -87,6 +89,14 @@ def _watch(args: argparse.Namespace, rest: list[str]) -> int:
     raise ControlError(f"the agent on {state_dir} closed the watch (did it stop?)")
 
 
+def _view(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.runtime.run import configure_logging
+    from agent.runtime.view import run_view
+
+    configure_logging("info")
+    return run_view(_state_dir(args), args.listen)
+
+
 def _metadata(args: argparse.Namespace, rest: list[str]) -> int:
     from agent.core.records import parse_metadata_json
     from agent.runtime.control import checked, request
@@ -121,6 +131,10 @@ def _fleet(args: argparse.Namespace, rest: list[str]) -> int:
     from agent.mqtt.fleet_view import FleetView
 
     settings = _fleet_settings(args)
+    if args.view:
+        from agent.web.settings import parse_listen
+
+        parse_listen(args.listen)  # a bad address is a usage error before anything connects
     view = FleetView(broker_options(settings), topic_root=settings.topic_root, connect_timeout=args.timeout)
     mqtt_log = logging.getLogger("agent.mqtt")
     mqtt_log.setLevel(logging.CRITICAL)  # a failed connect is this command's one-line error
@@ -128,6 +142,12 @@ def _fleet(args: argparse.Namespace, rest: list[str]) -> int:
     mqtt_log.setLevel(logging.WARNING)  # from here on, a lost connection is worth a line
     with view:
         graph = view.settle(args.timeout)
+        if args.view:
+            from agent.runtime.run import configure_logging
+            from agent.runtime.view import run_fleet_view
+
+            configure_logging("info")
+            return run_fleet_view(view, f"fleet on {settings.broker}", args.listen, _state_dir(args))
         if not args.watch:
             if args.json:
                 document = {**graph.to_json(), "rejections": [dataclasses.asdict(r) for r in view.rejections]}
@@ -238,8 +258,11 @@ def _is_bad_input(exc: PresenceError) -> bool:
     from agent.config import ConfigError
     from agent.core.errors import MetadataError
     from agent.runtime.control import InvalidRequestError
+    from agent.web.settings import ListenAddressError
 
-    return isinstance(exc, ConfigError | MetadataError | InvalidRequestError | InputFileError)
+    return isinstance(
+        exc, ConfigError | MetadataError | InvalidRequestError | InputFileError | ListenAddressError
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,6 +271,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_state_dir(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument("--state-dir", type=Path, help="state directory (default: XDG state dir)")
+        return sub
+
+    def with_listen(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        from agent.web.settings import DEFAULT_LISTEN
+
+        sub.add_argument(
+            "--listen",
+            default=DEFAULT_LISTEN,
+            metavar="ADDR:PORT",
+            help=f"where to serve the page (default {DEFAULT_LISTEN}; beyond loopback a token is required)",
+        )
         return sub
 
     run = with_state_dir(commands.add_parser("run", help="run the agent in the foreground"))
@@ -264,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch = with_state_dir(commands.add_parser("watch", help="a line per change, live"))
     watch.add_argument("--json", action="store_true", help="JSON lines")
     watch.set_defaults(handler=_watch)
+
+    view = with_listen(
+        with_state_dir(commands.add_parser("view", help="serve a live web page of the running agent's graph"))
+    )
+    view.set_defaults(handler=_view)
 
     metadata = commands.add_parser("metadata", help="this agent's published metadata")
     metadata_commands = metadata.add_subparsers(dest="metadata_command", required=True)
@@ -297,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--json", action="store_true", help="JSON (with --watch: one JSON object per line)")
     fleet.add_argument("--watch", action="store_true", help="then a line per change, live")
     fleet.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and settle")
+    fleet.add_argument("--view", action="store_true", help="serve the live web page of the fleet instead")
+    with_listen(fleet)
+    fleet.add_argument("--state-dir", type=Path, help="where --view keeps its token (default: XDG state dir)")
     fleet.set_defaults(handler=_fleet)
 
     demo = commands.add_parser("demo", help="run a small real mesh on loopback and show it live")

@@ -7,12 +7,14 @@ the table of keys; ``hw_configs/*.toml`` are profiles per hardware setup)::
     [lan]       interfaces, multicast group and ports, beacon/keepalive/dead timing, limits
     [presence]  departure_grace, record_ttl, handler_timeout
     [mqtt]      the mirror to an MQTT broker: broker URL, credentials, TLS, topics (off by default)
+    [view]      the live web page of this agent's graph: enabled, listen, max_clients (off by default)
 
 Each table maps onto a frozen dataclass owned by the package it configures:
 ``[agent]`` :class:`AgentSettings` (here: only the CLI and the runtime read it),
 ``[lan]`` :class:`agent.transports.lan_settings.LanSettings`, ``[presence]``
 :class:`agent.api.settings.PresenceSettings`, ``[mqtt]``
-:class:`agent.mqtt.settings.MqttSettings`. This module only parses and
+:class:`agent.mqtt.settings.MqttSettings`, ``[view]``
+:class:`agent.web.settings.ViewSettings`. This module only parses and
 validates. One generic validator walks the dataclass fields: the field's type
 says which TOML type is accepted (an integer is accepted where a number is
 expected, a boolean never is) and an optional :class:`agent.core.settings.Rule`
@@ -41,6 +43,7 @@ from agent.core.settings import rule, rule_of
 from agent.mqtt.broker import parse_broker_url
 from agent.mqtt.settings import MqttSettings
 from agent.transports.lan_settings import LanSettings
+from agent.web.settings import ViewSettings
 
 __all__ = [
     "LOG_LEVELS",
@@ -96,6 +99,7 @@ class AgentConfig:
     lan: LanSettings = field(default_factory=LanSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    view: ViewSettings = field(default_factory=ViewSettings)
 
     def engine_config(self) -> EngineConfig:
         """The engine's timings from ``[lan]`` and ``[presence]`` (and the table's bounds); everything

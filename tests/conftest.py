@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from broker_support import Mosquitto, make_tls_files, missing_broker_tools
@@ -38,3 +39,36 @@ def mosquitto_tls_auth(require_broker: None, tmp_path: Path) -> Iterator[Mosquit
     tls = make_tls_files(tmp_path / "tls")
     with Mosquitto(tmp_path / "mosquitto", tls=tls, users=BROKER_USERS) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the session (Playwright driving /usr/bin/chromium).
+
+    Skips when it or Playwright is missing; fails instead if PRESENCE_REQUIRE_BROWSER is set (CI).
+    """
+    from browser_support import CHROMIUM, CHROMIUM_ARGS, missing_browser
+
+    missing = missing_browser()
+    if missing:
+        if os.environ.get("PRESENCE_REQUIRE_BROWSER", "") not in ("", "0"):
+            pytest.fail(f"PRESENCE_REQUIRE_BROWSER is set but {missing}")
+        pytest.skip(missing)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser page (its own context: no cookies shared between tests), 1400x800."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == [], f"the page raised: {errors}"

@@ -32,21 +32,23 @@ ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     "agent.transports": frozenset({"agent.core"}),
     "agent.mqtt": frozenset({"agent", "agent.core"}),
     "agent.sim": frozenset({"agent", "agent.core", "agent.api", "agent.state.store"}),
+    "agent.web": frozenset({"agent.core"}),
     "agent.config": frozenset(
         {"agent.core", "agent.api.settings", "agent.transports.lan_settings", "agent.mqtt.settings"}
-        | {"agent.mqtt.broker"}
+        | {"agent.mqtt.broker", "agent.web.settings"}
     ),
     "agent.runtime": frozenset(
         {"agent.core", "agent.api", "agent.state", "agent.transports", "agent.mqtt", "agent.config"}
-        | {"agent.mqtt.mirror"}
+        | {"agent.web", "agent.mqtt.mirror"}
     ),
     "agent.cli": frozenset(
         {"agent.core", "agent.config", "agent.state", "agent.sim", "agent.runtime", "agent.mqtt"}
+        | {"agent.web"}
     ),
     "firmware_bridge": frozenset({"agent.core"}),
     "bench": frozenset(
         {"agent", "agent.core", "agent.api", "agent.state", "agent.sim", "agent.transports", "agent.mqtt"}
-        | {"agent.config", "agent.runtime", "agent.cli", "firmware_bridge"}
+        | {"agent.config", "agent.runtime", "agent.cli", "agent.web", "firmware_bridge"}
     ),
 }
 #: Layer -> modules it must never import, even where the layer is allowed.
@@ -54,7 +56,9 @@ FORBIDDEN: Final[Mapping[str, frozenset[str]]] = {"agent.api": frozenset({"agent
 #: Layer -> allowed imports that may run only inside a function (start-up cost; paho only when mirroring).
 LAZY: Final[Mapping[str, frozenset[str]]] = {
     "agent.runtime": frozenset({"agent.mqtt.mirror"}),
-    "agent.cli": frozenset({"agent.config", "agent.state", "agent.sim", "agent.runtime", "agent.mqtt"}),
+    "agent.cli": frozenset(
+        {"agent.config", "agent.state", "agent.sim", "agent.runtime", "agent.mqtt", "agent.web"}
+    ),
 }
 #: Distribution (pyproject ``dependencies``) -> the name the product imports it by.
 DEPENDENCIES: Final = {"cbor2": "cbor2", "cryptography": "cryptography", "bleak": "bleak"} | {

@@ -50,6 +50,10 @@ def test_the_wheel_holds_the_agent_and_firmware_bridge_only(wheel: Path) -> None
     assert tops == {"agent", "firmware_bridge", "presence_agent-0.1.0.dist-info"}
     assert "agent/cli.py" in names
     assert "agent/core/engine.py" in names
+    # The web view's page ships inside the package: devices are often offline, nothing comes from a CDN.
+    assert {"agent/web/static/index.html", "agent/web/static/app.js", "agent/web/static/style.css"} <= set(
+        names
+    )
     metadata = zipfile.ZipFile(wheel).read("presence_agent-0.1.0.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata.splitlines()
 
@@ -77,6 +81,13 @@ def test_a_clean_venv_runs_the_installed_wheel_without_the_dev_tools(wheel: Path
     )
     assert everything.returncode == 0, everything.stderr
     assert everything.stdout.startswith(str(venv))  # the installed copy, not the checkout
+
+    # The installed server finds its page in the installed package.
+    files = run(
+        python, "-c", "from agent.web.server import static_files; print(sorted(static_files()))", cwd=tmp_path
+    )
+    assert files.returncode == 0, files.stderr
+    assert files.stdout.strip() == "['/', '/app.js', '/style.css']"
 
     plotting = run(python, "-c", "import matplotlib", cwd=tmp_path)
     assert plotting.returncode != 0

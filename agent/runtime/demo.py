@@ -2,7 +2,8 @@
 
 Starts several ``presence-agent run`` processes on loopback, each with its own
 state directory, publishes a little metadata on each, prints the first agent's
-graph table whenever it changes, and on Ctrl-C (or after ``--duration``)
+graph table whenever it changes, serves the web view of the first agent (its
+``[view]`` table, on a free loopback port) and prints its address, and on Ctrl-C (or after ``--duration``)
 stops them all with SIGTERM and checks they exit cleanly.
 """
 
@@ -32,6 +33,13 @@ def _free_udp_port() -> int:
         return port
 
 
+def _free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def _wait_for_control(state_dir: Path, deadline: float) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(ControlError, OSError):
@@ -48,6 +56,11 @@ def run_demo(agents: int, duration: float | None) -> int:
         root = Path(tmp)
         config = root / "demo.toml"
         config.write_text(f'[lan]\ninterfaces = ["127.0.0.1"]\nmulticast_port = {_free_udp_port()}\n')
+        # The first agent also serves the web view, in process.
+        web_port = _free_tcp_port()
+        first_config = root / "demo-view.toml"
+        view_table = f'\n[view]\nenabled = true\nlisten = "127.0.0.1:{web_port}"\n'
+        first_config.write_text(config.read_text() + view_table)
         dirs = [root / f"pi-{name}" for name in NAMES[:agents]]
         procs = [
             subprocess.Popen(
@@ -57,7 +70,7 @@ def run_demo(agents: int, duration: float | None) -> int:
                     "agent.cli",
                     "run",
                     "--config",
-                    str(config),
+                    str(first_config if d == dirs[0] else config),
                     "--state-dir",
                     str(d),
                     "--name",
@@ -73,9 +86,8 @@ def run_demo(agents: int, duration: float | None) -> int:
                 _wait_for_control(d, started + 15)
                 metadata = {"room": NAMES[i], "app_version": "1.2.4"}
                 request(d, {"op": "metadata_set", "json": json.dumps(metadata)})
-            print(
-                f"started {agents} agents on loopback (state under {root}); Ctrl-C stops them\n", flush=True
-            )
+            print(f"started {agents} agents on loopback (state under {root}); Ctrl-C stops them", flush=True)
+            print(f"web view of pi-{NAMES[0]}: http://127.0.0.1:{web_port}/\n", flush=True)
             shown = ""
             all_seen_at: float | None = None
             while duration is None or time.monotonic() - started < duration:

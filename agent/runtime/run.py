@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -39,12 +40,16 @@ async def _serve(config: AgentConfig, state_dir: Path, name: str | None) -> None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with Agent(config, state_dir=state_dir, name=name) as agent:
+    async with Agent(config, state_dir=state_dir, name=name) as agent, contextlib.AsyncExitStack() as page:
         print(
             f"presence-agent {agent.peer_key_string} running; state in {state_dir}",
             file=sys.stderr,
             flush=True,
         )
+        if config.view.enabled:
+            from agent.runtime.view import AgentView
+
+            await page.enter_async_context(AgentView(agent, config.view))
         await stop.wait()
         logging.getLogger("agent.runtime").info("stopping on signal")
 
