@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.runtime.control import ControlError, request
-from agent.state.identity import IDENTITY_FILE_NAME, load_or_create_identity
+from agent.state.identity import load_or_create_identity
+from agent.state.layout import IDENTITY_FILE_NAME
 from agent.transports.lan import BEACON_MAGIC
 from agent.transports.lan_settings import LanSettings
 from bench.processes import AgentProcess, Launcher, beacon_listener, memory_of, next_beacon

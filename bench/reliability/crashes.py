@@ -20,6 +20,7 @@ import time
 
 from agent.core.records import decode_record
 from agent.runtime.control import ControlError, request
+from bench.common import TIMES
 from bench.processes import AgentProcess, Launcher, kill_group
 from bench.reliability.common import Goal, Plan, Result, progress
 
@@ -86,29 +87,40 @@ def kill9(plan: Plan) -> Result:
                 stale_counters += 1
             if card_step < ledger.done_step:
                 lost += 1
-                progress(f"  kill9: round {round_}: step {card_step} after {ledger.done_step} was reported done")
+                progress(
+                    f"  kill9: round {round_}: step {card_step} after {ledger.done_step} was reported done"
+                )
             step[0] = max(step[0], card_step)
             if round_ == plan.kills:
                 launcher.stop(proc)
                 break
             halt = threading.Event()
-            writer = threading.Thread(target=_write_until_killed, args=(proc, ledger, step, halt), daemon=True)
+            writer = threading.Thread(
+                target=_write_until_killed, args=(proc, ledger, step, halt), daemon=True
+            )
             writer.start()
             time.sleep(rng.uniform(0.05, 0.4))
             kill_group(proc)
             halt.set()
             writer.join(15)
             if (round_ + 1) % max(1, plan.kills // 10) == 0:
-                progress(f"  kill9: {round_ + 1} of {plan.kills} kills, {ledger.writes_done:,} writes reported done")
+                progress(
+                    f"  kill9: {round_ + 1} of {plan.kills} kills, "
+                    f"{ledger.writes_done:,} writes reported done"
+                )
     reused = ledger.reused + stale_counters
-    progress(f"kill9: {plan.kills} kills, {ledger.writes_done:,} writes done; lost {lost}, reused counters {reused}")
+    progress(
+        f"kill9: {plan.kills} kills, {ledger.writes_done:,} writes done; lost {lost}, "
+        f"reused counters {reused}"
+    )
     return Result(
         key="kill9",
-        title=f"kill -9 × {plan.kills} during metadata writes",
+        title=f"kill -9 {TIMES} {plan.kills} during metadata writes",
         goal="nothing reported as done is lost; no counter ever reused",
         method=(
-            "metadata set over the control socket as fast as the agent answers, its own records read back after "
-            "each success; SIGKILL 50–400 ms into each round, then a restart on the same state directory"
+            "metadata set over the control socket as fast as the agent answers, its own records read back "
+            "after each success; SIGKILL 50 to 400 ms into each round, then a restart on the same state "
+            "directory"
         ),
         policy=(
             "a write is answered only once it is in the store, and counters are handed out below a ceiling "

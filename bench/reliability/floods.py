@@ -17,7 +17,8 @@ own connections) above its idle level.
 **sybil.** Three honest agents; a hostile peer admitted by one of them sends
 genuine self-signed cards from fresh keys expiring in 2106, at 0.8 MB/s. Once
 every agent is quiet again, a new honest agent starts; its join time runs from
-its spawn (start-up included) to every agent having every other in its graph (the same measure, taken before the flood, is the normal join time).
+its spawn (start-up included) to every agent having every other in its graph
+(the same measure, taken before the flood, is the normal join time).
 """
 
 from __future__ import annotations
@@ -144,8 +145,10 @@ def forged(plan: Plan) -> Result:
             "leaves no per-key state (no key cache, no id table entry)"
         ),
         goals=(
-            Goal("RSS growth (peak during the flood − before)", growth, RSS_GROWTH_GOAL_MB, unit="MB"),
-            Goal("slowest control answer during the flood", control["max_s"], CONTROL_LATENCY_GOAL_S, unit="s"),
+            Goal("RSS growth (peak during the flood, minus before)", growth, RSS_GROWTH_GOAL_MB, unit="MB"),
+            Goal(
+                "slowest control answer during the flood", control["max_s"], CONTROL_LATENCY_GOAL_S, unit="s"
+            ),
         ),
         details={
             "records_sent": plan.forged_records,
@@ -209,7 +212,8 @@ def beacons(plan: Plan) -> Result:
     growth = peak - before
     control = latency_details(sampler.latencies(attack_from, attack_to))
     progress(
-        f"beacons: RSS {before:.1f} -> peak {peak:.1f} MB (+{growth:.2f}); fds {idle_fds} -> peak {peak_fds}; "
+        f"beacons: RSS {before:.1f} -> peak {peak:.1f} MB (+{growth:.2f}); "
+        f"fds {idle_fds} -> peak {peak_fds}; "
         f"dial_budget_full {stats.get('transport.lan.dial_budget_full', 0)}; control max {control['max_s']} s"
     )
     return Result(
@@ -218,8 +222,8 @@ def beacons(plan: Plan) -> Result:
         goal=f"RSS growth ≤ {RSS_GROWTH_GOAL_MB:g} MB, dials in flight bounded, control socket answering "
         f"within {CONTROL_LATENCY_GOAL_S:g} s throughout",
         method=(
-            f"beacons from fresh keys above the target's at {plan.beacons_per_s:,.0f}/s, all naming a port that "
-            "listens but never accepts; RSS, fds and a timed control request sampled every 50 ms"
+            f"beacons from fresh keys above the target's at {plan.beacons_per_s:,.0f}/s, all naming a "
+            "port that listens but never accepts; RSS, fds and a timed control request sampled every 50 ms"
         ),
         policy=(
             "a beacon is a hint: per-key discovery state is capped (the oldest forgotten first), at most "
@@ -227,14 +231,16 @@ def beacons(plan: Plan) -> Result:
             "and counted"
         ),
         goals=(
-            Goal("RSS growth (peak during the flood − before)", growth, RSS_GROWTH_GOAL_MB, unit="MB"),
+            Goal("RSS growth (peak during the flood, minus before)", growth, RSS_GROWTH_GOAL_MB, unit="MB"),
             Goal(
                 "fds above idle at the peak (dials in flight + sampler)",
                 peak_fds - idle_fds,
                 DIALS_IN_FLIGHT + FD_SLACK,
                 unit="fds",
             ),
-            Goal("slowest control answer during the flood", control["max_s"], CONTROL_LATENCY_GOAL_S, unit="s"),
+            Goal(
+                "slowest control answer during the flood", control["max_s"], CONTROL_LATENCY_GOAL_S, unit="s"
+            ),
         ),
         details={
             "beacons_sent": plan.beacons,
@@ -323,9 +329,7 @@ def sybil(plan: Plan) -> Result:
         f"sybil: normal join {normal_join} s, newcomer join {join} s; peak RSS {peak_rss:.1f} MB; "
         f"store peers {store_peers}"
     )
-    series = {
-        s.proc.name: {"t": s.t, "rss_mb": s.rss_mb} for s in samplers
-    }
+    series = {s.proc.name: {"t": s.t, "rss_mb": s.rss_mb} for s in samplers}
     return Result(
         key="sybil",
         title=f"Sybil: {plan.sybil_cards:,} fresh-key cards through one admitted link",

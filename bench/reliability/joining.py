@@ -17,6 +17,7 @@ import time
 from agent.core.keys import public_key_from_string
 from agent.runtime.control import request
 from agent.transports.lan_settings import LanSettings
+from bench.common import TIMES
 from bench.processes import AgentProcess, Launcher
 from bench.reliability.common import (
     Goal,
@@ -94,9 +95,7 @@ def big_join(plan: Plan) -> Result:
             shown = _graph_size(c)
             time.sleep(1.0)
             after = {p.name: _closed(p) for p in (a, b, c)}
-            flooding = {
-                p.name: stats_of(p).get("transport.lan.peer_flooding", 0) for p in (a, b, c)
-            }
+            flooding = {p.name: stats_of(p).get("transport.lan.peer_flooding", 0) for p in (a, b, c)}
             feeder_dropped = feeder.closed and not feeder_closed_before
             sampler.stop()
         finally:
@@ -117,7 +116,7 @@ def big_join(plan: Plan) -> Result:
         ),
         policy=(
             "a sender paces its sync to what the receiver will accept: the LAN transport hands the engine a "
-            "send budget of 0.8 × the receive limit both sides use, so keepalives still get through"
+            f"send budget of 0.8 {TIMES} the receive limit both sides use, so keepalives still get through"
         ),
         goals=(Goal("honest links dropped while the fresh peer synced", drops, 0, unit="links"),),
         details={

@@ -36,11 +36,11 @@ from agent.runtime.control import request
 from agent.transports.lan_settings import LanSettings
 from bench.processes import AgentProcess, Launcher
 from bench.reliability.common import (
+    BeaconRelay,
     Goal,
     Plan,
     Result,
     Sampler,
-    BeaconRelay,
     all_see_all,
     latency_details,
     make_identity,
@@ -144,7 +144,8 @@ def connections(plan: Plan) -> Result:
                 rejoins.append(rejoin)
                 progress(
                     f"  connections: restart {i + 1}/{plan.connection_restarts} rejoined in "
-                    f"{'never' if rejoin is None else f'{rejoin:.2f} s'} ({flood.opened:,} connections so far)"
+                    f"{'never' if rejoin is None else f'{rejoin:.2f} s'} "
+                    f"({flood.opened:,} connections so far)"
                 )
             time.sleep(max(0.0, began + plan.connections_s - time.monotonic()))
         finally:
@@ -164,14 +165,14 @@ def connections(plan: Plan) -> Result:
         f"{plan.connections_s:g} s",
         goal=f"a restarting honest peer rejoins within {REJOIN_GOAL_S:g} s",
         method=(
-            "each connection sends a keyless 35-byte HELLO and nothing more; the honest peer (the lower key: "
-            f"it dials the flooded target) is restarted {plan.connection_restarts} times during the flood and "
-            "timed from spawn to linked both ways"
+            "each connection sends a keyless 35-byte HELLO and nothing more; the honest peer (the lower "
+            f"key: it dials the flooded target) is restarted {plan.connection_restarts} times during the "
+            "flood and timed from spawn to linked both ways"
         ),
         policy=(
-            "a connection that has proved nothing holds a pending slot only for `admission_timeout` (3 s), and "
-            "a newcomer beyond `max_pending_connections` evicts the oldest unproven one, so a flood delays a "
-            "newcomer but never locks one out"
+            "a connection that has proved nothing holds a pending slot only for `admission_timeout` "
+            "(3 s), and a newcomer beyond `max_pending_connections` evicts the oldest unproven one, "
+            "so a flood delays a newcomer but never locks one out"
         ),
         goals=(Goal("slowest rejoin of the restarted peer", worst, REJOIN_GOAL_S, unit="s"),),
         details={
@@ -271,9 +272,10 @@ def hostile_links(plan: Plan) -> Result:
         title=f"{plan.hostile_links} hostile links at a bridge",
         goal="every honest multi-hop peer stays in every graph",
         method=(
-            "left and right reach each other only through the bridge (two multicast groups, the bridge's beacon "
-            f"repeated into the second); {plan.hostile_links} hostile peers with genuine keys and ground low "
-            "peer ids link to the bridge and stay; all three graphs read every 0.2 s"
+            "left and right reach each other only through the bridge (two multicast groups, the "
+            f"bridge's beacon repeated into the second); {plan.hostile_links} hostile peers with "
+            "genuine keys and ground low peer ids link to the bridge and stay; all three graphs read "
+            "every 0.2 s"
         ),
         policy=(
             f"admitted links are capped (`max_links`, {LanSettings().max_links}) and beyond it new inbound "
@@ -313,4 +315,3 @@ def _direct(proc: AgentProcess, key: str) -> bool:
         if peer["peer_key_string"] == key:
             return bool(peer.get("is_direct"))
     return False
-

@@ -144,15 +144,17 @@ class HostilePeer:
                 accepted = True
             elif kind is MessageType.DENY:
                 raise ConnectionError("the agent denied the link")
-            elif kind is MessageType.SUMMARY:
-                self.agent_summary = bytes(fields[0])  # type: ignore[arg-type]
+            elif kind is MessageType.SUMMARY and isinstance(fields[0], bytes):
+                self.agent_summary = fields[0]
 
     def links(self, children: Iterable[bytes] = (), counter: int = 2) -> Record:
         """Our links record: the agent and ``children`` (peer ids), signed with our key."""
         entries = [LinkEntry(peer_id(self.agent_key), ConnectionType.ACCESS_POINT)]
         entries += [LinkEntry(child, ConnectionType.RADIO, 10) for child in children]
         entries.sort(key=lambda e: (e.peer_id, e.connection_type.value))
-        return sign_record(self.private_key, self.public_key, counter, self.card.expiry, Links(tuple(entries)))
+        return sign_record(
+            self.private_key, self.public_key, counter, self.card.expiry, Links(tuple(entries))
+        )
 
     def send_paced(self, frames: Iterable[bytes], bytes_per_s: float = FEED_BYTES_PER_S) -> int:
         """Send framed messages at ``bytes_per_s``; the bytes sent (stops early if the link closes)."""
@@ -298,7 +300,7 @@ def forged_cards(count: int) -> Iterator[bytes]:
 
 
 def sybil_cards(count: int, metadata_bytes: int) -> Iterator[bytes]:
-    """``count`` genuine cards, each from a fresh key, expiring in 2106, with ``metadata_bytes`` of padding."""
+    """``count`` genuine cards, each from a fresh key, expiring in 2106, ``metadata_bytes`` of padding."""
     metadata = {"pad": "x" * metadata_bytes} if metadata_bytes else {}
     for i in range(count):
         private, public = keypair()
@@ -329,7 +331,9 @@ def tree(root_key: bytes, peers: int, metadata_bytes: int, fan_out: int = 4) -> 
     for k in range(1, len(keys)):
         private, public = keys[k]
         assert private is not None
-        records.append(sign_record(private, public, 1, expiry, make_card(f"fed-{k:05d}", "Linux", "0", metadata)))
+        records.append(
+            sign_record(private, public, 1, expiry, make_card(f"fed-{k:05d}", "Linux", "0", metadata))
+        )
         neighbours = [(k - 1) // fan_out, *range(fan_out * k + 1, min(fan_out * k + fan_out + 1, len(keys)))]
         entries = tuple(LinkEntry(ids[j], ConnectionType.RADIO, 10) for j in sorted(neighbours))
         records.append(sign_record(private, public, 2, expiry, Links(entries)))
