@@ -213,7 +213,9 @@ def _section(key: str, scenario: dict[str, Any], plots: dict[str, str] | None, p
             ],
         ),
         "",
-        f"Details ({scenario['duration_s']:.0f} s):",
+        f"Details ({scenario['duration_s']:.0f} s"
+        + (f", run {scenario['ran_at']}" if scenario.get("ran_at") else "")
+        + "):",
         "",
     ]
     for name, value in scenario["details"].items():
