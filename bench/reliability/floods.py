@@ -343,7 +343,8 @@ def sybil(plan: Plan) -> Result:
         ),
         policy=(
             "a peer seen first-hand, or reachable without passing through the flooding neighbour, outranks "
-            "the flood: held peers are capped and a newcomer's card is never refused for a Sybil's"
+            "the flood: the table is bounded, and when it is full the flooding neighbour's own newcomers "
+            "are refused while anyone else's take the flood's places (agent.core.occupancy)"
         ),
         goals=(
             Goal("new honest peer in every graph after the flood", join, JOIN_GOAL_S, unit="s"),
