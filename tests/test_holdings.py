@@ -454,3 +454,20 @@ def test_a_dropped_key_frees_a_place() -> None:
     held.forget(pid(2), RecordKind.CARD)
     held.drop_unused_keys()
     assert held.room_needed(pid(3), RecordKind.CARD, 100) is None
+
+
+def test_in_range_gives_the_held_records_of_peer_ids_in_the_range_in_order() -> None:
+    held = holdings()
+    for seed in range(2, 12):
+        held.put(card(seed))
+        if seed % 2:
+            held.put(links(seed))
+    everything = sorted(held, key=lambda item: (item[0][0], item[0][1]))
+    lo, hi = pid(4), pid(9)
+    assert list(held.in_range(lo, hi)) == [item for item in everything if lo <= item[0][0] <= hi]
+    held.forget(pid(5), RecordKind.CARD)
+    held.put(card(30))
+    assert list(held.in_range(pid(5), pid(5))) == [
+        ((pid(5), RecordKind.LINKS), held.get(pid(5), RecordKind.LINKS))
+    ]
+    assert list(held.in_range(b"\x00" * 8, b"\xff" * 8)) == sorted(held, key=lambda item: item[0])

@@ -497,7 +497,7 @@ class Engine:
                     self._send_digest(state, now)
             case Digest():
                 self.stats["sync.digests_received"] += 1
-                for key, record in records_to_offer(message, self._held):
+                for key, record in records_to_offer(message, self._held.in_range(message.lo, message.hi)):
                     self._queue_record(state, key, record.raw, now)
                     self.stats["sync.records_offered"] += 1
 

@@ -17,6 +17,7 @@ says what a record lacks, and :mod:`agent.core.occupancy` decides who gives it u
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -61,6 +62,10 @@ class Holdings:
         #: Remote peers' claimed connections: peer id -> {(neighbour id, type code): distance}.
         self.claims: dict[bytes, Claims] = {}
         self._claim_peers: dict[bytes, tuple[bytes, ...]] = {}
+        # Held peer ids in order, for DIGEST ranges; rebuilt lazily after a record comes or goes,
+        # so a DIGEST costs a bisection, not a scan of every record (an admitted peer's tiny
+        # DIGESTs would otherwise cost a scan each).
+        self._sorted_ids: list[bytes] | None = None
 
     # ---------------------------------------------------------------- queries
 
@@ -96,6 +101,18 @@ class Holdings:
     @property
     def summary(self) -> bytes:
         return self._summary.to_bytes(8, "big")
+
+    def in_range(self, lo: bytes, hi: bytes) -> Iterator[tuple[RecordKey, Record]]:
+        """Held records of peer ids in ``[lo, hi]``, in peer id order."""
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted({pid for pid, _ in self._records})
+        ids = self._sorted_ids
+        records = self._records
+        for i in range(bisect.bisect_left(ids, lo), bisect.bisect_right(ids, hi)):
+            for kind in RecordKind:
+                record = records.get((ids[i], kind))
+                if record is not None:
+                    yield (ids[i], kind), record
 
     def digest_entries(self) -> list[bytes]:
         """Sorted digest entries of every held record."""
@@ -146,6 +163,8 @@ class Holdings:
         if old is not None:
             self._by_raw.pop(old.raw, None)
             self._summary ^= old.summary_hash
+        else:
+            self._sorted_ids = None
         self._records[key] = record
         self._by_raw[record.raw] = key
         self._summary ^= record.summary_hash
@@ -168,6 +187,7 @@ class Holdings:
         record = self._records.pop((pid, kind), None)
         if record is None:
             return False
+        self._sorted_ids = None
         self._by_raw.pop(record.raw, None)
         self._summary ^= record.summary_hash
         if pid != self.local_id:
