@@ -64,7 +64,7 @@ from agent.core.graph import PresenceGraph
 from agent.core.keys import peer_id, peer_key_string, public_key_from_string
 from agent.core.limits import HANDSHAKE_CONTEXT, NONCE_BYTES, PROTOCOL_VERSION
 from agent.core.records import ConnectionType, LinkEntry, Links, Record, decode_record, make_card, sign_record
-from agent.core.wire import FRAME_WHOLE, MessageType, decode_message, encode_message
+from agent.core.wire import FRAME_WHOLE, ROUTER, MessageType, decode_message, encode_message
 from agent.runtime.agent import Agent
 from agent.runtime.control import ControlError, request
 from agent.transports.lan import BEACON_BYTES, BEACON_MAGIC
@@ -416,7 +416,9 @@ class Feeder:
     def handshake(self) -> None:
         """HELLO, PROOF and ACCEPT both ways; then wait for the agent's links record."""
         nonce = os.urandom(NONCE_BYTES)
-        self._send(encode_message(MessageType.HELLO, PROTOCOL_VERSION, nonce, self.peers.card.raw))
+        self._send(
+            encode_message(MessageType.HELLO, PROTOCOL_VERSION, nonce, self.peers.card.raw, ROUTER.encode())
+        )
         proved = accepted = False
         while not (proved and accepted):
             received = self._receive()

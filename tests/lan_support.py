@@ -26,7 +26,7 @@ from typing import IO, Any, TypeVar
 
 from agent.core.limits import HANDSHAKE_CONTEXT, NONCE_BYTES, PROTOCOL_VERSION
 from agent.core.records import make_card, open_record, sign_record
-from agent.core.wire import FRAME_WHOLE, MessageType, decode_message, encode_message
+from agent.core.wire import FRAME_WHOLE, ROUTER, MessageType, decode_message, encode_message
 from agent.runtime.control import ControlError, request
 from agent.state.identity import generate_identity
 from agent.transports.lan import BEACON_BYTES, BEACON_MAGIC
@@ -365,10 +365,10 @@ class WirePeer:
 
     def handshake(self) -> None:
         """HELLO and PROOF both ways: the remote then asks its connection request handler."""
-        self.send(MessageType.HELLO, PROTOCOL_VERSION, self.nonce, self.card.raw)
+        self.send(MessageType.HELLO, PROTOCOL_VERSION, self.nonce, self.card.raw, ROUTER.encode())
         kind, fields = self.receive()
         assert kind is MessageType.HELLO, kind
-        _, remote_nonce, remote_card = fields
+        _, remote_nonce, remote_card, _ = fields
         self.remote_key = open_record(remote_card).public_key
         proof = self.identity.private_key.sign(
             HANDSHAKE_CONTEXT + remote_nonce + self.identity.public_key + self.remote_key

@@ -59,6 +59,7 @@ from agent.core.wire import (
     FRAGMENT_HEADER_BYTES,
     FRAME_FRAGMENT,
     FRAME_WHOLE,
+    ROUTER,
     Hello,
     MessageType,
     WireError,
@@ -353,7 +354,7 @@ def closes(events: Iterable[Event]) -> list[CloseLink]:
 
 
 def hello(card_raw: bytes, nonce: bytes = b"\x11" * NONCE_BYTES, version: Any = PROTOCOL_VERSION) -> bytes:
-    return whole(encode_message(MessageType.HELLO, version, nonce, card_raw))
+    return whole(encode_message(MessageType.HELLO, version, nonce, card_raw, ROUTER.encode()))
 
 
 def lonely_link(spec: LinkSpec | None = None, config: EngineConfig | None = None) -> tuple[Node, LinkId]:
@@ -724,7 +725,7 @@ def half_handshake() -> tuple[Node, Node, bytes]:
     (b_hello,) = b_frames
     a.engine.receive("l", b_hello, NOW)
     (a_hello,) = a_frames
-    _, (_, a_nonce, _) = decode_message(a_hello[1:])
+    _, (_, a_nonce, _, _) = decode_message(a_hello[1:])
     return a, b, a_nonce
 
 

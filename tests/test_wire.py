@@ -30,6 +30,7 @@ from agent.core.wire import (
     FRAME_WHOLE,
     MAX_FRAGMENTS,
     Accept,
+    Capabilities,
     CardRequest,
     Deny,
     Digest,
@@ -38,6 +39,7 @@ from agent.core.wire import (
     MessageType,
     Proof,
     Records,
+    Role,
     Summary,
     UnsupportedVersionError,
     WireError,
@@ -310,12 +312,28 @@ CARD = b"\xd2\x84" + b"c" * 140
 PEER = bytes(range(1, 9))
 
 
-def test_a_hello_encodes_version_nonce_and_card_in_order() -> None:
+def test_a_hello_encodes_version_nonce_card_and_capabilities_in_order() -> None:
     nonce = bytes(range(NONCE_BYTES))
     kind, fields = decode_message(encode_hello(nonce, CARD))
     assert kind is MessageType.HELLO
-    assert fields == (PROTOCOL_VERSION, nonce, CARD)
-    assert decode_hello(fields) == Hello(nonce, CARD, None)
+    assert fields == (PROTOCOL_VERSION, nonce, CARD, [0, MAX_MESSAGE_BYTES])
+    assert decode_hello(fields) == Hello(nonce, CARD, None, Capabilities(Role.ROUTER, MAX_MESSAGE_BYTES))
+
+
+def test_a_leaf_says_so_and_names_the_largest_message_it_takes() -> None:
+    leaf = Capabilities(Role.LEAF, 512)
+    _, fields = decode_message(encode_hello(NONCE, CARD, leaf))
+    assert fields[3] == [1, 512]
+    assert decode_hello(fields).capabilities == leaf
+
+
+@pytest.mark.parametrize(
+    "capabilities",
+    [[2, 512], [0, 63], [0, MAX_MESSAGE_BYTES + 1], [0], [0, 512, 1], "router", [0, "512"], [-1, 512]],
+)
+def test_capabilities_outside_the_protocol_are_a_wire_error(capabilities: Any) -> None:
+    with pytest.raises(WireError, match="HELLO"):
+        decode_hello((PROTOCOL_VERSION, NONCE, CARD, capabilities))
 
 
 def test_a_digest_entry_is_peer_id_kind_and_big_endian_counter() -> None:
@@ -331,12 +349,12 @@ def test_a_hello_may_name_its_card_by_digest_entry_instead_of_carrying_it() -> N
     kind, fields = decode_message(by_reference)
     assert kind is MessageType.HELLO
     assert decode_hello(fields).reference == (PEER, 7)
-    # Compact: the whole frame is a fifth of a 255-byte radio frame, whatever the card's size.
-    assert len(frames_for(by_reference, 255, 0)[0]) <= 40 < len(encode_hello(nonce, CARD))
+    # Compact: the whole frame is a sixth of a 255-byte radio frame, whatever the card's size.
+    assert len(frames_for(by_reference, 255, 0)[0]) <= 44 < len(encode_hello(nonce, CARD))
 
 
 def test_a_hello_referencing_anything_but_a_card_is_refused() -> None:
-    fields = (PROTOCOL_VERSION, bytes(NONCE_BYTES), digest_entry(PEER, RecordKind.LINKS, 7))
+    fields = (PROTOCOL_VERSION, bytes(NONCE_BYTES), digest_entry(PEER, RecordKind.LINKS, 7), [0, 512])
     with pytest.raises(WireError, match="card"):
         decode_hello(fields)
 
@@ -344,11 +362,11 @@ def test_a_hello_referencing_anything_but_a_card_is_refused() -> None:
 @pytest.mark.parametrize(
     "fields",
     [
-        (PROTOCOL_VERSION, bytes(NONCE_BYTES)),
-        (PROTOCOL_VERSION, bytes(NONCE_BYTES), CARD, b"extra"),
-        (PROTOCOL_VERSION, bytes(NONCE_BYTES - 1), CARD),
-        (PROTOCOL_VERSION, "nonce", CARD),
-        (PROTOCOL_VERSION, bytes(NONCE_BYTES), 7),
+        (PROTOCOL_VERSION, bytes(NONCE_BYTES), CARD),
+        (PROTOCOL_VERSION, bytes(NONCE_BYTES), CARD, [0, 512], b"extra"),
+        (PROTOCOL_VERSION, bytes(NONCE_BYTES - 1), CARD, [0, 512]),
+        (PROTOCOL_VERSION, "nonce", CARD, [0, 512]),
+        (PROTOCOL_VERSION, bytes(NONCE_BYTES), 7, [0, 512]),
     ],
     ids=["short", "long", "short-nonce", "text-nonce", "int-card"],
 )
@@ -366,6 +384,7 @@ ENTRY = digest_entry(PEER, RecordKind.LINKS, 3)
 EVERY_MESSAGE: list[Message] = [
     Hello(NONCE, CARD, None),
     Hello(NONCE, digest_entry(PEER, RecordKind.CARD, 7), (PEER, 7)),
+    Hello(NONCE, CARD, None, Capabilities(Role.LEAF, 244)),
     Proof(SIGNATURE),
     Accept(),
     Accept(ask_back=True),
@@ -423,11 +442,12 @@ def test_digest_counters_map_every_entry_to_its_counter() -> None:
 
 
 MALFORMED: list[tuple[MessageType, tuple[Any, ...]]] = [
-    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE)),
-    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE, CARD, b"extra")),
-    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE + b"x", CARD)),
-    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE, 7)),
-    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE, digest_entry(PEER, RecordKind.LINKS, 7))),
+    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE, CARD)),
+    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE, CARD, [0, 512], b"extra")),
+    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE + b"x", CARD, [0, 512])),
+    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE, 7, [0, 512])),
+    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE, digest_entry(PEER, RecordKind.LINKS, 7), [0, 512])),
+    (MessageType.HELLO, (PROTOCOL_VERSION, NONCE, CARD, [3, 512])),
     (MessageType.PROOF, ()),
     (MessageType.PROOF, (SIGNATURE[:63],)),
     (MessageType.PROOF, (SIGNATURE + b"s",)),
@@ -494,7 +514,7 @@ def test_parsing_any_fields_gives_a_typed_message_or_a_wire_error_only(
     assert parse_message(message.encode()) == message
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, 2**32 - 1], ids=repr)
+@pytest.mark.parametrize("version", [0, 1, 2, 4, 2**32 - 1], ids=repr)
 def test_a_hello_of_another_version_raises_unsupported_version(version: int) -> None:
     with pytest.raises(UnsupportedVersionError, match=f"version {version};"):
         parse_message(encode_message(MessageType.HELLO, version, NONCE, CARD))

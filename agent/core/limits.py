@@ -24,8 +24,9 @@ PEER_ID_BYTES: Final = 8
 #: Counters and expiries are unsigned 32-bit: at most five CBOR bytes each.
 MAX_COUNTER: Final = 2**32 - 1
 
-#: Protocol version spoken in HELLO (2: the card may be sent by reference, with CARD_REQUEST).
-PROTOCOL_VERSION: Final = 2
+#: Protocol version spoken in HELLO (2: the card may be sent by reference, with CARD_REQUEST;
+#: 3: HELLO carries capabilities, role and largest message, and summaries hash with SHA-256).
+PROTOCOL_VERSION: Final = 3
 #: Domain separation for link-handshake proofs.
 HANDSHAKE_CONTEXT: Final = b"presence-agent/link-proof/v1"
 #: Handshake nonce length.
@@ -33,7 +34,7 @@ NONCE_BYTES: Final = 16
 
 #: Largest message reassembled from fragments (a full digest is split below this).
 MAX_MESSAGE_BYTES: Final = 65536
-#: Smallest MTU a link may report: room for a fragment header and some payload.
-MIN_LINK_MTU: Final = 32
+#: Smallest MTU a link may report: BLE's default ATT payload (a fragment header and 16 bytes).
+MIN_LINK_MTU: Final = 20
 #: At most this many partly reassembled messages per link.
 MAX_PARTIAL_MESSAGES_PER_LINK: Final = 4

@@ -114,7 +114,8 @@ _TYPE_BY_CODE: Final[dict[int, ConnectionType]] = dict(CONNECTION_TYPE_BY_CODE)
 _KIND_BYTE: Final[Mapping[RecordKind, bytes]] = {kind: bytes([kind]) for kind in RecordKind}
 #: Frozen dataclasses set their computed fields through this; bound once, not looked up per record.
 _set: Final = object.__setattr__
-_blake2b: Final = hashlib.blake2b
+# SHA-256, not BLAKE2b: a leaf on MicroPython has SHA-256 natively and must compute its summary.
+_sha256: Final = hashlib.sha256
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +200,7 @@ class Record(_RecordFields):
     ) -> Record:
         pid = public_key[:PEER_ID_BYTES]  # keys.peer_id, inlined: this runs for every record
         entry = pid + _KIND_BYTE[kind] + counter.to_bytes(4, "big")
-        summary = int.from_bytes(_blake2b(entry, digest_size=8).digest(), "big")
+        summary = int.from_bytes(_sha256(entry).digest()[:8], "big")
         return _RecordFields.__new__(cls, kind, public_key, counter, expiry, body, raw, pid, summary)
 
 

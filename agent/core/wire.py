@@ -12,7 +12,8 @@ A *message* is a deterministic CBOR array whose first item is its type:
 ===============  ===================================================  ==================
 type             fields                                               when
 ===============  ===================================================  ==================
-1 HELLO          version, nonce(16), card or card reference           link up
+1 HELLO          version, nonce(16), card or card reference,          link up
+                 capabilities [role, max message]
 2 PROOF          Ed25519 signature (64)                               after HELLO
 3 ACCEPT         ?1 ("answer with your ACCEPT": a retransmission)     handler allowed
 4 DENY           --                                                   handler denied
@@ -26,6 +27,11 @@ A *digest entry* is 13 bytes, ``peer_id(8) + kind(1) + counter(4,
 big-endian)``: it names one record. DIGEST ``entries`` is one byte string of
 them, sorted, covering every record the sender holds for peer ids in ``[lo,
 hi]``.
+
+HELLO's fourth field (version 3) says what the sender is: ``[role, max_message]``, role
+0 a router (holds the mesh, floods) or 1 a leaf (holds only its own records: it is sent
+no floods, and its SUMMARY and DIGEST cover only its own records), and the largest
+message it reassembles (64..65536 bytes; nothing larger is sent to it).
 
 HELLO's third field is the sender's signed card (*by value*), or the card's
 digest entry (*by reference*, 13 bytes, so never a valid card): a sender that
@@ -117,6 +123,35 @@ def read_digest_entry(entry: bytes) -> tuple[bytes, int, int]:
     return entry[:PEER_ID_BYTES], entry[PEER_ID_BYTES], int.from_bytes(entry[PEER_ID_BYTES + 1 :], "big")
 
 
+class Role(enum.IntEnum):
+    """What a peer is to its links: a router holds the mesh; a leaf holds only its own records."""
+
+    ROUTER = 0
+    LEAF = 1
+
+
+#: The smallest ``max_message`` a peer may announce: room for a HELLO by reference and a PROOF.
+MIN_MAX_MESSAGE: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """HELLO's last field: the sender's role and the largest message it reassembles."""
+
+    role: Role = Role.ROUTER
+    max_message: int = MAX_MESSAGE_BYTES
+
+    def __post_init__(self) -> None:
+        if not MIN_MAX_MESSAGE <= self.max_message <= MAX_MESSAGE_BYTES:
+            raise ValueError(f"max_message must be in {MIN_MAX_MESSAGE}..{MAX_MESSAGE_BYTES}")
+
+    def encode(self) -> list[int]:
+        return [int(self.role), self.max_message]
+
+
+ROUTER: Final = Capabilities()
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
     """A HELLO of this protocol version: the card by value, or by reference (``reference`` set)."""
@@ -126,29 +161,42 @@ class Hello:
     card: bytes
     #: (peer id, counter) of a card sent by reference, else ``None``.
     reference: tuple[bytes, int] | None
+    capabilities: Capabilities = ROUTER
 
     def encode(self) -> bytes:
-        return encode_hello(self.nonce, self.card)
+        return encode_hello(self.nonce, self.card, self.capabilities)
 
 
-def encode_hello(nonce: bytes, card: bytes) -> bytes:
+def encode_hello(nonce: bytes, card: bytes, capabilities: Capabilities = ROUTER) -> bytes:
     """A HELLO carrying ``card``: the signed card or its :func:`digest_entry`."""
-    return encode_message(MessageType.HELLO, PROTOCOL_VERSION, nonce, card)
+    return encode_message(MessageType.HELLO, PROTOCOL_VERSION, nonce, card, capabilities.encode())
+
+
+def _capabilities(value: Any) -> Capabilities:
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
+        raise WireError("HELLO capabilities are [role, max_message]")
+    role, max_message = value
+    if role not in (Role.ROUTER, Role.LEAF):
+        raise WireError(f"HELLO role must be 0 (router) or 1 (leaf), got {role if 0 <= role < 256 else '?'}")
+    if not MIN_MAX_MESSAGE <= max_message <= MAX_MESSAGE_BYTES:
+        raise WireError(f"HELLO max_message must be in {MIN_MAX_MESSAGE}..{MAX_MESSAGE_BYTES}")
+    return Capabilities(Role(role), max_message)
 
 
 def decode_hello(fields: tuple[Any, ...]) -> Hello:
     """Read a HELLO's fields; the caller has checked ``fields[0]`` is :data:`PROTOCOL_VERSION`."""
-    if len(fields) != 3:
-        raise WireError("HELLO is version, nonce, card")
-    _, nonce, card = fields
+    if len(fields) != 4:
+        raise WireError("HELLO is version, nonce, card, capabilities")
+    _, nonce, card, capabilities = fields
     if not (isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES and isinstance(card, bytes)):
         raise WireError("HELLO needs a 16-byte nonce and a card")
+    caps = _capabilities(capabilities)
     if len(card) != DIGEST_ENTRY_BYTES:
-        return Hello(nonce, card, None)
+        return Hello(nonce, card, None, caps)
     peer, kind, counter = read_digest_entry(card)
     if kind != RecordKind.CARD:
         raise WireError("a HELLO's record reference must name a card")
-    return Hello(nonce, card, (peer, counter))
+    return Hello(nonce, card, (peer, counter), caps)
 
 
 class UnsupportedVersionError(WireError):

@@ -45,7 +45,7 @@ from agent.core.records import (
     make_card,
     sign_record,
 )
-from agent.core.wire import FRAME_WHOLE, MessageType, decode_message, encode_message
+from agent.core.wire import FRAME_WHOLE, ROUTER, MessageType, decode_message, encode_message
 from agent.transports.lan_settings import LanSettings
 
 _LENGTH = struct.Struct(">I")
@@ -124,7 +124,9 @@ class HostilePeer:
 
     def handshake(self) -> None:
         """HELLO, PROOF and ACCEPT both ways; raises if the agent refuses or closes."""
-        self.send(MessageType.HELLO, PROTOCOL_VERSION, os.urandom(NONCE_BYTES), self.card.raw)
+        self.send(
+            MessageType.HELLO, PROTOCOL_VERSION, os.urandom(NONCE_BYTES), self.card.raw, ROUTER.encode()
+        )
         proved = accepted = False
         while not (proved and accepted):
             received = self._receive()
