@@ -22,8 +22,9 @@ need not rebuild it after each boot). With it [s]B is 64 additions and 4 doublin
 (4-bit signed window: 252 doublings, 64 additions).
 
 Verification is cofactorless, like libsodium's (the host's verifier): it accepts
-exactly when encode([S]B - [k]A) == R and S < L, with k = SHA-512(R || A || M) mod L;
-a public key or R that does not decode is a failure, not an exception.
+exactly when S < L, A and R decode to points not of small order (order dividing 8),
+and encode([S]B - [k]A) == R, with k = SHA-512(R || A || M) mod L; anything else,
+including a key or R that does not decode, is False, not an exception.
 
 Not constant-time: big-int arithmetic in Python never is. A node signs its own
 records a few times an hour; do not expose it as a signing oracle.
@@ -142,6 +143,11 @@ def _add_niels(p, ypx, ymx, xy2d):
 
 _IDENTITY = (0, 1, 1, 0)
 _B = (_recover_x(_BY, 0), _BY, 1, _recover_x(_BY, 0) * _BY % P)
+
+
+def _small_order(point):
+    """True for the eight points of order dividing 8 ([8]point is the identity: x == 0)."""
+    return _double(_double(_double(point)))[0] == 0
 
 
 def _radix16(scalar):
@@ -312,7 +318,8 @@ def verify(public, message, signature):
     if s >= L:
         return False
     a = _decode(public)
-    if a is None or _decode(signature[:32]) is None:
+    r = _decode(signature[:32])
+    if a is None or r is None or _small_order(a) or _small_order(r):
         return False
     k = int.from_bytes(sha512(signature[:32] + public + message), "little") % L
     x, y, z, t = a

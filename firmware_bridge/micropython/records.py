@@ -134,9 +134,7 @@ def _check_metadata_object(metadata):
     check_metadata(metadata)
     size = metadata_json_size(metadata)
     if size > MAX_METADATA_JSON_BYTES:
-        raise MetadataError(
-            "metadata is %d bytes as JSON; the limit is %d" % (size, MAX_METADATA_JSON_BYTES)
-        )
+        raise MetadataError("metadata is %d bytes as JSON; the limit is %d" % (size, MAX_METADATA_JSON_BYTES))
 
 
 # ---------------------------------------------------------------- encoding
@@ -266,7 +264,7 @@ def _card_body(fields):
     try:
         _check_metadata_object(metadata)
     except MetadataError as exc:
-        raise RecordError("malformed", str(exc))
+        raise RecordError("malformed", str(exc)) from None
     return Card(
         _text(name, "device name", MAX_DEVICE_NAME_BYTES),
         _text(os_name, "os", MAX_OS_BYTES),
@@ -302,7 +300,7 @@ def open_record(raw):
     try:
         fields = cbor.decode(payload)
     except cbor.CBORError as exc:
-        raise RecordError("malformed", "payload is not deterministic CBOR: %s" % exc)
+        raise RecordError("malformed", "payload is not deterministic CBOR: %s" % exc) from None
     if not isinstance(fields, list) or len(fields) < 4:
         raise RecordError("malformed", "payload must be an array of at least 4 items")
     kind, public_key, counter, expiry = fields[:4]
