@@ -48,13 +48,13 @@ def require_micropython() -> None:
     pytest.skip(missing)
 
 
-def run_micropython(script: str, *, timeout: float = 120.0) -> str:
-    """Run ``script`` under MicroPython with the node library importable; return its stdout."""
+def run_micropython(script: str, *, timeout: float = 120.0, lib: Path = FIRMWARE) -> str:
+    """Run ``script`` under MicroPython with the modules of ``lib`` importable; return its stdout."""
     with tempfile.TemporaryDirectory(prefix="micropython-") as work:
         path = Path(work) / "script.py"
         path.write_text(script, encoding="utf-8")
         done = subprocess.run(
-            ["node", str(RUNNER), "--lib", str(FIRMWARE), str(path)],
+            ["node", str(RUNNER), "--lib", str(lib), str(path)],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -3,7 +3,7 @@
 //
 //   node tests/micropython/run.mjs [--heap BYTES] [--lib DIR]... SCRIPT.py
 //
-// Every *.py file of each --lib directory is copied into the port's in-memory
+// Every *.py and *.mpy file of each --lib directory is copied into the port's in-memory
 // filesystem under /lib (on sys.path), so `import cbor` imports our firmware
 // module there. The script's stdout goes to stdout; an uncaught exception is
 // printed to stderr and the exit status is 1. Nothing else is written.
@@ -39,7 +39,7 @@ try {
 }
 for (const dir of libs) {
   for (const name of fs.readdirSync(dir)) {
-    if (name.endsWith(".py")) mp.FS.writeFile("/lib/" + name, fs.readFileSync(path.join(dir, name)));
+    if (name.endsWith(".py") || name.endsWith(".mpy")) mp.FS.writeFile("/lib/" + name, fs.readFileSync(path.join(dir, name)));
   }
 }
 try {
