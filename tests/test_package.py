@@ -78,7 +78,8 @@ def test_a_clean_venv_runs_the_installed_wheel_without_the_dev_tools(wheel: Path
     modules = [
         name.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
         for name in zipfile.ZipFile(wheel).namelist()
-        if name.endswith(".py") and not name.endswith("__main__.py")
+        if name.endswith(".py")
+        and not name.endswith("__main__.py")
         # MicroPython sources for nodes: data, imported by their own names on a node, not as host modules.
         and not name.startswith("firmware_bridge/micropython/")
     ]
