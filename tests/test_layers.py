@@ -72,6 +72,9 @@ CONFINED: Final = {
     "nacl": frozenset({"agent.core.ed25519"}),  # one verifier, so every agent reaches one verdict
 }
 PRODUCT: Final = ("agent", "firmware_bridge")
+#: MicroPython sources for nodes (package data, not host modules): they import each other by bare
+#: name on the node; tests/test_micropython_*.py run them under MicroPython instead.
+NODE_SOURCES: Final = ROOT / "firmware_bridge" / "micropython"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +130,8 @@ def project_sources() -> dict[str, tuple[str, bool]]:
     sources = {}
     for top in (*PRODUCT, "bench"):
         for path in sorted((ROOT / top).rglob("*.py")):
+            if path.is_relative_to(NODE_SOURCES):
+                continue
             parts = list(path.relative_to(ROOT).with_suffix("").parts)
             is_package = parts[-1] == "__init__"
             name = ".".join(parts[:-1] if is_package else parts)

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 #: What a checkout has that a clean clone has not: never an input of the build.
 BUILD_LEFTOVERS = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "node_modules"
 )
 
 
@@ -50,6 +50,10 @@ def test_the_wheel_holds_the_agent_and_firmware_bridge_only(wheel: Path) -> None
     assert tops == {"agent", "firmware_bridge", "presence_agent-0.1.0.dist-info"}
     assert "agent/cli.py" in names
     assert "agent/core/engine.py" in names
+    # The node library's MicroPython sources ship as data, for provisioning to copy onto a node.
+    assert {
+        f"firmware_bridge/micropython/{m}.py" for m in ("cbor", "cose", "ed25519", "records", "sha512")
+    } <= set(names)
     # The web view's page ships inside the package: devices are often offline, nothing comes from a CDN.
     assert {"agent/web/static/index.html", "agent/web/static/app.js", "agent/web/static/style.css"} <= set(
         names
@@ -74,7 +78,10 @@ def test_a_clean_venv_runs_the_installed_wheel_without_the_dev_tools(wheel: Path
     modules = [
         name.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
         for name in zipfile.ZipFile(wheel).namelist()
-        if name.endswith(".py") and not name.endswith("__main__.py")
+        if name.endswith(".py")
+        and not name.endswith("__main__.py")
+        # MicroPython sources for nodes: data, imported by their own names on a node, not as host modules.
+        and not name.startswith("firmware_bridge/micropython/")
     ]
     everything = run(
         python, "-c", f"import {', '.join(modules)}; import agent; print(agent.__file__)", cwd=tmp_path
