@@ -664,7 +664,7 @@ def test_a_hello_carrying_this_peers_own_card_is_refused() -> None:
     assert len(closes(events)) == 1
 
 
-@pytest.mark.parametrize("version", [0, PROTOCOL_VERSION + 1, "1", None])
+@pytest.mark.parametrize("version", [0, 2, PROTOCOL_VERSION + 1, "1", None])
 def test_a_hello_with_another_protocol_version_closes_the_link(version: Any) -> None:
     a, link = lonely_link()
     b = make_node("b")

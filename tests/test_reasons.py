@@ -37,6 +37,7 @@ def test_reject_reason_values_never_change() -> None:
         "BAD_SIGNATURE": "bad_signature",
         "SELF": "self",
         "BAD_PROOF": "bad_proof",
+        "NOT_FOR_LEAF": "not_for_leaf",
         "WRONG_KEY": "wrong_key",
         "WRONG_KIND": "wrong_kind",
         "REPLAYED": "replayed",

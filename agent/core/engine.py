@@ -34,11 +34,14 @@ propagates (the runtime logs it and drops the link).
 from __future__ import annotations
 
 import collections
+import dataclasses
+import enum
 import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -65,11 +68,13 @@ from agent.core.limits import (
     MAX_RECORD_BYTES,
     MIN_LINK_MTU,
     NONCE_BYTES,
+    PEER_ID_BYTES,
+    PUBLIC_KEY_BYTES,
 )
 from agent.core.link import Link
 from agent.core.linkspec import LinkSpec
 from agent.core.occupancy import ANCHORED, MANY, STORE, Claim, Occupancy, Standing
-from agent.core.outbox import Outbox, transfer_time
+from agent.core.outbox import ONE_RECORD_OVERHEAD, Outbox, transfer_time
 from agent.core.own_records import CounterSource, OwnRecords, links_record
 from agent.core.reachability import Reachability, hop_counts
 from agent.core.reasons import CloseReason, RejectReason
@@ -84,11 +89,13 @@ from agent.core.records import (
     Record,
     RecordKind,
 )
-from agent.core.sync import SyncState, digest_messages, records_to_offer
+from agent.core.sync import DIGEST_HEADROOM, SyncState, digest_messages, records_to_offer
 from agent.core.view import LocalEdge, build_graph
 from agent.core.wire import (
     AFTER_HANDSHAKE,
+    ROUTER,
     Accept,
+    Capabilities,
     CardRequest,
     Deny,
     Digest,
@@ -96,6 +103,7 @@ from agent.core.wire import (
     Message,
     Proof,
     Records,
+    Role,
     Summary,
     UnsupportedVersionError,
     WireError,
@@ -111,6 +119,15 @@ log = logging.getLogger("agent.core.engine")
 
 #: New peers' records refused for want of room that are tried again if their peer earns a place.
 WAITING_RECORDS = 64
+
+
+class Unchanged(enum.Enum):
+    """The type of :data:`UNCHANGED`: "leave this as it is" where ``None`` is a value."""
+
+    UNCHANGED = enum.auto()
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
 
 
 def same_clock(now: float) -> float:
@@ -152,6 +169,8 @@ class EngineConfig:
     full_log_interval: float = 60.0
     #: A DIGEST message carries at most this many bytes of entries (split above it).
     max_digest_bytes: int = 8192
+    #: Router (holds the mesh, floods) or leaf (holds only its own records; wire.Role).
+    role: Role = Role.ROUTER
 
 
 class Engine:
@@ -189,6 +208,10 @@ class Engine:
         self._events: deque[Event] = deque()
         self._held = Holdings(public_key, self.config.max_peers, self.config.max_held_bytes)
         self._occupancy = Occupancy(self.config.occupancy_refresh)
+        self._leaf = self.config.role is Role.LEAF
+        self._capabilities = Capabilities(self.config.role) if self._leaf else ROUTER
+        # Established links to routers: the flood targets (a leaf gets no floods).
+        self._routers: list[Neighbour[Link]] = []
         # New peers' records refused for want of room (bounded, oldest out), tried again when
         # their peer gains a place or a held peer's links record claims it (it may now be reachable).
         self._waiting: collections.OrderedDict[tuple[bytes, RecordKind], tuple[bytes, Link | None]] = (
@@ -229,6 +252,11 @@ class Engine:
             raise ValueError(f"link {link!r} is already up")
         if spec.mtu < MIN_LINK_MTU:
             raise ValueError(f"link MTU {spec.mtu} is below the minimum {MIN_LINK_MTU}")
+        if spec.expected_peer is not None and len(spec.expected_peer) not in (
+            PEER_ID_BYTES,
+            PUBLIC_KEY_BYTES,
+        ):
+            raise ValueError("expected_peer is a 32-byte public key or an 8-byte peer id")
         self._tick(now)
         keepalive = spec.keepalive_interval or self.config.keepalive_interval
         # A slow link gets the time to carry two full-size cards on top of the timeout.
@@ -263,6 +291,33 @@ class Engine:
         del self._links[link]
         self._refresh_neighbours()
         self._pending.pop(state, None)
+
+    def update_link(
+        self,
+        link: LinkId,
+        now: float,
+        *,
+        mtu: int | None = None,
+        distance_dm: int | Unchanged | None = UNCHANGED,
+    ) -> None:
+        """The transport learned more about an up link: a negotiated MTU, a new distance. A
+        changed distance is an update of the link (the links record is re-signed), not a new link."""
+        state = self._links.get(link)
+        if state is None:
+            return
+        self._tick(now)
+        if mtu is not None and mtu != state.spec.mtu:
+            if mtu < MIN_LINK_MTU:
+                raise ValueError(f"link MTU {mtu} is below the minimum {MIN_LINK_MTU}")
+            state.spec = dataclasses.replace(state.spec, mtu=mtu)
+            state.outbox.set_mtu(mtu)
+            state.reassembler.mtu = mtu
+        if not isinstance(distance_dm, Unchanged) and distance_dm != state.spec.distance_dm:
+            state.spec = dataclasses.replace(state.spec, distance_dm=distance_dm)
+            if state.established:
+                self.stats["links.distance_updated"] += 1
+                self.graph_version += 1
+                self._own.links_changed(now)
 
     def receive(self, link: LinkId, frame: bytes, now: float) -> None:
         """Bytes arrived on ``link``. Raises nothing for anything a remote sends."""
@@ -330,7 +385,7 @@ class Engine:
                 if state.last_rx + state.dead <= now:
                     self._close(state, CloseReason.DEAD, now)
                 elif state.outbox.last_tx + state.keepalive <= now and not state.outbox.has_output():
-                    self._send_control(state, self._summary_message())
+                    self._send_control(state, self._summary_message(state))
                 continue
             if hs.deadline <= now:
                 self._close(state, CloseReason.HANDSHAKE_TIMEOUT, now)
@@ -493,11 +548,15 @@ class Engine:
                 for raw in message.records:
                     self._merge(raw, now, source=state)
             case Summary():
-                if state.sync.on_summary(message.summary == self.summary, now):
+                if state.sync.on_summary(message.summary == self._summary_for(state), now):
                     self._send_digest(state, now)
             case Digest():
                 self.stats["sync.digests_received"] += 1
-                for key, record in records_to_offer(message, self._held.in_range(message.lo, message.hi)):
+                lo, hi = message.lo, message.hi
+                if state.to_leaf:  # a leaf is offered nothing but its own records
+                    assert state.remote_key is not None
+                    lo = hi = state.remote_key[:8] if lo <= state.remote_key[:8] <= hi else b""
+                for key, record in records_to_offer(message, self._held.in_range(lo, hi) if lo else ()):
                     self._queue_record(state, key, record.raw, now)
                     self.stats["sync.records_offered"] += 1
 
@@ -506,7 +565,7 @@ class Engine:
     def _send_hello(self, state: Link, by_reference: bool, now: float) -> None:
         card = self._own.card
         ref = digest_entry(card.peer_id, card.kind, card.counter)
-        hello = encode_hello(state.handshake.nonce, ref if by_reference else card.raw)
+        hello = encode_hello(state.handshake.nonce, ref if by_reference else card.raw, self._capabilities)
         state.handshake.sent_hello(hello, by_reference, 4 * transfer_time(state.spec, len(hello)), now)
         self._send_control(state, hello)
 
@@ -518,6 +577,7 @@ class Engine:
             for reply in hs.answer_to_repeated_hello(hello.nonce):
                 self._send_control(state, reply)
             return
+        state.remote_capabilities = hello.capabilities
         try:
             card = self._hello_card(state, hello, now)
         except RecordError as exc:
@@ -558,7 +618,8 @@ class Engine:
     def _check_hello_card(self, state: Link, public_key: bytes, expiry: int, wall: float) -> None:
         if expiry <= wall:
             raise RecordError(RejectReason.EXPIRED, "HELLO card has expired")
-        if state.spec.expected_peer is not None and public_key != state.spec.expected_peer:
+        expected = state.spec.expected_peer
+        if expected is not None and public_key[: len(expected)] != expected:
             raise RecordError(RejectReason.KEY_MISMATCH, "HELLO card is not from the expected peer")
         if public_key == self.public_key:
             raise RecordError(RejectReason.SELF, "link leads back to this peer")
@@ -620,9 +681,9 @@ class Engine:
         )
         card = hs.remote_card
         held = self._held.get(card.peer_id, RecordKind.CARD)
-        if held is None or held.counter < card.counter:
+        if not self._leaf and (held is None or held.counter < card.counter):
             self._merge(card.raw, now, source=state)
-        self._send_control(state, self._summary_message())
+        self._send_control(state, self._summary_message(state))
         self._on_topology_change(now, removal=False)
 
     def _close(
@@ -694,6 +755,8 @@ class Engine:
             if env.public_key == self.public_key:
                 self._check_own_copy(env, raw, now)
                 raise RecordError(RejectReason.OWN_RECORD, "an older copy of one of this peer's own records")
+            if self._leaf:
+                raise RecordError(RejectReason.NOT_FOR_LEAF, "a leaf holds only its own records")
             self._held.check(env, self._wall_now)
             pid = env.public_key[:8]
             shortfall = self._held.room_needed(pid, env.kind, len(raw))
@@ -845,12 +908,11 @@ class Engine:
             source.outbox.drop_record(key)
             source_reaches = claimed_by(source.remote_key[:8])
         targets, pruned = fan_out(
-            self._neighbours, record.public_key, source, claimed_by(record.peer_id), source_reaches
+            self._routers, record.public_key, source, claimed_by(record.peer_id), source_reaches
         )
         raw = record.raw
         for target in targets:
-            target.outbox.queue_record(key, raw, now)
-            self._pending[target] = None
+            self._queue_record(target, key, raw, now)
         if pruned:
             self.stats["records.flood_pruned"] += pruned
 
@@ -860,12 +922,16 @@ class Engine:
             for state in self._links.values()
             if state.established and state.remote_key is not None
         ]
+        self._routers = [n for n in self._neighbours if not n.link.to_leaf]
 
     def _send_control(self, state: Link, message: bytes) -> None:
         state.outbox.send_control(message)
         self._pending[state] = None
 
     def _queue_record(self, state: Link, key: tuple[bytes, RecordKind], raw: bytes, now: float) -> None:
+        if len(raw) + ONE_RECORD_OVERHEAD > state.remote_capabilities.max_message:
+            self.stats["records.too_big_for_link"] += 1
+            return
         state.outbox.queue_record(key, raw, now)
         self._pending[state] = None
 
@@ -884,14 +950,25 @@ class Engine:
 
     # ------------------------------------------------------------------ sync
 
-    def _summary_message(self) -> bytes:
+    def _summary_for(self, state: Link) -> bytes:
+        """What this peer holds, as far as ``state``'s remote is concerned: a leaf only its own records."""
+        if state.to_leaf and state.remote_key is not None:
+            return self._held.summary_of(state.remote_key[:8])
+        return self.summary
+
+    def _summary_message(self, state: Link) -> bytes:
         # Fixed size whatever is held: quiet meshes cost the same per link at any N.
-        return Summary(self.summary).encode()
+        return Summary(self._summary_for(state)).encode()
 
     def _send_digest(self, state: Link, now: float) -> None:
         state.sync.digest_sent(now)
         self.stats["sync.digests_sent"] += 1
-        digests = digest_messages(self._held.digest_entries(), state.spec.mtu, self.config.max_digest_bytes)
+        if state.to_leaf and state.remote_key is not None:
+            pid = state.remote_key[:8]
+            digests = [Digest(pid, pid, b"".join(self._held.digest_entries_of(pid)))]
+        else:
+            room = min(self.config.max_digest_bytes, state.remote_capabilities.max_message - DIGEST_HEADROOM)
+            digests = digest_messages(self._held.digest_entries(), state.spec.mtu, room)
         state.outbox.send_digests([d.encode() for d in digests])
         self._pending[state] = None
 

@@ -83,9 +83,9 @@ class Holdings:
         return self._by_raw.get(raw)
 
     def card_of(self, key: bytes | None) -> Record | None:
-        """The held card of the peer with public key ``key``."""
+        """The held card of the peer with public key (or 8-byte peer id) ``key``."""
         card = self._records.get((key[:8], RecordKind.CARD)) if key is not None else None
-        return card if card is not None and card.public_key == key else None
+        return card if card is not None and key is not None and card.public_key[: len(key)] == key else None
 
     def records_of(self, public_key: bytes) -> list[Record]:
         """The records held for a peer (card first)."""
@@ -113,6 +113,19 @@ class Holdings:
                 record = records.get((ids[i], kind))
                 if record is not None:
                     yield (ids[i], kind), record
+
+    def summary_of(self, pid: bytes) -> bytes:
+        """The summary of one peer's held records alone (what a leaf holds of itself)."""
+        value = 0
+        for kind in RecordKind:
+            record = self._records.get((pid, kind))
+            if record is not None:
+                value ^= record.summary_hash
+        return value.to_bytes(8, "big")
+
+    def digest_entries_of(self, pid: bytes) -> list[bytes]:
+        """Sorted digest entries of one peer's held records."""
+        return [digest_entry(pid, k, r.counter) for k in RecordKind if (r := self._records.get((pid, k)))]
 
     def digest_entries(self) -> list[bytes]:
         """Sorted digest entries of every held record."""

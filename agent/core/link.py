@@ -11,6 +11,7 @@ from agent.core.linkspec import LinkSpec
 from agent.core.outbox import Outbox
 from agent.core.reasons import CloseReason
 from agent.core.sync import SyncState
+from agent.core.wire import ROUTER, Capabilities, Role
 
 
 @dataclass(eq=False, slots=True)
@@ -32,6 +33,8 @@ class Link:
     close_reason: CloseReason | None = None
     close_detail: str = ""
     close_retry_at: float | None = None
+    #: What the remote said it is in its HELLO (a router taking any message, until it says).
+    remote_capabilities: Capabilities = ROUTER
 
     @property
     def established(self) -> bool:
@@ -40,3 +43,8 @@ class Link:
     @property
     def remote_key(self) -> bytes | None:
         return self.handshake.remote_key
+
+    @property
+    def to_leaf(self) -> bool:
+        """The remote is a leaf: it gets no floods, and sync with it covers only its records."""
+        return self.remote_capabilities.role is Role.LEAF

@@ -14,8 +14,10 @@ class LinkSpec:
     ``bytes_per_second`` is the send budget (``None``: unlimited); every frame
     costs its length plus ``frame_overhead_bytes`` (a radio's preamble and
     header, expressed in byte-equivalents of airtime). ``expected_peer`` is the
-    raw public key a transport already believes is at the far end (from a
-    beacon or BLE advertisement); a HELLO card for any other key is refused.
+    raw public key (32 bytes) or the peer id (its first 8 bytes, what fits a BLE
+    advertisement) a transport already believes is at the far end; a HELLO card
+    for any other key is refused. A transport may change ``mtu`` and
+    ``distance_dm`` once the link is up (:meth:`Engine.update_link`).
     ``keepalive_interval`` / ``dead_interval`` override the engine defaults
     for slow links.
     """

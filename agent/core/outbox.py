@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import replace
 
 from agent.core.framing import Fragmenter
 from agent.core.linkspec import LinkSpec
@@ -28,6 +29,8 @@ RecordKey = tuple[bytes, RecordKind]
 _RECORDS_HEADROOM = 5
 #: CBOR byte-string header of a record (at most 4096 bytes: three header bytes).
 _RECORD_HEADER = 3
+#: A RECORDS message carrying one record is at most this much longer than the record.
+ONE_RECORD_OVERHEAD = _RECORDS_HEADROOM + _RECORD_HEADER
 
 
 def transfer_time(spec: LinkSpec, size: int) -> float:
@@ -59,6 +62,15 @@ class Outbox:
         self.last_tx = now
         #: When to drain again though nothing else happens (records due, budget refilled).
         self.wake_at: float | None = None
+
+    def set_mtu(self, mtu: int) -> None:
+        """The transport negotiated another MTU (a BLE MTU exchange). Frames already cut for a
+        larger MTU are dropped: their message is lost on this link, as on any lossy link, and
+        the protocol's retransmissions and sync repair it."""
+        if mtu < self.spec.mtu:
+            self._frames.clear()
+        self.spec = replace(self.spec, mtu=mtu)
+        self._fragmenter.mtu = mtu
 
     # ---------------------------------------------------------------- queueing
 

@@ -26,6 +26,8 @@ class RejectReason(enum.StrEnum):
     SELF = "self"
     #: A link proof that does not verify.
     BAD_PROOF = "bad_proof"
+    #: Another peer's record reached a leaf, which holds only its own.
+    NOT_FOR_LEAF = "not_for_leaf"
     #: Fleet view: a record under a topic of another peer or kind than its own.
     WRONG_KEY = "wrong_key"
     WRONG_KIND = "wrong_kind"

@@ -23,7 +23,7 @@ from agent.core.wire import DIGEST_ENTRY_BYTES, Digest, max_message_bytes
 _ID_LOW: Final = b"\x00" * 8
 _ID_HIGH: Final = b"\xff" * 8
 #: Room a DIGEST message keeps for its own headers and lo/hi ids.
-_DIGEST_HEADROOM: Final = 40
+DIGEST_HEADROOM: Final = 40
 
 RecordKey = tuple[bytes, RecordKind]
 
@@ -61,7 +61,7 @@ def digest_messages(entries: list[bytes], mtu: int, max_digest_bytes: int) -> li
     range holds all of a peer's entries or none (a peer's entries may push one
     message one entry over ``room``; the headroom covers it).
     """
-    room = min(max_digest_bytes, max_message_bytes(mtu) - _DIGEST_HEADROOM)
+    room = min(max_digest_bytes, max_message_bytes(mtu) - DIGEST_HEADROOM)
     per_message = max(1, room // DIGEST_ENTRY_BYTES)
     chunks: list[list[bytes]] = [[]]
     for _, group in itertools.groupby(entries, key=lambda e: e[:8]):
