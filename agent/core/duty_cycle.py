@@ -196,6 +196,10 @@ class DutyCycle:
         if len(self._entries) > self.max_entries:
             self._merge_closest()
 
+    def mark_busy(self, until: float) -> None:
+        """The radio is busy until ``until`` with a frame another ledger accounts for."""
+        self._busy_until = max(self._busy_until, until)
+
     def used(self, now: float) -> float:
         """Seconds transmitted in the window ``(now - W, now]`` (a transmission under way counts so far)."""
         return self._used_between(now - self.window, now)

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.core import ed25519
 from agent.core.backoff import Backoff, BackoffTracker, unit_from_bytes
 from agent.core.codec import PlainCodec, RecordCodec
+from agent.core.distance import LinkQuality
 from agent.core.errors import RecordError
 from agent.core.events import (
     CloseLink,
@@ -73,6 +74,17 @@ from agent.core.limits import (
 )
 from agent.core.link import Link
 from agent.core.linkspec import LinkSpec
+from agent.core.medium import (
+    EVERYONE,
+    MEDIUM_HEADER_BYTES,
+    SHORT_ID_BYTES,
+    Interface,
+    InterfaceId,
+    MediumLink,
+    MediumSpec,
+    medium_frame,
+    parse_medium_frame,
+)
 from agent.core.occupancy import ANCHORED, MANY, STORE, Claim, Occupancy, Standing
 from agent.core.outbox import ONE_RECORD_OVERHEAD, Outbox, transfer_time
 from agent.core.own_records import CounterSource, OwnRecords, links_record
@@ -93,6 +105,8 @@ from agent.core.sync import DIGEST_HEADROOM, SyncState, digest_messages, records
 from agent.core.view import LocalEdge, build_graph
 from agent.core.wire import (
     AFTER_HANDSHAKE,
+    FRAGMENT_HEADER_BYTES,
+    FRAME_WHOLE,
     ROUTER,
     Accept,
     Capabilities,
@@ -212,6 +226,12 @@ class Engine:
         self._capabilities = Capabilities(self.config.role) if self._leaf else ROUTER
         # Established links to routers: the flood targets (a leaf gets no floods).
         self._routers: list[Neighbour[Link]] = []
+        # Broadcast interfaces (radio dongles), those with broadcast output queued, this peer's
+        # id on them, and the SNR of the medium frame being handled (for its rebroadcast delay).
+        self._interfaces: dict[InterfaceId, Interface] = {}
+        self._pending_interfaces: dict[Interface, None] = {}
+        self._short_id = self.peer_id[:SHORT_ID_BYTES]
+        self._heard_snr: float | None = None
         # New peers' records refused for want of room (bounded, oldest out), tried again when
         # their peer gains a place or a held peer's links record claims it (it may now be reachable).
         self._waiting: collections.OrderedDict[tuple[bytes, RecordKind], tuple[bytes, Link | None]] = (
@@ -258,19 +278,32 @@ class Engine:
         ):
             raise ValueError("expected_peer is a 32-byte public key or an 8-byte peer id")
         self._tick(now)
+        self._open_link(link, spec, now, None)
+
+    def _open_link(self, link: LinkId, spec: LinkSpec, now: float, medium: Interface | None) -> Link:
         keepalive = spec.keepalive_interval or self.config.keepalive_interval
         # A slow link gets the time to carry two full-size cards on top of the timeout.
-        deadline = now + self.config.handshake_timeout + 2 * transfer_time(spec, MAX_RECORD_BYTES)
+        slow = 2 * self._transfer_time(spec, medium, MAX_RECORD_BYTES)
+        # On a medium a handshake waits its turn on a shared channel: give it ten keepalives.
+        timeout = self.config.handshake_timeout
+        if medium is not None:
+            timeout = max(timeout, 10 * medium.spec.keepalive_interval)
+        deadline = now + timeout + slow
         state = Link(
             id=link,
             spec=spec,
             keepalive=keepalive,
             dead=spec.dead_interval or self.config.dead_interval,
-            handshake=Handshake(self._rng(NONCE_BYTES), deadline, self.config.handshake_retry),
-            outbox=Outbox(spec, now, self.config.flood_delay),
+            handshake=Handshake(self._handshake_nonce(medium), deadline, self.config.handshake_retry),
+            outbox=Outbox(spec, now, self.config.flood_delay, medium.budget if medium else None),
             reassembler=Reassembler(spec.mtu, self.stats),
-            sync=SyncState(keepalive, self.config.digest_min_interval),
+            # On a medium, a DIGEST costs shared airtime: at most one per two keepalives per neighbour.
+            sync=SyncState(
+                keepalive,
+                self.config.digest_min_interval if medium is None else 2 * medium.spec.keepalive_interval,
+            ),
             last_rx=now,
+            medium=medium,
         )
         self._links[link] = state
         self.stats["links.opened"] += 1
@@ -278,6 +311,127 @@ class Engine:
         # name our card instead of sending it (re-handshakes on a lossy radio cost no card).
         # A first contact sends the card at once, so it costs no extra round trip.
         self._send_hello(state, by_reference=self._held.card_of(spec.expected_peer) is not None, now=now)
+        return state
+
+    def interface_up(self, interface: InterfaceId, spec: MediumSpec, now: float) -> None:
+        """A transport brought up a broadcast interface (a radio dongle): neighbours are found from
+        the frames heard on it (:meth:`receive_on`); this peer announces itself with a SUMMARY."""
+        if interface in self._interfaces:
+            raise ValueError(f"interface {interface!r} is already up")
+        if spec.mtu < MIN_LINK_MTU:
+            raise ValueError(f"medium MTU {spec.mtu} leaves link frames below {MIN_LINK_MTU} bytes")
+        self._tick(now)
+        medium = Interface(interface, spec, now, self.config.flood_delay)
+        self._interfaces[interface] = medium
+        self._own.slow_links_down(spec.keepalive_interval / 2)
+        self.stats["interfaces.up"] += 1
+        # The first announce goes within a couple of seconds, at a random moment: peers that
+        # power up together must not collide on every announce.
+        medium.keepalive_factor = min(1.0, 2.0 / spec.keepalive_interval) * unit_from_bytes(self._rng(2))
+
+    def interface_down(self, interface: InterfaceId, now: float) -> None:
+        """The transport lost a broadcast interface (a dongle unplugged): its neighbours go."""
+        medium = self._interfaces.pop(interface, None)
+        if medium is None:
+            return
+        self._pending_interfaces.pop(medium, None)
+        for state in list(medium.neighbours.values()):
+            self.link_down(state.id, now)
+        medium.neighbours.clear()
+
+    def receive_on(
+        self,
+        interface: InterfaceId,
+        data: bytes,
+        now: float,
+        rssi: float | None = None,
+        snr: float | None = None,
+    ) -> None:
+        """A frame was heard on a broadcast interface (with its RSSI and SNR, when the radio gives
+        them). Raises nothing for anything a remote sends."""
+        medium = self._interfaces.get(interface)
+        if medium is None:
+            self.stats["frames.dropped_no_link"] += 1
+            return
+        try:
+            sender, dest, frame = parse_medium_frame(data)
+        except WireError:
+            self.stats["frames.malformed"] += 1
+            return
+        if sender == self._short_id:
+            self.stats["medium.own_echo"] += 1
+            return
+        state = medium.neighbours.get(sender)
+        if state is None:
+            if dest not in (EVERYONE, self._short_id):
+                return  # a handshake between others, from someone we have not heard yet
+            state = self._open_neighbour(medium, sender, now)
+            if state is None:
+                return
+        if rssi is not None and state.quality is not None:
+            distance = state.quality.heard(now, rssi, snr)
+            if distance is not None:
+                self.update_link(state.id, now, distance_dm=round(distance * 10))
+        if dest not in (EVERYONE, self._short_id):
+            state.last_rx = now  # overheard: alive (first-hand), but not for us
+            return
+        self._heard_snr = snr
+        try:
+            self.receive(state.id, frame, now)
+        finally:
+            self._heard_snr = None
+
+    def _handshake_nonce(self, medium: Interface | None) -> bytes:
+        if medium is None:
+            return self._rng(NONCE_BYTES)
+        if not medium.nonce or not medium.handshaking():
+            medium.nonce = self._rng(NONCE_BYTES)  # a new round: no handshake holds the old one
+        return medium.nonce
+
+    @staticmethod
+    def _transfer_time(spec: LinkSpec, medium: Interface | None, size: int) -> float:
+        """Seconds to carry ``size`` bytes: by the link's budget, or by a medium's airtime."""
+        if medium is None:
+            return transfer_time(spec, size)
+        frames = -(-size // (spec.mtu - FRAGMENT_HEADER_BYTES))
+        return frames * medium.spec.airtime.airtime(spec.mtu + MEDIUM_HEADER_BYTES)
+
+    def _reopen_neighbour(self, state: Link, now: float) -> Link | None:
+        """A neighbour on a medium started a new handshake (it restarted, or gave up on ours):
+        forget the old link without a word and answer on a fresh one."""
+        medium = state.medium
+        assert medium is not None and isinstance(state.id, MediumLink)
+        self.stats["medium.neighbour_restarted"] += 1
+        if state.established:
+            self._on_topology_change(now, removal=True)
+        self._links.pop(state.id, None)
+        self._pending.pop(state, None)
+        medium.neighbours.pop(state.id.short_id, None)
+        self._refresh_neighbours()
+        return self._open_neighbour(medium, state.id.short_id, now)
+
+    def _open_neighbour(self, medium: Interface, sender: bytes, now: float) -> Link | None:
+        if medium.pending_neighbours() >= medium.spec.max_pending_neighbours:
+            self.stats["medium.pending_full"] += 1
+            return None
+        self._tick(now)
+        spec = medium.spec
+        link_spec = LinkSpec(
+            spec.connection_type,
+            mtu=spec.mtu,
+            keepalive_interval=spec.keepalive_interval,
+            dead_interval=spec.dead_interval,
+        )
+        self.stats["medium.neighbours_heard"] += 1
+        state = self._open_link(MediumLink(medium.id, sender), link_spec, now, medium)
+        state.quality = LinkQuality(spec.path_loss)
+        medium.neighbours[sender] = state
+        return state
+
+    def _broadcast_summary(self, medium: Interface) -> None:
+        medium.keepalive = bytes([FRAME_WHOLE]) + Summary(self.summary).encode()
+        medium.keepalive_factor = 0.75 + 0.25 * unit_from_bytes(self._rng(2))
+        self._pending_interfaces[medium] = None
 
     def link_down(self, link: LinkId, now: float) -> None:
         """The transport lost ``link`` (closed, timed out, unplugged)."""
@@ -381,10 +535,16 @@ class Engine:
             hs = state.handshake
             if hs.closing:
                 continue
+            while state.delayed and state.delayed[0][0] <= now:
+                self._send_control(state, state.delayed.pop(0)[1])
             if hs.established:
                 if state.last_rx + state.dead <= now:
                     self._close(state, CloseReason.DEAD, now)
-                elif state.outbox.last_tx + state.keepalive <= now and not state.outbox.has_output():
+                elif (
+                    state.medium is None
+                    and state.outbox.last_tx + state.keepalive <= now
+                    and not state.outbox.has_output()
+                ):
                     self._send_control(state, self._summary_message(state))
                 continue
             if hs.deadline <= now:
@@ -393,8 +553,15 @@ class Engine:
             if hs.retry_at <= now:
                 self.stats["handshake.retransmitted"] += 1
                 message = hs.retransmission(now, self.config.handshake_timeout)
-                if message is not None:
+                if message is not None and state.medium is not None and message == hs.hello:
+                    self._broadcast_hello(state, now, again=True)
+                elif message is not None:
                     self._send_control(state, message)
+        for medium in self._interfaces.values():
+            if medium.summary_due <= now and medium.keepalive is None:
+                # The keepalive and the announce, one per interface; it goes from the reserve,
+                # ahead of whatever the budget holds back.
+                self._broadcast_summary(medium)
         if self._own.take_links_due(now):
             self._publish_links(now)
         card_stale, links_stale = self._own.stale(self._wall_now)
@@ -416,21 +583,46 @@ class Engine:
         return self._events.popleft() if self._events else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[LinkId, bytes]]:
-        """Frames to send now, each within its link's MTU and send budget."""
+        """Frames to send now, each within its link's MTU and send budget. A frame for a
+        broadcast interface is addressed :class:`~agent.core.medium.Broadcast` (it carries the
+        sender and destination ids: every neighbour in range hears it)."""
         out: list[tuple[LinkId, bytes]] = []
+        for interface in list(self._pending_interfaces):
+            keepalive = interface.take_keepalive(now)
+            if keepalive is not None:
+                out.append((interface.broadcast, medium_frame(self._short_id, EVERYONE, keepalive)))
+                self._sent(keepalive, interface, now)
+            broadcast = interface.outbox
+            if broadcast.only_records_waiting(now):
+                broadcast.wake_at = broadcast.records_due
+                continue
+            for frame in broadcast.drain(now):
+                out.append((interface.broadcast, medium_frame(self._short_id, EVERYONE, frame)))
+                self._sent(frame, interface, now)
+            if not broadcast.has_output() and interface.keepalive is None:
+                self._pending_interfaces.pop(interface, None)
         for state in list(self._pending):
             outbox = state.outbox
             closing = state.handshake.closing
             if outbox.only_records_waiting(now) and not closing:
                 outbox.wake_at = outbox.records_due  # only records queued, not yet due
                 continue
+            medium = state.medium
             for frame in outbox.drain(now):
-                out.append((state.id, frame))
-                self.stats["frames.sent"] += 1
-                self.stats["bytes.sent"] += len(frame)
+                if medium is None:
+                    out.append((state.id, frame))
+                else:
+                    assert isinstance(state.id, MediumLink)
+                    out.append((medium.broadcast, medium_frame(self._short_id, state.id.short_id, frame)))
+                self._sent(frame, medium, now)
             if not outbox.has_output():
                 self._pending.pop(state, None)
-                if closing:
+                if closing and medium is not None:
+                    # A neighbour on a medium has no transport link to close: it is simply gone.
+                    self._links.pop(state.id, None)
+                    assert isinstance(state.id, MediumLink)
+                    medium.neighbours.pop(state.id.short_id, None)
+                elif closing:
                     self._links.pop(state.id, None)
                     reason = state.close_reason
                     assert reason is not None
@@ -438,6 +630,12 @@ class Engine:
                     remote = peer_key_string(state.remote_key) if state.remote_key else None
                     self._events.append(CloseLink(state.id, text, remote, state.close_retry_at, reason))
         return out
+
+    def _sent(self, frame: bytes, medium: Interface | None, now: float) -> None:
+        self.stats["frames.sent"] += 1
+        self.stats["bytes.sent"] += len(frame)
+        if medium is not None:
+            medium.last_tx = now
 
     def next_timer(self) -> float | None:
         """When the engine next wants :meth:`handle_timer` (monotonic engine time), or ``None``.
@@ -452,17 +650,27 @@ class Engine:
             hs = state.handshake
             if hs.closing:
                 continue
+            if state.delayed and state.delayed[0][0] < soonest:
+                soonest = state.delayed[0][0]
             if hs.pending:
                 # Silence is normal while the handler decides: the handshake deadline and
                 # the retransmission timer apply, not the dead interval.
                 deadline = min(hs.deadline, hs.retry_at)
             else:
                 deadline = state.last_rx + state.dead
-                if not state.outbox.has_output():
+                if state.medium is None and not state.outbox.has_output():
                     # With output queued, its own wake-up (wake_at) comes first and resets last_tx.
                     deadline = min(deadline, state.outbox.last_tx + state.keepalive)
             if deadline < soonest:
                 soonest = deadline
+        for medium in self._interfaces.values():
+            wake_at = medium.outbox.wake_at
+            if wake_at is not None and wake_at < soonest:
+                soonest = wake_at
+            if medium.keepalive_at is not None:
+                soonest = min(soonest, medium.keepalive_at)
+            elif medium.keepalive is None:
+                soonest = min(soonest, medium.summary_due)
         for extra in (self._own.links_due_at, self._reach.next_deadline()):
             if extra is not None and extra < soonest:
                 soonest = extra
@@ -564,18 +772,72 @@ class Engine:
 
     def _send_hello(self, state: Link, by_reference: bool, now: float) -> None:
         card = self._own.card
+        if state.medium is not None:
+            self._broadcast_hello(state, now)
+            return
         ref = digest_entry(card.peer_id, card.kind, card.counter)
         hello = encode_hello(state.handshake.nonce, ref if by_reference else card.raw, self._capabilities)
-        state.handshake.sent_hello(hello, by_reference, 4 * transfer_time(state.spec, len(hello)), now)
+        resend_after = 4 * self._transfer_time(state.spec, state.medium, len(hello))
+        state.handshake.sent_hello(hello, by_reference, resend_after, now)
         self._send_control(state, hello)
+
+    def _answer(self, state: Link, message: bytes, now: float) -> None:
+        """A reply to a broadcast HELLO. On a medium every neighbour that heard it answers at
+        once, and hidden terminals among them collide every time: answer after a random delay."""
+        medium = state.medium
+        if medium is None:
+            self._send_control(state, message)
+            return
+        delay = 0.5 * medium.hello_gap(len(message)) * unit_from_bytes(self._rng(2))
+        state.delayed.append((now + delay, message))
+        state.delayed.sort(key=lambda item: item[0])
+
+    def _broadcast_hello(self, state: Link, now: float, *, again: bool = False) -> None:
+        """Our HELLO on a medium: one broadcast for every neighbour handshaking (medium.py).
+        ``again``: a retransmission (its timer, already doubled, stays as it is)."""
+        medium = state.medium
+        assert medium is not None
+        hello = encode_hello(medium.nonce, self._own.card.raw, self._capabilities)
+        gap = medium.hello_gap(len(hello))
+        if not again:
+            # Resend after a random share more than the gap: two hidden terminals that answered
+            # the same frame together must not keep colliding at the neighbour between them.
+            state.handshake.sent_hello(hello, False, gap * (1 + unit_from_bytes(self._rng(2))), now)
+        if now < medium.hello_at + gap:
+            return  # one went (or waits) already: it serves this neighbour too
+        medium.hello_at = now
+        medium.outbox.send_control(hello)
+        self._pending_interfaces[medium] = None
 
     def _on_hello(self, state: Link, hello: Hello, now: float) -> None:
         hs = state.handshake
+        if hs.remote_key is not None and state.medium is not None and hello.nonce != hs.remote_nonce:
+            if not state.established:
+                # Its new round while ours with it is under way: prove ourselves over its new nonce.
+                self.stats["medium.proof_renewed"] += 1
+                signed = HANDSHAKE_CONTEXT + hello.nonce + self.public_key + hs.remote_key
+                hs.remote_nonce, hs.proof = hello.nonce, Proof(self._private_key.sign(signed)).encode()
+                self._send_control(state, hs.proof)
+                return
+            if self.peer_id in self._held.neighbours_claimed_by(hs.remote_key[:8]):
+                self.stats["medium.hello_for_others"] += 1  # its round for a newcomer
+                return
+            fresh = self._reopen_neighbour(state, now)  # it restarted: start again
+            if fresh is None:
+                return
+            state, hs = fresh, fresh.handshake
         if hs.remote_key is not None:
             # The remote did not get our PROOF (or ACCEPT): answer its retransmission.
             self.stats["handshake.repeated_hello"] += 1
+            medium = state.medium
+            if medium is not None:
+                # A broadcast HELLO is resent for whichever neighbour still lacks a PROOF: one
+                # established with us has ours; else answer at most once a HELLO gap.
+                if state.established or now < state.answered_at + medium.hello_gap(len(hs.hello)):
+                    return
+                state.answered_at = now
             for reply in hs.answer_to_repeated_hello(hello.nonce):
-                self._send_control(state, reply)
+                self._answer(state, reply, now)
             return
         state.remote_capabilities = hello.capabilities
         try:
@@ -595,7 +857,7 @@ class Engine:
             HANDSHAKE_CONTEXT + hello.nonce + self.public_key + card.public_key
         )
         hs.card_accepted(card, hello.nonce, Proof(signature).encode())
-        self._send_control(state, hs.proof)
+        self._answer(state, hs.proof, now)
         if hs.early_proof is not None:
             self._on_proof(state, Proof(hs.early_proof), now)
 
@@ -619,6 +881,8 @@ class Engine:
         if expiry <= wall:
             raise RecordError(RejectReason.EXPIRED, "HELLO card has expired")
         expected = state.spec.expected_peer
+        if isinstance(state.id, MediumLink):
+            expected = state.id.short_id  # a neighbour's card must be the one it sends from
         if expected is not None and public_key[: len(expected)] != expected:
             raise RecordError(RejectReason.KEY_MISMATCH, "HELLO card is not from the expected peer")
         if public_key == self.public_key:
@@ -645,6 +909,11 @@ class Engine:
             return
         signed = HANDSHAKE_CONTEXT + hs.nonce + hs.remote_key + self.public_key
         if not ed25519.verify(hs.remote_key, signed, proof.signature):
+            if state.medium is not None:
+                # On a shared channel a proof over an earlier nonce of ours (a neighbour still
+                # answering our previous HELLO) is common: ignore it; ours is resent until answered.
+                self.stats["handshake.rejected.bad_proof"] += 1
+                return
             self._close(state, CloseReason.BAD_PROOF, now)
             return
         hs.move(Phase.DECIDING)
@@ -744,8 +1013,12 @@ class Engine:
         key = self._held.key_of_raw(raw)
         if key is not None:
             self.stats["records.duplicate"] += 1
-            # The sender has it: a copy still queued for it need not go.
-            if source is not None and source.outbox.drop_record(key, raw):
+            # The sender has it: a copy still queued for it need not go. On a medium, enough
+            # copies heard mean the neighbours have it: our rebroadcast is cancelled.
+            if source is not None and source.medium is not None:
+                if source.medium.heard_copy(key, raw):
+                    self.stats["records.rebroadcast_suppressed"] += 1
+            elif source is not None and source.outbox.drop_record(key, raw):
                 self.stats["records.flood_suppressed"] += 1
             return
         via = source.remote_key[:8] if source is not None and source.remote_key is not None else STORE
@@ -905,14 +1178,28 @@ class Engine:
         source_reaches: tuple[bytes, ...] = ()
         if source is not None and source.remote_key is not None:
             # The sender holds this version, so an older one queued for it is moot.
-            source.outbox.drop_record(key)
+            if source.medium is None:
+                source.outbox.drop_record(key)
             source_reaches = claimed_by(source.remote_key[:8])
         targets, pruned = fan_out(
             self._routers, record.public_key, source, claimed_by(record.peer_id), source_reaches
         )
         raw = record.raw
+        media: dict[Interface, None] = {}
         for target in targets:
-            self._queue_record(target, key, raw, now)
+            if target.medium is None:
+                self._queue_record(target, key, raw, now)
+            else:
+                media[target.medium] = None
+        for medium in media:  # once per interface, however many neighbours it reaches
+            if record.kind is RecordKind.CARD and len(raw) + ONE_RECORD_OVERHEAD > medium.spec.mtu:
+                self.stats["records.cards_held_back_on_medium"] += 1  # a big card goes when a DIGEST asks
+                continue
+            snr = self._heard_snr if source is not None and source.medium is medium else None
+            delay = medium.spec.rebroadcast_after(snr, unit_from_bytes(self._rng(2)))
+            medium.outbox.queue_record(key, raw, now, delay)
+            medium.queued(key)
+            self._pending_interfaces[medium] = None
         if pruned:
             self.stats["records.flood_pruned"] += pruned
 
@@ -932,6 +1219,10 @@ class Engine:
         if len(raw) + ONE_RECORD_OVERHEAD > state.remote_capabilities.max_message:
             self.stats["records.too_big_for_link"] += 1
             return
+        if state.medium is not None:  # records go to everyone in range, once
+            state.medium.outbox.queue_record(key, raw, now, state.medium.spec.rebroadcast_delay[0])
+            self._pending_interfaces[state.medium] = None
+            return
         state.outbox.queue_record(key, raw, now)
         self._pending[state] = None
 
@@ -940,13 +1231,13 @@ class Engine:
             self.stats["records.expired"] += 1
             self._forget(pid, kind, now)
         for state in self._links.values():
-            state.reassembler.sweep(now, functools.partial(self._reassembly_allowance, state.spec))
+            state.reassembler.sweep(now, functools.partial(self._reassembly_allowance, state))
         self._held.drop_unused_keys()
         self._occupancy.prune(self._held.keys)
 
-    def _reassembly_allowance(self, spec: LinkSpec, size: int) -> float:
+    def _reassembly_allowance(self, state: Link, size: int) -> float:
         # A slow link gets the time its budget needs for the whole message.
-        return self.config.reassembly_timeout + 2 * transfer_time(spec, size)
+        return self.config.reassembly_timeout + 2 * self._transfer_time(state.spec, state.medium, size)
 
     # ------------------------------------------------------------------ sync
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent.core.events import LinkId
 from agent.core.framing import Reassembler
@@ -12,6 +14,10 @@ from agent.core.outbox import Outbox
 from agent.core.reasons import CloseReason
 from agent.core.sync import SyncState
 from agent.core.wire import ROUTER, Capabilities, Role
+
+if TYPE_CHECKING:
+    from agent.core.distance import LinkQuality
+    from agent.core.medium import Interface
 
 
 @dataclass(eq=False, slots=True)
@@ -35,6 +41,14 @@ class Link:
     close_retry_at: float | None = None
     #: What the remote said it is in its HELLO (a router taking any message, until it says).
     remote_capabilities: Capabilities = ROUTER
+    #: The broadcast interface this neighbour was heard on (``None``: a point-to-point link).
+    medium: Interface | None = None
+    #: RSSI, SNR and distance reports of a neighbour on a medium.
+    quality: LinkQuality | None = None
+    #: When we last answered this neighbour's repeated HELLO (a medium rate-limits answers).
+    answered_at: float = -math.inf
+    #: Handshake answers held back a random moment (a medium): (when, message), in order.
+    delayed: list[tuple[float, bytes]] = field(default_factory=list)
 
     @property
     def established(self) -> bool:

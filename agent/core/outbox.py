@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import replace
+from typing import Protocol
 
 from agent.core.framing import Fragmenter
 from agent.core.linkspec import LinkSpec
@@ -41,15 +42,31 @@ def transfer_time(spec: LinkSpec, size: int) -> float:
     return (size + frames * (FRAGMENT_HEADER_BYTES + 1 + spec.frame_overhead_bytes)) / spec.bytes_per_second
 
 
-class Outbox:
-    """Everything queued on one link and the budget it is sent under."""
+class SendBudget(Protocol):
+    """What an outbox pays its frames from: a link's token bucket, or a medium's airtime."""
 
-    def __init__(self, spec: LinkSpec, now: float, flood_delay: float) -> None:
+    def try_take(self, cost: float, now: float) -> bool: ...
+
+    def ready_at(self, cost: float, now: float) -> float: ...
+
+
+class Outbox:
+    """Everything queued on one link and the budget it is sent under.
+
+    ``budget`` is shared by the outboxes of one broadcast interface (its airtime); by
+    default each link has its own token bucket from ``spec``.
+    """
+
+    def __init__(
+        self, spec: LinkSpec, now: float, flood_delay: float, budget: SendBudget | None = None
+    ) -> None:
         self.spec = spec
         self._flood_delay = flood_delay
-        # Never below one full frame, or a full frame could never be paid for.
-        capacity = float(max(spec.burst_bytes or 0, spec.mtu + spec.frame_overhead_bytes))
-        self.budget = TokenBucket(spec.bytes_per_second, capacity, now)
+        if budget is None:
+            # Never below one full frame, or a full frame could never be paid for.
+            capacity = float(max(spec.burst_bytes or 0, spec.mtu + spec.frame_overhead_bytes))
+            budget = TokenBucket(spec.bytes_per_second, capacity, now)
+        self.budget = budget
         self._fragmenter = Fragmenter(spec.mtu)
         self._control: deque[bytes] = deque()
         self._digests: deque[bytes] = deque()
@@ -80,11 +97,19 @@ class Outbox:
     def send_digests(self, messages: list[bytes]) -> None:
         self._digests.extend(messages)
 
-    def queue_record(self, key: RecordKey, raw: bytes, now: float) -> None:
+    def queue_record(self, key: RecordKey, raw: bytes, now: float, delay: float | None = None) -> None:
+        """Queue a record; ``delay`` (a broadcast interface's rebroadcast delay) replaces the
+        Nagle-like batching: the queue goes when its earliest record is due."""
         links, cards = self._links, self._cards
-        if not (links or cards):
+        if delay is not None:
+            due = now + delay
+            self.records_due = min(self.records_due, due) if (links or cards) else due
+        elif not (links or cards):
             self.records_due = max(now, self.last_records_tx + self._flood_delay)
         (links if key[1] is RecordKind.LINKS else cards)[key] = raw
+
+    def holds_record(self, key: RecordKey) -> bool:
+        return key in self._queue(key)
 
     def drop_record(self, key: RecordKey, raw: bytes | None = None) -> bool:
         """Unqueue ``key`` (only if it is ``raw``, when given); ``True`` if something was unqueued."""

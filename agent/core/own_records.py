@@ -114,6 +114,11 @@ class OwnRecords:
         self._links_signed_at = now
         return self.links
 
+    def slow_links_down(self, debounce: float) -> None:
+        """Re-sign the links record at most every ``debounce`` s (a radio medium is up: while
+        links form, one record then carries several changes, each flooded over the air)."""
+        self._debounce = max(self._debounce, debounce)
+
     def links_changed(self, now: float) -> None:
         """The established links changed: schedule a re-sign, throttled on the leading edge."""
         if self.links_due_at is None:

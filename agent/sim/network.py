@@ -9,6 +9,12 @@ reproducible from its seed.
 Observers see what the wires do without changing it: :meth:`Simulation.on_transmit`
 reports every frame put on a wire, :meth:`Simulation.on_close` every link an
 engine closed; :meth:`Simulation.dial_at` schedules a connection, e.g. to redial.
+
+**Radio fields.** :meth:`Simulation.add_radio` puts peers on one shared channel
+(:class:`~agent.sim.radio.RadioMedium`: positions, path loss, collisions, half-duplex
+radios, each transmitter's duty cycle) as a broadcast interface of their engines:
+what an engine addresses :class:`~agent.core.medium.Broadcast` goes on the air, and
+every frame that ends is handed to each receiver that got it, with its RSSI and SNR.
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ from agent.api.presence import Presence
 from agent.core.engine import Engine, EngineConfig, LinkSpec
 from agent.core.events import CloseLink, ConnectionRequested, Event, LinkId
 from agent.core.graph import PresenceGraph
+from agent.core.medium import Broadcast, MediumSpec
 from agent.core.pump import pump
 from agent.core.records import ConnectionType, Envelope, Record, make_card, open_record, verify_record
+from agent.sim.radio import RadioMedium
 from agent.state.store import MemoryCounter
 
 T = TypeVar("T")
@@ -124,6 +132,9 @@ class _SimOutputs:
         self._peer = peer
 
     def send(self, link: LinkId, frame: bytes) -> None:
+        if isinstance(link, Broadcast):
+            self._sim._on_air(link.interface, self._peer, frame)
+            return
         wire = self._sim._wires.get(link)  # type: ignore[call-overload]
         if wire is not None and wire.up:
             self._sim._transmit(wire, self._peer, frame)
@@ -220,6 +231,32 @@ class ClosedLink:
     event: CloseLink
 
 
+@dataclass(frozen=True, slots=True)
+class RadioTransmission:
+    """A frame an engine put on the air, as :meth:`Simulation.on_radio` reports it."""
+
+    time: float
+    interface: str
+    sender: SimPeer
+    frame: bytes
+    airtime: float
+
+
+@dataclass(eq=False, slots=True)
+class SimRadio:
+    """A channel shared by some peers: the medium, and which radio node each peer is."""
+
+    interface: str
+    medium: RadioMedium
+    spec: MediumSpec
+    peers: list[SimPeer]
+    node_of: dict[int, int] = field(default_factory=dict)  # peer index -> radio node
+    #: Each node's frames waiting for the channel, as a dongle queues them (listen before talk).
+    queues: dict[int, list[bytes]] = field(default_factory=dict)
+    #: Frames that waited because the channel was busy.
+    deferred: int = 0
+
+
 @dataclass(eq=False, slots=True)
 class _Wire:
     id: int
@@ -261,6 +298,8 @@ class Simulation:
         self.max_frame = 0
         self._transmit_observers: list[Callable[[Transmission], None]] = []
         self._close_observers: list[Callable[[ClosedLink], None]] = []
+        self._radio_observers: list[Callable[[RadioTransmission], None]] = []
+        self.radios: dict[str, SimRadio] = {}
 
     # ------------------------------------------------------------------ building
 
@@ -315,6 +354,26 @@ class Simulation:
         for end in (a, b):
             self.pump(end)
         return wire.id
+
+    def add_radio(
+        self, peers: list[SimPeer], medium: RadioMedium, spec: MediumSpec, name: str = ""
+    ) -> SimRadio:
+        """Put ``peers`` on one channel (peer ``i`` of the list is radio node ``i`` of ``medium``):
+        each engine brings it up as a broadcast interface now."""
+        if len(peers) != len(medium.positions):
+            raise ValueError(f"{len(peers)} peers for a medium of {len(medium.positions)} positions")
+        interface = name or f"radio-{len(self.radios)}"
+        radio = SimRadio(interface, medium, spec, list(peers), {p.index: i for i, p in enumerate(peers)})
+        self.radios[interface] = radio
+        for peer in peers:
+            peer.engine.interface_up(interface, spec, self.now)
+        for peer in peers:
+            self.pump(peer)
+        return radio
+
+    def on_radio(self, callback: Callable[[RadioTransmission], None]) -> None:
+        """Call ``callback`` for every frame an engine puts on the air, in order."""
+        self._radio_observers.append(callback)
 
     def disconnect(self, a: SimPeer, b: SimPeer) -> None:
         """Both ends see their wires between ``a`` and ``b`` go down now (a pulled cable)."""
@@ -419,6 +478,17 @@ class Simulation:
             a, b, model = args
             if a.alive and b.alive:
                 self.connect(a, b, model)
+        elif kind == "radio-send":
+            radio, node = args
+            if radio.peers[node].alive:
+                self._radio_send(radio, node)
+        elif kind == "air":
+            (radio,) = args
+            for got in radio.medium.deliveries(self.now):
+                receiver = radio.peers[got.receiver]
+                if receiver.alive:
+                    receiver.engine.receive_on(radio.interface, got.payload, self.now, got.rssi, got.snr)
+                    self.pump(receiver)
 
     def _push(self, when: float, kind: str, *args: Any) -> None:
         heapq.heappush(self._queue, (when, next(self._seq), kind, args))
@@ -442,6 +512,43 @@ class Simulation:
             if graph != peer.last_graph:
                 peer.last_graph = graph
                 peer.presence.publish(graph)
+
+    def _on_air(self, interface: object, sender: SimPeer, frame: bytes) -> None:
+        radio = self.radios.get(str(interface))
+        if radio is None:
+            return
+        node = radio.node_of[sender.index]
+        queue = radio.queues.setdefault(node, [])
+        queue.append(frame)
+        if len(queue) == 1:
+            self._radio_send(radio, node)
+
+    def _radio_send(self, radio: SimRadio, node: int) -> None:
+        """The dongle sends its next frame once its radio is free and it hears the channel clear
+        (listen before talk, with a random back-off), as a LoRa dongle does."""
+        queue = radio.queues.get(node)
+        if not queue:
+            return
+        medium, frame = radio.medium, queue[0]
+        ready = medium.ready_at(node, len(frame), self.now)
+        if ready > self.now or medium.channel_busy(node, self.now):
+            radio.deferred += 1
+            self._push(max(ready, self.now + self._backoff(radio)), "radio-send", radio, node)
+            return
+        queue.pop(0)
+        end = medium.transmit(node, frame, self.now)
+        self.max_frame = max(self.max_frame, len(frame))
+        if self._radio_observers:
+            sent = RadioTransmission(self.now, radio.interface, radio.peers[node], frame, end - self.now)
+            for observe in self._radio_observers:
+                observe(sent)
+        self._push(end, "air", radio)
+        if queue:  # contend again, as everyone else does: no hogging the channel with a backlog
+            self._push(end + self._backoff(radio), "radio-send", radio, node)
+
+    def _backoff(self, radio: SimRadio) -> float:
+        """A random contention back-off: 1..8 slots of a short frame's airtime."""
+        return radio.medium.airtime(32) * self.rng.randint(1, 8)
 
     def _transmit(self, wire: _Wire, sender: SimPeer, frame: bytes) -> None:
         model = wire.model

@@ -1,0 +1,95 @@
+"""The parts of a broadcast interface (agent.core.medium), without an engine.
+
+A frame on a medium names its sender and destination by 4-byte ids; a
+medium's spec is checked when it comes up; a record heard from far is
+rebroadcast sooner than one heard from near; one SUMMARY per keepalive is a
+tenth of a 1 % allowance; the airtime budget keeps a reserve that only
+keepalives may spend; a queued rebroadcast is cancelled once enough copies
+were heard.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.core.airtime import LoRaModulation
+from agent.core.medium import (
+    EVERYONE,
+    MEDIUM_HEADER_BYTES,
+    AirtimeBudget,
+    Interface,
+    MediumSpec,
+    medium_frame,
+    parse_medium_frame,
+    quiet_keepalive,
+)
+from agent.core.records import RecordKind
+from agent.core.wire import WireError
+
+SF7 = LoRaModulation()
+SPEC = MediumSpec(SF7, keepalive_interval=60.0, dead_interval=180.0)
+
+
+def test_a_medium_frame_is_sender_destination_and_the_link_frame() -> None:
+    data = medium_frame(b"ABCD", EVERYONE, b"\x00frame")
+    assert data == b"ABCD" + bytes(4) + b"\x00frame"
+    assert parse_medium_frame(data) == (b"ABCD", EVERYONE, b"\x00frame")
+    with pytest.raises(WireError, match="no room"):
+        parse_medium_frame(b"ABCD" + bytes(4))
+
+
+def test_link_frames_on_a_medium_leave_room_for_the_ids() -> None:
+    assert SPEC.mtu == SF7.mtu - MEDIUM_HEADER_BYTES
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"keepalive_interval": 0.0},
+        {"keepalive_interval": 60.0, "dead_interval": 60.0},
+        {"rebroadcast_delay": (2.0, 1.0)},
+        {"suppress_copies": 0},
+    ],
+)
+def test_a_medium_spec_that_cannot_work_is_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        MediumSpec(SF7, **bad)  # type: ignore[arg-type]
+
+
+def test_far_receivers_rebroadcast_first_and_own_records_go_at_once() -> None:
+    far, near = SPEC.rebroadcast_after(-14.0, 0.5), SPEC.rebroadcast_after(9.0, 0.5)
+    low, high = SPEC.rebroadcast_delay
+    assert low <= far < near <= high
+    assert SPEC.rebroadcast_after(None, 0.9) == low
+
+
+def test_one_summary_a_keepalive_is_a_tenth_of_a_one_percent_allowance() -> None:
+    keepalive = quiet_keepalive(SF7, 0.01)
+    assert keepalive == 57
+    per_hour = 3600 / keepalive * SF7.airtime(MEDIUM_HEADER_BYTES + 12)
+    assert per_hour <= 3.6
+
+
+def test_a_burst_of_frames_never_spends_the_keepalive_reserve() -> None:
+    budget = AirtimeBudget(SPEC)
+    now, sent = 0.0, 0.0
+    while budget.try_take(200, now):
+        sent += SF7.airtime(200 + MEDIUM_HEADER_BYTES)
+        now += 1.0
+    presence = SPEC.allowance * SPEC.presence_share * SPEC.window
+    assert sent < presence  # the burst stopped short of the presence share ...
+    keepalives = 0
+    while budget.try_keepalive(12, now):  # ... and the keepalives still go
+        keepalives += 1
+        now += 1.0
+    assert keepalives >= 2 * SPEC.window / SPEC.keepalive_interval
+    assert budget.used(now) <= presence + 1e-9
+
+
+def test_a_queued_rebroadcast_is_cancelled_once_enough_copies_are_heard() -> None:
+    interface = Interface("radio", SPEC, 0.0, 0.01)
+    key = (b"\x01" * 8, RecordKind.LINKS)
+    interface.outbox.queue_record(key, b"record", 0.0, 1.0)
+    interface.queued(key)  # the copy that brought it is the first
+    assert interface.heard_copy(key, b"record") is True  # a second copy: ours is not needed
+    assert not interface.outbox.holds_record(key)

@@ -1,0 +1,149 @@
+"""Meshes on a shared radio channel: the engine's broadcast media in the simulator (issue 10).
+
+Every peer runs the real engine with a broadcast interface on one
+:class:`~agent.sim.radio.RadioMedium` (path loss, collisions, half-duplex
+radios, each transmitter's duty cycle, which raises if exceeded). What is
+checked: neighbours are found from frames heard and authenticated pairwise;
+fields with hidden terminals converge; a record goes out once per interface,
+not once per neighbour; no transmitter ever exceeds its allowance; liveness is
+first-hand; LAN and radio together converge to one graph.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from agent.core.airtime import LoRaModulation
+from agent.core.medium import MediumSpec, parse_medium_frame, quiet_keepalive
+from agent.core.records import ConnectionType, open_record
+from agent.core.wire import FRAME_WHOLE, MessageType, decode_message
+from agent.sim import RadioTransmission, SimPeer, Simulation
+from agent.sim.radio import RadioConfig, RadioMedium
+
+MODULATION = LoRaModulation()  # SF7, 125 kHz: about 3.2 km of range in the simulator's model
+CHANNEL = RadioConfig.lora(MODULATION)
+# The engine's distance model calibrated like the channel (a deployment sets its own).
+# One SUMMARY a keepalive is a quiet mesh's whole cost: a tenth of a 1 % allowance at SF7 (57 s).
+KEEPALIVE = quiet_keepalive(MODULATION, 0.01)
+SPEC = MediumSpec(
+    MODULATION, keepalive_interval=KEEPALIVE, dead_interval=3 * KEEPALIVE, path_loss=CHANNEL.path_loss
+)
+
+
+def radio_field(positions: list[tuple[float, float]], seed: int = 1) -> tuple[Simulation, list[SimPeer]]:
+    sim = Simulation(seed=seed)
+    peers = [sim.add_peer(f"r{i}") for i in range(len(positions))]
+    sim.add_radio(peers, RadioMedium(positions, CHANNEL, seed=seed), SPEC)
+    return sim, peers
+
+
+def graph_keys(peer: SimPeer, sim: Simulation) -> frozenset[str]:
+    return frozenset(p.peer_key_string for p in peer.engine.graph(sim.now).peers())
+
+
+def converged(sim: Simulation, peers: list[SimPeer]) -> bool:
+    everyone = frozenset(p.peer_key_string for p in peers)
+    return all(graph_keys(p, sim) == everyone for p in peers)
+
+
+def test_neighbours_are_found_from_frames_heard_and_linked_pairwise() -> None:
+    sim, peers = radio_field([(0, 0), (1000, 0), (2000, 0)])
+    sim.run_until_true(
+        lambda: all(len(list(p.engine.graph(sim.now).connections())) == 3 for p in peers), 10 * KEEPALIVE
+    )
+    graph = peers[0].engine.graph(sim.now)
+    assert {c.connection_type for c in graph.connections()} == {ConnectionType.RADIO}
+    distances = sorted(c.approximate_distance_in_meters or 0 for c in graph.connections())
+    assert distances[0] == pytest.approx(1000, rel=0.2) and distances[-1] == pytest.approx(2000, rel=0.2)
+
+
+def test_a_hidden_terminal_field_converges_through_the_middle() -> None:
+    # The ends are 5 km apart, beyond range: they never hear each other, so they collide at the
+    # middle node whenever they send together, and reach each other only through it.
+    sim, peers = radio_field([(0, 0), (2500, 0), (5000, 0)])
+    assert not sim.radios["radio-0"].medium.in_range(0, 2)
+    sim.run_until_true(lambda: converged(sim, peers), 10 * KEEPALIVE)
+    hops = {p.peer_key_string: p for p in peers}
+    end_graph = peers[0].engine.graph(sim.now)
+    assert len(list(end_graph.connections())) == 2
+    assert hops  # every peer is in every graph (converged), the far end two hops away
+
+
+def cards_on_air(transmission: RadioTransmission, key: bytes) -> int:
+    """How many copies of ``key``'s card the frame carries (whole frames only)."""
+    _, _, frame = parse_medium_frame(transmission.frame)
+    if frame[0] != FRAME_WHOLE:
+        return 0
+    kind, fields = decode_message(frame[1:])
+    if kind is not MessageType.RECORDS:
+        return 0
+    return sum(
+        1 for raw in fields if open_record(raw).public_key == key and raw[0:1] and open_record(raw).kind == 1
+    )
+
+
+def test_a_record_goes_out_once_per_interface_not_once_per_neighbour() -> None:
+    # A hub with five neighbours around it, all in range of each other: 15 links.
+    around = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1))
+    sim, peers = radio_field([(0.0, 0.0)] + [(800.0 * dx, 800.0 * dy) for dx, dy in around])
+    sim.run_until_true(
+        lambda: all(len(list(p.engine.graph(sim.now).connections())) == 15 for p in peers), 20 * KEEPALIVE
+    )
+    sim.run_for(2 * KEEPALIVE)
+    hub = peers[0]
+    sent: Counter[str] = Counter()
+    sim.on_radio(lambda t: sent.update({t.sender.name: cards_on_air(t, hub.engine.public_key)}))
+    hub.presence.set_peer_metadata({"room": "hall"})
+
+    def everyone_knows() -> bool:
+        return all(
+            any(
+                p.device_name == "r0" and p.peer_metadata.get("room") == "hall"
+                for p in q.engine.graph(sim.now).peers()
+            )
+            for q in peers[1:]
+        )
+
+    sim.run_until_true(everyone_knows, 10 * KEEPALIVE)
+    sim.run_for(10.0)
+    assert sent["r0"] == 1, sent  # one broadcast reached all five, where five links would send five
+    assert sum(sent.values()) <= 3, sent  # rebroadcasts stop once copies are heard
+
+
+def test_no_transmitter_ever_exceeds_its_allowance() -> None:
+    positions = [(float(x), float(y)) for x in range(0, 6000, 1500) for y in range(0, 3000, 1500)]
+    sim, peers = radio_field(positions, seed=4)
+    medium = sim.radios["radio-0"].medium
+    # The medium itself raises on a transmission beyond the region's allowance; beyond that, the
+    # engine keeps presence traffic to its share (half of 1 %) in every window it measures.
+    for _ in range(20):
+        sim.run_for(30.0)
+        for node in range(len(positions)):
+            assert (
+                medium.ledger(node).used(sim.now) <= SPEC.allowance * SPEC.presence_share * SPEC.window + 1e-9
+            )
+    assert converged(sim, peers)
+
+
+def test_liveness_is_first_hand_a_silent_neighbour_leaves_though_its_records_are_still_relayed() -> None:
+    sim, peers = radio_field([(0, 0), (1000, 0), (2000, 0)])
+    sim.run_until_true(lambda: converged(sim, peers), 10 * KEEPALIVE)
+    gone = peers[2]
+    sim.kill(gone)
+    took = sim.run_until_true(
+        lambda: all(gone.peer_key_string not in graph_keys(p, sim) for p in peers[:2]), 4 * SPEC.dead_interval
+    )
+    assert took <= SPEC.dead_interval + 2 * SPEC.keepalive_interval
+
+
+def test_a_mixed_lan_and_radio_field_converges_to_one_graph() -> None:
+    sim, radio = radio_field([(0, 0), (1500, 0), (3000, 0)])
+    lan = [sim.add_peer(f"lan{i}") for i in range(2)]
+    sim.connect(radio[0], lan[0])  # a bridge: on the LAN and on the radio
+    sim.connect(lan[0], lan[1])
+    everyone = [*radio, *lan]
+    sim.run_until_true(lambda: converged(sim, everyone), 10 * KEEPALIVE)
+    types = {c.connection_type for c in lan[1].engine.graph(sim.now).connections()}
+    assert types == {ConnectionType.RADIO, ConnectionType.ACCESS_POINT}
