@@ -329,7 +329,7 @@ def test_a_leaf_says_so_and_names_the_largest_message_it_takes() -> None:
 
 @pytest.mark.parametrize(
     "capabilities",
-    [[2, 512], [0, 63], [0, MAX_MESSAGE_BYTES + 1], [0], [0, 512, 1], "router", [0, "512"], [-1, 512]],
+    [[2, 512], [0, 255], [0, MAX_MESSAGE_BYTES + 1], [0], [0, 512, 1], "router", [0, "512"], [-1, 512]],
 )
 def test_capabilities_outside_the_protocol_are_a_wire_error(capabilities: Any) -> None:
     with pytest.raises(WireError, match="HELLO"):
@@ -384,7 +384,7 @@ ENTRY = digest_entry(PEER, RecordKind.LINKS, 3)
 EVERY_MESSAGE: list[Message] = [
     Hello(NONCE, CARD, None),
     Hello(NONCE, digest_entry(PEER, RecordKind.CARD, 7), (PEER, 7)),
-    Hello(NONCE, CARD, None, Capabilities(Role.LEAF, 244)),
+    Hello(NONCE, CARD, None, Capabilities(Role.LEAF, 1024)),
     Proof(SIGNATURE),
     Accept(),
     Accept(ask_back=True),

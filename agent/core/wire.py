@@ -31,7 +31,7 @@ hi]``.
 HELLO's fourth field (version 3) says what the sender is: ``[role, max_message]``, role
 0 a router (holds the mesh, floods) or 1 a leaf (holds only its own records: it is sent
 no floods, and its SUMMARY and DIGEST cover only its own records), and the largest
-message it reassembles (64..65536 bytes; nothing larger is sent to it).
+message it reassembles (256..65536 bytes; nothing larger is sent to it once HELLO is in).
 
 HELLO's third field is the sender's signed card (*by value*), or the card's
 digest entry (*by reference*, 13 bytes, so never a valid card): a sender that
@@ -130,8 +130,11 @@ class Role(enum.IntEnum):
     LEAF = 1
 
 
-#: The smallest ``max_message`` a peer may announce: room for a HELLO by reference and a PROOF.
-MIN_MAX_MESSAGE: Final = 64
+#: The smallest ``max_message`` a peer may announce: a PROOF (68 bytes), a HELLO by reference
+#: (42) and a small card's HELLO by value (about 210). The first HELLO goes before the remote's
+#: capabilities are known, so a leaf must reassemble its router's HELLO whatever it announces:
+#: a router whose card is bigger than a leaf's ``max_message`` cannot attach that leaf.
+MIN_MAX_MESSAGE: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
