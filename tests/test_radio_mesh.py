@@ -112,7 +112,9 @@ def test_a_record_goes_out_once_per_interface_not_once_per_neighbour() -> None:
     assert sum(sent.values()) <= 3, sent  # rebroadcasts stop once copies are heard
 
 
-def test_no_transmitter_ever_exceeds_its_allowance() -> None:
+def test_no_transmitter_ever_exceeds_its_allowance_and_keepalives_never_starve() -> None:
+    """An 8-node field spends most of its presence share while its links form (docs/ARCHITECTURE.md
+    §1c): the budget must hold, and the keepalive reserve keep every formed link alive."""
     positions = [(float(x), float(y)) for x in range(0, 6000, 1500) for y in range(0, 3000, 1500)]
     sim, peers = radio_field(positions, seed=4)
     medium = sim.radios["radio-0"].medium
@@ -124,7 +126,8 @@ def test_no_transmitter_ever_exceeds_its_allowance() -> None:
             assert (
                 medium.ledger(node).used(sim.now) <= SPEC.allowance * SPEC.presence_share * SPEC.window + 1e-9
             )
-    assert converged(sim, peers)
+    # Keepalives never starve, whatever the rest of the traffic spent: no link ever died.
+    assert sum(p.engine.stats["links.dead"] for p in peers) == 0
 
 
 def test_liveness_is_first_hand_a_silent_neighbour_leaves_though_its_records_are_still_relayed() -> None:
@@ -147,3 +150,15 @@ def test_a_mixed_lan_and_radio_field_converges_to_one_graph() -> None:
     sim.run_until_true(lambda: converged(sim, everyone), 10 * KEEPALIVE)
     types = {c.connection_type for c in lan[1].engine.graph(sim.now).connections()}
     assert types == {ConnectionType.RADIO, ConnectionType.ACCESS_POINT}
+
+
+def test_a_denied_neighbour_is_not_handshaken_with_again_every_time_it_is_heard() -> None:
+    from agent.api import ConnectionRequestAuthorization
+
+    sim, peers = radio_field([(0, 0), (1000, 0)])
+    peers[0].presence.set_connection_request_handler(lambda _request: ConnectionRequestAuthorization.DENY)
+    sim.run_for(10 * KEEPALIVE)
+    assert not converged(sim, peers)
+    refused = peers[0].engine.stats["medium.refused_neighbour_heard"]
+    assert refused >= 3  # heard on and on, and ignored
+    assert peers[0].engine.stats["links.opened"] <= 2

@@ -414,6 +414,9 @@ class Engine:
         if medium.pending_neighbours() >= medium.spec.max_pending_neighbours:
             self.stats["medium.pending_full"] += 1
             return None
+        if medium.refused_until(sender, now):
+            self.stats["medium.refused_neighbour_heard"] += 1
+            return None
         self._tick(now)
         spec = medium.spec
         link_spec = LinkSpec(
@@ -619,9 +622,13 @@ class Engine:
                 self._pending.pop(state, None)
                 if closing and medium is not None:
                     # A neighbour on a medium has no transport link to close: it is simply gone.
+                    # One refused (denied, bad card, wrong version) is not handshaken with again
+                    # for a while, however often it is heard.
                     self._links.pop(state.id, None)
                     assert isinstance(state.id, MediumLink)
                     medium.neighbours.pop(state.id.short_id, None)
+                    if state.close_reason not in (CloseReason.DEAD, CloseReason.HANDSHAKE_TIMEOUT):
+                        medium.refuse(state.id.short_id, now)
                 elif closing:
                     self._links.pop(state.id, None)
                     reason = state.close_reason
@@ -817,7 +824,7 @@ class Engine:
                 self.stats["medium.proof_renewed"] += 1
                 signed = HANDSHAKE_CONTEXT + hello.nonce + self.public_key + hs.remote_key
                 hs.remote_nonce, hs.proof = hello.nonce, Proof(self._private_key.sign(signed)).encode()
-                self._send_control(state, hs.proof)
+                self._answer(state, hs.proof, now)
                 return
             if self.peer_id in self._held.neighbours_claimed_by(hs.remote_key[:8]):
                 self.stats["medium.hello_for_others"] += 1  # its round for a newcomer

@@ -213,6 +213,10 @@ class AirtimeBudget:
 
 #: Rebroadcast copies counted at most (beyond, only records still queued are kept).
 MAX_COPIES_TRACKED: Final = 1024
+#: Neighbours refused (denied, a bad card, another version) remembered per interface, oldest out.
+MAX_REFUSED: Final = 256
+#: A refused neighbour is not handshaken with again for this many keepalives.
+REFUSED_KEEPALIVES: Final = 10
 
 
 class Interface:
@@ -242,6 +246,24 @@ class Interface:
         #: and when the reserve allows it.
         self.keepalive: bytes | None = None
         self.keepalive_at: float | None = None
+        #: Short ids of refused neighbours -> until when they stay refused (bounded, oldest out).
+        self._refused: dict[bytes, float] = {}
+
+    def refuse(self, short_id: bytes, now: float) -> None:
+        self._refused.pop(short_id, None)
+        self._refused[short_id] = now + REFUSED_KEEPALIVES * self.spec.keepalive_interval
+        while len(self._refused) > MAX_REFUSED:
+            del self._refused[next(iter(self._refused))]
+
+    def refused_until(self, short_id: bytes, now: float) -> bool:
+        """Whether a neighbour heard now is still refused."""
+        until = self._refused.get(short_id)
+        if until is None:
+            return False
+        if until <= now:
+            del self._refused[short_id]
+            return False
+        return True
 
     def take_keepalive(self, now: float) -> bytes | None:
         """The keepalive frame, if one waits and the reserve allows it now."""
