@@ -1059,7 +1059,7 @@ class Engine:
         self.stats["records.accepted"] += 1
         self._store(record, now)
         if new_peer:
-            self._occupancy.admitted(pid, claim, self._held.bytes_of(pid), via)
+            self._occupancy.admitted(pid, claim, len(raw), via)  # a new peer: this is all it holds
         self._flood(record, source, now)
         if self._waiting:
             self._retry_waiting(record, new_peer, now)
