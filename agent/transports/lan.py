@@ -99,6 +99,10 @@ RECEIVE_BURST_SECONDS: Final = 2.0
 MAX_DIALS_PER_KEY: Final = 2
 #: A limit reached, or hostile input of one kind, is logged at most once per this many seconds.
 LOG_INTERVAL: Final = 10.0
+#: A link's reader hands the loop back after this much work on frames already buffered: a flood
+#: on one link (forged records cost a signature check each) never holds up the control socket,
+#: the other links or the timers for longer.
+READ_TURN_SECONDS: Final = 0.005
 
 #: Where a beacon says a peer listens: (key, address, port). Dial back-off is per endpoint.
 Endpoint = tuple[bytes, str, int]
@@ -486,6 +490,7 @@ class LanTransport:
         # between frames is the engine's business (its handshake deadline covers a
         # handler that takes its full 10 s; keepalives cover established links).
         first = True
+        turn_started = self._clock()
         try:
             while True:
                 wait = self._handshake_left(conn) if first else None
@@ -501,6 +506,9 @@ class LanTransport:
                     self._count_limited("peer_flooding", "closing a link that sends faster than allowed")
                     break
                 self._host.receive(conn.link, frame)
+                if self._clock() - turn_started >= READ_TURN_SECONDS:
+                    await asyncio.sleep(0)  # buffered frames need no wait: yield explicitly
+                    turn_started = self._clock()
         except TimeoutError:
             self._count_limited(
                 "handshake_timeout", "closing a connection that stalled mid-handshake or mid-frame"
