@@ -162,3 +162,21 @@ def test_a_denied_neighbour_is_not_handshaken_with_again_every_time_it_is_heard(
     refused = peers[0].engine.stats["medium.refused_neighbour_heard"]
     assert refused >= 3  # heard on and on, and ignored
     assert peers[0].engine.stats["links.opened"] <= 2
+
+
+def test_neighbours_on_an_interface_are_bounded() -> None:
+    spec = MediumSpec(
+        MODULATION,
+        keepalive_interval=KEEPALIVE,
+        dead_interval=3 * KEEPALIVE,
+        path_loss=CHANNEL.path_loss,
+        max_neighbours=2,
+    )
+    sim = Simulation(seed=3)
+    peers = [sim.add_peer(f"r{i}") for i in range(5)]
+    positions = [(0.0, 0.0), (300.0, 0.0), (0.0, 300.0), (-300.0, 0.0), (0.0, -300.0)]
+    sim.add_radio(peers, RadioMedium(positions, CHANNEL, seed=3), spec)
+    sim.run_for(10 * KEEPALIVE)
+    hub = peers[0].engine
+    assert len(hub.established_links()) <= 2
+    assert hub.stats["medium.neighbours_full"] > 0

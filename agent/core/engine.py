@@ -414,6 +414,9 @@ class Engine:
         if medium.pending_neighbours() >= medium.spec.max_pending_neighbours:
             self.stats["medium.pending_full"] += 1
             return None
+        if len(medium.neighbours) >= medium.spec.max_neighbours:
+            self.stats["medium.neighbours_full"] += 1
+            return None
         if medium.refused_until(sender, now):
             self.stats["medium.refused_neighbour_heard"] += 1
             return None

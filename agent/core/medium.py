@@ -109,6 +109,9 @@ class MediumSpec:
     path_loss: PathLoss = field(default_factory=PathLoss)
     #: Neighbours on this interface not yet admitted, at most (a flood of fresh senders is ignored).
     max_pending_neighbours: int = 8
+    #: Neighbours on this interface at all, at most (each costs a handshake, airtime and a links
+    #: record entry; past it, new senders are ignored until one leaves).
+    max_neighbours: int = 32
 
     def __post_init__(self) -> None:
         if self.airtime.mtu <= MEDIUM_HEADER_BYTES + 16:
