@@ -34,6 +34,7 @@ from agent.core.engine import Engine, LinkSpec
 from agent.core.errors import PresenceError
 from agent.core.events import CloseLink, ConnectionRequested, Event, LinkEstablished, LinkId
 from agent.core.keys import public_key_from_string
+from agent.core.medium import Broadcast, InterfaceId, MediumSpec
 from agent.core.pump import pump
 from agent.mqtt.messages import MirrorSnapshot
 from agent.runtime.control import ControlServer
@@ -283,6 +284,34 @@ class Agent:
     def register_link(self, link: LinkId, transport: Transport) -> None:
         """A transport announces which links are its own (before :meth:`link_up`)."""
         self._link_owner[link] = transport
+
+    def interface_up(self, interface: InterfaceId, spec: MediumSpec, transport: Transport) -> None:
+        if self._closed:
+            return
+        self._link_owner[Broadcast(interface)] = transport
+        self.engine.interface_up(interface, spec, self.now())
+        self._pump()
+
+    def interface_down(self, interface: InterfaceId) -> None:
+        self._link_owner.pop(Broadcast(interface), None)
+        if self._closed:
+            return
+        self.engine.interface_down(interface, self.now())
+        self._pump()
+
+    def receive_on(
+        self, interface: InterfaceId, frame: bytes, rssi: float | None = None, snr: float | None = None
+    ) -> None:
+        if self._closed:
+            return
+        try:
+            self.engine.receive_on(interface, frame, self.now(), rssi, snr)
+        except Exception:
+            # As for a link (receive): a bug, logged and counted; the interface stays up.
+            log.exception("engine error on interface %r; frame dropped", interface)
+            self.transport_stats["engine_errors"] += 1
+            return
+        self._pump()
 
     # ------------------------------------------------------------------ the pump
 

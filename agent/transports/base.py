@@ -6,6 +6,7 @@ from typing import Protocol
 
 from agent.core.engine import LinkSpec
 from agent.core.events import LinkId
+from agent.core.medium import InterfaceId, MediumSpec
 
 
 class LinkHost(Protocol):
@@ -25,13 +26,29 @@ class LinkHost(Protocol):
         """Count a transport-level event (drops, refusals) under ``name``."""
         ...
 
+    def interface_up(self, interface: InterfaceId, spec: MediumSpec, transport: Transport) -> None:
+        """A broadcast interface (a radio dongle) is up; frames for it go to ``transport.send``
+        addressed :class:`~agent.core.medium.Broadcast` (docs/ARCHITECTURE.md §1c)."""
+        ...
+
+    def interface_down(self, interface: InterfaceId) -> None: ...
+
+    def receive_on(
+        self, interface: InterfaceId, frame: bytes, rssi: float | None = None, snr: float | None = None
+    ) -> None:
+        """A frame heard on a broadcast interface, with the radio's RSSI and SNR if it gives them."""
+        ...
+
 
 class Transport(Protocol):
     """What the runtime calls on a transport (always on the runtime's event loop)."""
 
     async def start(self, host: LinkHost) -> None: ...
 
-    def send(self, link: LinkId, frame: bytes) -> None: ...
+    def send(self, link: LinkId, frame: bytes) -> None:
+        """Send ``frame`` on ``link``, or on the air of a broadcast interface when ``link`` is a
+        :class:`~agent.core.medium.Broadcast`."""
+        ...
 
     def close_link(self, link: LinkId) -> None: ...
 
