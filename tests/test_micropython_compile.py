@@ -39,7 +39,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_node_library_is_the_expected_modules() -> None:
-    assert [m.stem for m in MODULES] == ["cbor", "cose", "ed25519", "records", "sha512"]
+    assert [m.stem for m in MODULES] == ["cbor", "cose", "ed25519", "records", "serial_protocol", "sha512"]
 
 
 @pytest.mark.parametrize("module", [m.stem for m in MODULES])
@@ -61,3 +61,16 @@ print(records.decode_record(records.sign_links(key, 1, 2, [(bytes(8), "Bluetooth
     assert where == "/lib/ed25519.mpy"
     assert signature.startswith("e5564300c360ac729086e2cc806e828a")  # RFC 8032 TEST 1
     assert verified == "True"
+
+
+def test_the_compiled_serial_protocol_frames_under_micropython(compiled: Path) -> None:
+    require_micropython()
+    script = """
+import serial_protocol as sp
+print(sp.__file__)
+wire = sp.encode(sp.TX, 7, {"payload": b"\\xc0\\xdb"})
+print(wire.hex(), sp.Decoder().feed(b"noise" + wire)[0][2]["payload"].hex())
+"""
+    where, wire, payload = run_micropython(script, lib=compiled).split()
+    assert where == "/lib/serial_protocol.mpy"
+    assert (wire, payload) == ("c02007dbdcdbdd" + wire[14:18] + "c0", "c0db")
