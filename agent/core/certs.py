@@ -271,20 +271,10 @@ def _is_uint32(value: Any) -> bool:
     return type(value) is int and 0 <= value <= MAX_COUNTER
 
 
-def verify_certificate(
-    raw: bytes,
-    trusted_ca_keys: Iterable[bytes],
-    revoked: Iterable[RevocationList],
-    now: int,
-    device_key: bytes | None = None,
-) -> Certificate:
-    """Check a certificate; return it, or raise :class:`CertificateError` with the first reason that applies.
+def open_certificate(raw: bytes, trusted_ca_keys: Iterable[bytes]) -> Certificate:
+    """A well-formed certificate signed by a trusted CA; its key, validity window and revocation not judged.
 
-    ``trusted_ca_keys``: the raw CA public keys trusted (at most two, see
-    :func:`trusted_ca_table`). ``revoked``: the verified revocation lists held
-    (a certificate is revoked if a list of its own CA names its serial).
-    ``now``: the wall clock, Unix seconds. ``device_key``: if given, the key the
-    peer proved in the handshake; a certificate for another key is ``wrong_key``.
+    For listing what a CA issued; a fleet member uses :func:`verify_certificate`.
     """
     trusted = trusted_ca_keys if isinstance(trusted_ca_keys, Mapping) else trusted_ca_table(trusted_ca_keys)
     fields, payload, signature = _open(raw, CERTIFICATE_KIND, MAX_CERTIFICATE_BYTES, "a certificate", 7)
@@ -303,18 +293,37 @@ def verify_certificate(
         raise CertificateError(TrustReason.MALFORMED, str(exc)) from None
     if size > MAX_METADATA_JSON_BYTES:
         raise CertificateError(TrustReason.MALFORMED, f"metadata is {size} bytes as JSON")
-    if device_key is not None and key != device_key:
-        raise CertificateError(TrustReason.WRONG_KEY, "the certificate is for another device key")
-    if now < issued_at - CERTIFICATE_CLOCK_SKEW:
-        raise CertificateError(TrustReason.NOT_YET_VALID, f"valid from {issued_at}, it is {now}")
-    if expiry <= now:
-        raise CertificateError(TrustReason.EXPIRED, f"expired at {expiry}, it is {now}")
-    for revocations in revoked:
-        if revocations.ca_key_id == ca_id and serial in revocations.serials:
-            raise CertificateError(
-                TrustReason.REVOKED, f"serial {serial} is revoked (list {revocations.counter})"
-            )
     return Certificate(ca_id, serial, key, issued_at, expiry, freeze_metadata(metadata), raw)
+
+
+def verify_certificate(
+    raw: bytes,
+    trusted_ca_keys: Iterable[bytes],
+    revoked: Iterable[RevocationList],
+    now: int,
+    device_key: bytes | None = None,
+) -> Certificate:
+    """Check a certificate; return it, or raise :class:`CertificateError` with the first reason that applies.
+
+    ``trusted_ca_keys``: the raw CA public keys trusted (at most two, see
+    :func:`trusted_ca_table`). ``revoked``: the verified revocation lists held
+    (a certificate is revoked if a list of its own CA names its serial).
+    ``now``: the wall clock, Unix seconds. ``device_key``: if given, the key the
+    peer proved in the handshake; a certificate for another key is ``wrong_key``.
+    """
+    cert = open_certificate(raw, trusted_ca_keys)
+    if device_key is not None and cert.device_key != device_key:
+        raise CertificateError(TrustReason.WRONG_KEY, "the certificate is for another device key")
+    if now < cert.issued_at - CERTIFICATE_CLOCK_SKEW:
+        raise CertificateError(TrustReason.NOT_YET_VALID, f"valid from {cert.issued_at}, it is {now}")
+    if cert.expiry <= now:
+        raise CertificateError(TrustReason.EXPIRED, f"expired at {cert.expiry}, it is {now}")
+    for revocations in revoked:
+        if revocations.ca_key_id == cert.ca_key_id and cert.serial in revocations.serials:
+            raise CertificateError(
+                TrustReason.REVOKED, f"serial {cert.serial} is revoked (list {revocations.counter})"
+            )
+    return cert
 
 
 def verify_revocation_list(
