@@ -8,6 +8,10 @@
     presence-agent fleet [--broker URL | --config FILE] [--json] [--watch] [credentials, TLS, --topic-root]
                          [--view [--listen ADDR:PORT] [--state-dir DIR]]
     presence-agent view [--state-dir DIR] [--listen ADDR:PORT]
+    presence-agent fleet-ca init --dir DIR
+    presence-agent fleet-ca issue --dir DIR --device-key PEERKEY --metadata JSON [--days N]
+    presence-agent fleet-ca revoke --dir DIR SERIAL
+    presence-agent fleet-ca list --dir DIR [--json]
     presence-agent demo [--agents N] [--duration S]
     presence-agent sim ...            (python -m agent.sim)
 
@@ -214,6 +218,88 @@ def _rejection_lines(rejections: Any) -> list[str]:
     return [f"rejected      {r.topic} ({r.reason}: {r.detail})" for r in rejections]
 
 
+def _fleet_ca(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.core.keys import peer_key_string, public_key_from_string
+    from agent.core.records import metadata_json, parse_metadata_json, thaw_metadata
+    from agent.state.fleet_ca import FleetCaInputError, init_ca, open_ca, revocation_path
+
+    directory = Path(args.dir)
+    if args.fleet_ca_command == "init":
+        with init_ca(directory) as ca:
+            print(peer_key_string(ca.public_key))
+        return 0
+    if args.fleet_ca_command == "issue":
+        device_key = public_key_from_string(args.device_key)
+        metadata = parse_metadata_json(args.metadata)
+        days = _whole_number(args.days, "--days", FleetCaInputError)
+        with open_ca(directory) as ca:
+            issued = ca.issue(device_key, metadata, days)
+        print(issued.path)
+        return 0
+    if args.fleet_ca_command == "revoke":
+        serial = _whole_number(args.serial, "SERIAL", FleetCaInputError)
+        with open_ca(directory) as ca:
+            revocations = ca.revoke(serial)
+        if revocations is None:
+            print(f"serial {serial} was already revoked; the revocation list is unchanged")
+        else:
+            where = revocation_path(directory)
+            print(f"revoked serial {serial}: revocation list {revocations.counter} in {where}")
+        return 0
+    with open_ca(directory) as ca:
+        issued_list = ca.certificates()
+        revocations = ca.revocation_list()
+        now = int(time.time())
+        ca_key = peer_key_string(ca.public_key)
+    if args.json:
+        document = {
+            "ca_key": ca_key,
+            "revocation_counter": revocations.counter if revocations is not None else 0,
+            "certificates": [
+                {
+                    "serial": i.certificate.serial,
+                    "device_key": i.certificate.device_key_string,
+                    "metadata": thaw_metadata(i.certificate.metadata),
+                    "issued_at": i.certificate.issued_at,
+                    "expiry": i.certificate.expiry,
+                    "revoked": i.revoked,
+                    "expired": i.certificate.expiry <= now,
+                    "file": str(i.path),
+                }
+                for i in issued_list
+            ],
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0
+    rows = [("SERIAL", "DEVICE", "METADATA", "EXPIRES (UTC)", "STATUS")]
+    for i in issued_list:
+        cert = i.certificate
+        summary = metadata_json(cert.metadata)
+        status = "revoked" if i.revoked else "expired" if cert.expiry <= now else "valid"
+        rows.append(
+            (
+                str(cert.serial),
+                cert.device_key_string,
+                summary if len(summary) <= 40 else summary[:39] + "…",
+                time.strftime("%Y-%m-%d %H:%M", time.gmtime(cert.expiry)),
+                status,
+            )
+        )
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if not issued_list:
+        print(f"(no certificates issued yet; CA key {ca_key})")
+    return 0
+
+
+def _whole_number(text: str, name: str, error: type[Exception]) -> int:
+    """A decimal number of at most ten digits (a one-line input error otherwise, not argparse's usage)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        raise error(f"{name} must be a whole number, got {text!r}")
+    return int(text)
+
+
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
     from agent.runtime.demo import run_demo
 
@@ -256,12 +342,20 @@ def _read_file(path: Path) -> str:
 def _is_bad_input(exc: PresenceError) -> bool:
     """Errors that mean "fix the command or its input" (exit 2) rather than "the system failed" (1)."""
     from agent.config import ConfigError
-    from agent.core.errors import MetadataError
+    from agent.core.errors import MetadataError, PeerKeyError
     from agent.runtime.control import InvalidRequestError
+    from agent.state.fleet_ca import FleetCaInputError
     from agent.web.settings import ListenAddressError
 
     return isinstance(
-        exc, ConfigError | MetadataError | InvalidRequestError | InputFileError | ListenAddressError
+        exc,
+        ConfigError
+        | MetadataError
+        | InvalidRequestError
+        | InputFileError
+        | ListenAddressError
+        | PeerKeyError
+        | FleetCaInputError,
     )
 
 
@@ -340,6 +434,26 @@ def build_parser() -> argparse.ArgumentParser:
     with_listen(fleet)
     fleet.add_argument("--state-dir", type=Path, help="where --view keeps its token (default: XDG state dir)")
     fleet.set_defaults(handler=_fleet)
+
+    fleet_ca = commands.add_parser(
+        "fleet-ca", help="the fleet's offline certificate authority: device certificates and revocation"
+    )
+    ca_commands = fleet_ca.add_subparsers(dest="fleet_ca_command", required=True)
+
+    def with_dir(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--dir", required=True, type=Path, help="the CA's directory (keep it offline)")
+        sub.set_defaults(handler=_fleet_ca)
+        return sub
+
+    with_dir(ca_commands.add_parser("init", help="make a new CA key in DIR and print its key string"))
+    issue = with_dir(ca_commands.add_parser("issue", help="certify a device's peer key; prints the file"))
+    issue.add_argument("--device-key", required=True, metavar="PEERKEY", help="the device's peer key string")
+    issue.add_argument("--metadata", required=True, metavar="JSON", help="identity metadata, a JSON object")
+    issue.add_argument("--days", default="365", metavar="N", help="valid for N days (default 365)")
+    revoke = with_dir(ca_commands.add_parser("revoke", help="revoke a certificate and re-sign the list"))
+    revoke.add_argument("serial", metavar="SERIAL")
+    ca_list = with_dir(ca_commands.add_parser("list", help="the certificates issued"))
+    ca_list.add_argument("--json", action="store_true", help="print JSON")
 
     demo = commands.add_parser("demo", help="run a small real mesh on loopback and show it live")
     demo.add_argument("--agents", type=int, default=3, help="how many agent processes (2-8)")

@@ -38,3 +38,17 @@ MAX_MESSAGE_BYTES: Final = 65536
 MIN_LINK_MTU: Final = 20
 #: At most this many partly reassembled messages per link.
 MAX_PARTIAL_MESSAGES_PER_LINK: Final = 4
+
+# Fleet trust (agent.core.certs): certificates and revocation lists from a fleet CA.
+#: A certificate, like a card, is at most one record's size (bytes, COSE_Sign1 included).
+MAX_CERTIFICATE_BYTES: Final = MAX_RECORD_BYTES
+#: A revocation list names at most this many serials (≤ 5 CBOR bytes each: ~2.6 KiB signed).
+MAX_REVOKED_SERIALS: Final = 512
+#: A revocation list is at most one record's size too.
+MAX_REVOCATION_LIST_BYTES: Final = MAX_RECORD_BYTES
+#: At most this many CA keys are trusted at once: the old and the new during a rotation.
+MAX_TRUSTED_CA_KEYS: Final = 2
+#: A CA is named in its certificates by this prefix of its public key (like a peer id).
+CA_KEY_ID_BYTES: Final = 8
+#: A certificate is accepted this many seconds before its issued-at time (clocks of devices without an RTC).
+CERTIFICATE_CLOCK_SKEW: Final = 300
