@@ -4,7 +4,9 @@
 payload) go through what the engine's ``_merge`` runs: ``PlainCodec.open``,
 ``Holdings.check`` against holdings of a few peers, ``PlainCodec.verify``.
 Each raises only ``RecordError``. What verifies carries exactly the bytes
-given. The fast path (``agent.core.layout``) agrees with the general decoder:
+given, and only what a sender could have signed: its values re-encode (with
+the encoders ``sign_record`` uses) to the signed payload, and a card's
+metadata is at most 4096 bytes as JSON. The fast path (``agent.core.layout``) agrees with the general decoder:
 whatever it reads, the general decode and re-encode reads with the same values.
 
 ``record_payload``: the same for a payload signed here by stranger 3's key, so
@@ -20,7 +22,17 @@ from agent.core import cose
 from agent.core.codec import PlainCodec
 from agent.core.errors import RecordError
 from agent.core.holdings import Holdings
-from agent.core.records import Envelope, Record, _open_fast, _open_general
+from agent.core.limits import MAX_METADATA_JSON_BYTES
+from agent.core.records import (
+    Card,
+    Envelope,
+    Record,
+    _open_fast,
+    _open_general,
+    card_payload,
+    links_payload,
+    metadata_json,
+)
 
 from . import world
 from .contract import Target, require
@@ -64,6 +76,15 @@ def _check(raw: bytes) -> None:
         admissible = False
     record = _CODEC.verify(envelope, raw)
     require(record.raw == raw and record.kind is envelope.kind, "the record is not the bytes verified")
+    # What a receiver accepts, a sender could have signed: the values re-encode to the payload.
+    body = record.body
+    if isinstance(body, Card):
+        again = card_payload(record.public_key, record.counter, record.expiry, body)
+        size = len(metadata_json(body.metadata).encode("utf-8"))
+        require(size <= MAX_METADATA_JSON_BYTES, f"a card with {size} bytes of metadata JSON accepted")
+    else:
+        again = links_payload(record.public_key, record.counter, record.expiry, body)
+    require(again == payload, "the decoded values do not re-encode to the signed payload")
     if admissible:
         holdings.put(record)
         require(holdings.get(record.peer_id, record.kind) is record, "an admitted record is not held")
