@@ -97,4 +97,3 @@ def test_a_short_coverage_guided_run_finds_nothing(
     tail = "\n".join(result.stderr.splitlines()[-40:])
     assert result.returncode == 0, f"{target}: a finding (exit {result.returncode}){found}\n{tail}"
     assert "stat::number_of_executed_units" in result.stderr, f"{target}: libFuzzer did not run\n{tail}"
-

@@ -37,9 +37,14 @@ _STAT: Final = re.compile(r"^stat::(\w+):\s+(\d+)")
 _ARTIFACT: Final = re.compile(r"Test unit written to (\S+)")
 
 
+DICTS: Final = HERE / "dicts"
+
+
 def fuzz_command(target: str, *args: str) -> list[str]:
-    """The command running ``target`` under atheris with libFuzzer ``args``."""
-    return [sys.executable, "-m", "tests.fuzz.run", target, *args]
+    """The command running ``target`` under atheris with libFuzzer ``args`` (and its dictionary, if any)."""
+    dictionary = DICTS / f"{target}.dict"
+    extra = [f"-dict={dictionary}"] if dictionary.is_file() else []
+    return [sys.executable, "-m", "tests.fuzz.run", target, *extra, *args]
 
 
 def target_names() -> list[str]:

@@ -245,6 +245,8 @@ def config() -> Seeds:
         ),
     )
     yield "empty", b""
+    yield "nested", b"[lan]\ninterfaces = " + b"[" * 40 + b'"eth0"' + b"]" * 40 + b"\n"  # a type error
+    yield "inline-tables", b"[mqtt]\nbroker = {a = {b = {c = [1, {d = 2}]}}}\n"
 
 
 def mqtt_fleet() -> Seeds:
