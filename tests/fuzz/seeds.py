@@ -128,6 +128,37 @@ def record_payload() -> Seeds:
     yield "links-counter-wide", rec.links_payload(k, 2**32 - 1, 2**32 - 1, Links(()))
 
 
+def store_rows() -> Seeds:
+    def row(raw: bytes, key: object = None, kind: object = None, counter: object = None) -> Writer:
+        env = rec.open_record(raw)
+        out = Writer()
+        for value in (
+            env.public_key if key is None else key,
+            int(env.kind) if kind is None else kind,
+            env.counter if counter is None else counter,
+            raw,
+        ):
+            if isinstance(value, bytes):
+                out.u8(0).chunk(value)
+            elif isinstance(value, str):
+                out.u8(1).chunk(value.encode())
+            else:
+                assert isinstance(value, int)
+                out.u8(2).chunk(value.to_bytes(8, "big", signed=True))
+        return out
+
+    good = [world.plain_card(world.REMOTE), world.links(world.REMOTE, 2, [1]).raw, _big_card()]
+    rows = Writer().u8(len(good))
+    for raw in good:
+        rows.raw(row(raw).bytes())
+    yield "good", rows.bytes()
+    card = world.plain_card(5)
+    mixed = Writer().u8(4).raw(row(card, counter=9).bytes()).raw(row(card, kind="card").bytes())
+    mixed.raw(row(world.card(6, expiry=world.NOW - 5).raw).bytes())
+    mixed.raw(row(world.links(6, 3, []).raw, key=world.key(5).public).bytes())
+    yield "mismatched-columns", mixed.bytes()
+
+
 def _engine_input(mode: int, frames_in: list[bytes], tail: bytes = b"") -> bytes:
     out = Writer().u8(mode)
     for frame in frames_in:
@@ -282,6 +313,7 @@ GENERATORS: Final[dict[str, Callable[[], Seeds]]] = {
     "message": message,
     "record": record,
     "record_payload": record_payload,
+    "store_rows": store_rows,
     "engine": engine,
     "hello": hello,
     "beacon": beacon,

@@ -11,6 +11,7 @@ from . import (
     target_lan,
     target_mqtt,
     target_records,
+    target_store,
     target_wire,
 )
 from .contract import Target
@@ -20,6 +21,7 @@ TARGETS: Final[dict[str, Target]] = {
     for module in (
         target_wire,
         target_records,
+        target_store,
         target_engine,
         target_lan,
         target_control,
