@@ -187,6 +187,8 @@ def engine() -> Seeds:
     yield "handshake", _engine_input(0, handshake)
     yield "handshake-records-timers", _engine_input(0, handshake + after, timers)
     yield "handshake-denied", _engine_input(2, handshake)
+    slow = Writer().u8(1).u8(250).u8(2).u16(120).u8(1).u8(250).bytes()
+    yield "handshake-slow-link", _engine_input(4, [*handshake, *after], slow)
     # By reference to the card the engine holds (stranger 3), proved by that key.
     held = world.key(world.STRANGERS[0])
     by_ref = [

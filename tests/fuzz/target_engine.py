@@ -2,7 +2,9 @@
 
 ``engine``: byte 0 picks the scene -- bit 0: a link right after it came up
 (our HELLO sent, :func:`world.fresh`) or one established with REMOTE by a real
-handshake (:func:`world.established`); bit 1: the connection handler denies.
+handshake (:func:`world.established`); bit 1: the connection handler denies;
+bit 2 (fresh links only): the link is LoRa-class (:data:`world.SLOW`: a send
+budget, airtime per frame, slow keepalives).
 Then operations until the input ends::
 
     op % 4 == 0   u16 length, frame        receive(FAR, frame)
@@ -44,7 +46,8 @@ def _kinds(frames: list[bytes]) -> list[MessageType]:
 def engine(data: bytes) -> None:
     reader = Reader(data)
     mode = reader.u8()
-    scene = world.established() if mode & 1 else world.fresh()
+    spec = world.SPEC if mode & 1 or not mode & 4 else world.SLOW
+    scene = world.established() if mode & 1 else world.fresh(spec)
     allow = not mode & 2
     eng, now = scene.engine, scene.now
     while reader:
@@ -59,7 +62,7 @@ def engine(data: bytes) -> None:
             eng.handle_timer(now)
         else:
             eng.link_down(world.FAR, now)
-            eng.link_up(world.FAR, world.SPEC, now)
+            eng.link_up(world.FAR, spec, now)
         for frame in world.drain(eng, now, allow):
             require(len(frame) <= world.MTU, f"a {len(frame)}-byte frame on a {world.MTU}-byte link")
     require(eng.held_record_count() <= 2 * world.CONFIG.max_peers, "holds more than max_peers allow")

@@ -30,6 +30,15 @@ DAY: Final = 24 * 3600
 #: The fuzzed link: small enough that cards and digests are fragmented.
 MTU: Final = 255
 SPEC: Final = LinkSpec(ConnectionType.ACCESS_POINT, mtu=MTU)
+#: A LoRa-class link: a send budget, airtime per frame, slow keepalives (pacing and the outbox).
+SLOW: Final = LinkSpec(
+    ConnectionType.RADIO,
+    mtu=MTU,
+    bytes_per_second=64.0,
+    frame_overhead_bytes=13,
+    keepalive_interval=60.0,
+    dead_interval=180.0,
+)
 FAR: Final = "far"
 #: Small bounds, so a fuzzed run can reach them (capacity, digest splitting).
 CONFIG: Final = EngineConfig(max_peers=8, max_digest_bytes=64)
@@ -131,13 +140,13 @@ def plain_card(seed: int) -> bytes:
     return card(seed).raw
 
 
-def fresh() -> Scene:
+def fresh(spec: LinkSpec = SPEC) -> Scene:
     """The engine right after its link came up: its HELLO sent, nothing received yet.
 
     Built anew for every input (0.4 ms): a run depends on its input only.
     """
     eng = engine(LOCAL, held=[plain_card(STRANGERS[0])])
-    eng.link_up(FAR, SPEC, NOW)
+    eng.link_up(FAR, spec, NOW)
     (hello,) = drain(eng, NOW)
     _, fields = decode_message(hello[1:])
     return Scene(eng, NOW, fields[1])
