@@ -5,13 +5,30 @@ the project's typed errors for what it refuses. Anything else escaping it -- a
 bare ``TypeError``, ``IndexError``, ``KeyError``, ``RecursionError``,
 ``UnicodeDecodeError``, an invariant the target checks (:class:`Violation`) --
 is a finding. Hangs and unbounded allocation are findings too; libFuzzer
-catches those in the atheris runs (``-timeout``, ``-rss_limit_mb``).
+catches those in the atheris runs (``-timeout``, ``-rss_limit_mb``). Each
+input runs with a stack budget (:data:`STACK_BUDGET`), so unbounded recursion
+shows on small inputs.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
+
+#: Frames of stack a target may use beyond its caller's. Far above what any decoder needs for
+#: inputs within its limits, far below CPython's 1000: a recursion whose depth grows with the
+#: input (nested arrays, say) then fails on inputs of a few hundred bytes, which the fuzzer
+#: reaches, instead of only beyond its maximum input length.
+STACK_BUDGET: Final = 250
+
+
+def _depth() -> int:
+    frame, depth = sys._getframe(1), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1  # type: ignore[assignment]
+    return depth
 
 
 class Violation(AssertionError):
@@ -33,12 +50,17 @@ class Target:
     allowed: tuple[type[BaseException], ...] = ()
 
     def __call__(self, data: bytes) -> None:
-        """Run one input; an allowed error is a refusal, anything else propagates as a finding."""
+        """Run one input within :data:`STACK_BUDGET`; an allowed error is a refusal, anything else
+        propagates as a finding (the same in the atheris runs and in the pytest replay)."""
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(min(limit, _depth() + STACK_BUDGET))
         try:
             self.fn(data)
         except self.allowed as exc:
             if isinstance(exc, Violation):  # never allowed, whatever the tuple says
                 raise
+        finally:
+            sys.setrecursionlimit(limit)
 
 
 class Reader:
