@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from agent.core import records as rec
 from agent.core.keys import peer_key_string
 from agent.core.records import ConnectionType, LinkEntry, Links, RecordKind, make_card
@@ -282,6 +285,17 @@ def config() -> Seeds:
     yield "inline-tables", b"[mqtt]\nbroker = {a = {b = {c = [1, {d = 2}]}}}\n"
 
 
+def identity() -> Seeds:
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    none = serialization.NoEncryption()
+    key = world.key(world.LOCAL).private.private_bytes(pem, pkcs8, none)
+    yield "ed25519-pem", key
+    yield "ed25519-der", world.key(3).private.private_bytes(serialization.Encoding.DER, pkcs8, none)
+    yield "x25519-pem", X25519PrivateKey.from_private_bytes(b"\x07" * 32).private_bytes(pem, pkcs8, none)
+    yield "truncated", key[:-30]
+
+
 def mqtt_fleet() -> Seeds:
     agent = peer_key_string(world.key(world.LOCAL).public)
     other = peer_key_string(world.key(3).public)
@@ -321,6 +335,7 @@ GENERATORS: Final[dict[str, Callable[[], Seeds]]] = {
     "beacon": beacon,
     "control": control,
     "config": config,
+    "identity": identity,
     "mqtt_fleet": mqtt_fleet,
 }
 

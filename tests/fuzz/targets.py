@@ -8,6 +8,7 @@ from . import (
     target_config,
     target_control,
     target_engine,
+    target_identity,
     target_lan,
     target_mqtt,
     target_records,
@@ -26,6 +27,7 @@ TARGETS: Final[dict[str, Target]] = {
         target_lan,
         target_control,
         target_config,
+        target_identity,
         target_mqtt,
     )
     for target in module.TARGETS
