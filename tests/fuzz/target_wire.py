@@ -10,7 +10,8 @@ when it needs more than 255 fragments; junk frames interleaved may evict it).
 
 ``message``: ``parse_message`` raises only ``WireError`` (with
 ``UnsupportedVersionError``); what it accepts re-encodes to a message that
-parses to the same value, and a DIGEST's ``counters()`` reads every entry.
+parses to the same value (unless RECORDS entries are shared by reference),
+and a DIGEST's ``counters()`` reads every entry.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import collections
 
 from agent.core.framing import Fragmenter, Reassembler
 from agent.core.limits import MAX_MESSAGE_BYTES, MAX_PARTIAL_MESSAGES_PER_LINK, MIN_LINK_MTU
-from agent.core.wire import DIGEST_ENTRY_BYTES, Digest, WireError, parse_message
+from agent.core.wire import DIGEST_ENTRY_BYTES, Digest, Records, WireError, parse_message
 
 from .contract import Reader, Target, require
 
@@ -61,6 +62,8 @@ def frames(data: bytes) -> None:
 
 def message(data: bytes) -> None:
     parsed = parse_message(data)
+    if isinstance(parsed, Records) and sum(map(len, parsed.records)) > len(data):
+        return  # entries shared by reference (value-sharing tags): their re-encoding can be huge
     again = parse_message(parsed.encode())
     require(again == parsed, f"{parsed!r} re-encodes as {again!r}")
     if isinstance(parsed, Digest):
