@@ -143,6 +143,8 @@ def parse_config(text: str, source: str) -> AgentConfig:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:  # the message ends "(at line L, column C)"
         raise ConfigError(source, "", f"invalid TOML: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per level of nested arrays and inline tables
+        raise ConfigError(source, "", "invalid TOML: arrays or inline tables nested too deeply") from None
     sections = [f.name for f in dataclasses.fields(AgentConfig)]
     hints = typing.get_type_hints(AgentConfig)
     loaded: dict[str, Any] = {}

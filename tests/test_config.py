@@ -273,6 +273,17 @@ def test_a_duplicate_key_is_a_syntax_error() -> None:
     assert "invalid TOML" in message and "line 3" in message
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["[" * 2000 + "]" * 2000, "[" * 2000, "{a = " * 2000 + "1" + "}" * 2000, "[{b = " * 1000],
+    ids=["arrays", "unclosed-arrays", "inline-tables", "mixed"],
+)
+def test_values_nested_too_deeply_are_a_config_error_not_a_recursion_error(value: str) -> None:
+    # Found by the config fuzz target (tests/fuzz): tomllib recurses once per level.
+    message = error_for(f"[lan]\ninterfaces = {value}\n")
+    assert message == "hw.toml: invalid TOML: arrays or inline tables nested too deeply"
+
+
 def test_load_config_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "site.toml"
     path.write_text("[lan]\nbeacon_interval = 0\n")

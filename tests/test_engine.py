@@ -705,6 +705,19 @@ def test_a_hello_with_a_links_record_instead_of_a_card_closes_the_link() -> None
     assert len(closes(events)) == 1
 
 
+@pytest.mark.timeout(10, method="thread")  # a regression hangs in C code, past signals
+def test_a_hello_whose_card_would_re_encode_exponentially_closes_the_link_at_once() -> None:
+    # Found by the record_payload fuzz target: maps nested as map keys in a 100-byte "card" kept the
+    # deterministic re-encode busy for hours, before any check of the sender.
+    a, link = lonely_link()
+    head = b"".join(cbor2.dumps(v) for v in (1, b"\x07" * 32, 1, int(NOW + DAY), "x", "L", "0"))
+    payload = b"\x88" + head + b"\xa1" * 40 + b"\x00" + b"\x00" * 40
+    a.engine.receive(link, hello(cose.envelope(payload, b"\x00" * 64)), NOW)
+    _, events = flush(a, NOW)
+    assert a.engine.stats["handshake.rejected.malformed"] == 1
+    assert len(closes(events)) == 1
+
+
 def test_a_hello_with_a_forged_card_signature_closes_the_link() -> None:
     a, link = lonely_link()
     card = bytearray(stranger_card())

@@ -429,6 +429,45 @@ def test_a_self_referencing_payload_is_rejected_as_malformed() -> None:
     assert rejection(cose.envelope(payload, b"\x00" * 64)).reason == "malformed"
 
 
+def keys_nested_as_keys(depth: int) -> bytes:
+    """Metadata ``{{{...{0: 0}...: 0}: 0}``: maps nested ``depth`` deep as map keys (CBOR by hand:
+    cbor2 itself takes time exponential in the depth to encode it)."""
+    return b"\xa1" * depth + b"\x00" + b"\x00" * depth
+
+
+def shared_doubling(depth: int) -> bytes:
+    """``[x0, x1, ...]`` where x0 = [0] and each x(i) = [x(i-1), x(i-1)], by value-sharing tags:
+    a few bytes a level, a tree of 2**depth leaves once unfolded."""
+    items = [b"\xd8\x1c\x81\x00"]  # 28([0])
+    for i in range(1, depth):
+        ref = cbor2.dumps(cbor2.CBORTag(29, i - 1))
+        items.append(b"\xd8\x1c\x82" + ref + ref)
+    assert depth < 24  # a one-byte array head
+    return bytes([0x80 + depth]) + b"".join(items)
+
+
+def card_with_metadata_bytes(metadata: bytes) -> bytes:
+    head = b"".join(cbor2.dumps(v) for v in (1, PUBLIC, 1, 1_900_000_000, "pi", "Linux", "0.1.0"))
+    return b"\x88" + head + metadata
+
+
+@pytest.mark.timeout(10, method="thread")  # a regression hangs in C code, past signals
+@pytest.mark.parametrize(
+    "metadata",
+    [keys_nested_as_keys(40), b"\xa1\x61a" + shared_doubling(23), b"\xa1\xa1\x61a\x00\x00"],
+    ids=["maps-as-keys-40-deep", "shared-values-doubling-23-times", "a-map-as-key"],
+)
+def test_a_payload_that_would_re_encode_exponentially_is_malformed_at_once(metadata: bytes) -> None:
+    # Found by the record_payload fuzz target (tests/fuzz): a 60-byte payload of maps nested as
+    # map keys took hours in the deterministic re-encode, before any signature check, so one
+    # HELLO or RECORDS entry froze an agent; value-sharing tags did the same with memory.
+    payload = card_with_metadata_bytes(metadata)
+    assert len(payload) < 300
+
+    for raw in (cose.sign(PRIVATE, payload), cose.envelope(payload, b"\x00" * 64)):  # signed or forged
+        assert rejection(raw).reason == "malformed"
+
+
 def test_records_under_a_small_order_public_key_are_rejected() -> None:
     identity_point = b"\x01" + b"\x00" * 31
     payload = card_payload(identity_point, 1, MAX_COUNTER, make_card("forged", "Linux", "0", {}))

@@ -460,6 +460,7 @@ def _open_general(payload: bytes, signature: bytes) -> Envelope:
         raise RecordError("malformed", f"payload is not CBOR: {exc}") from None
     if not isinstance(fields, list | tuple) or len(fields) < 4:
         raise RecordError("malformed", "payload must be an array of at least 4 items")
+    _check_plain(fields, len(payload))
     kind_code, public_key, counter, expiry = fields[:4]
     if kind_code not in (RecordKind.CARD, RecordKind.LINKS) or type(kind_code) is not int:
         raise RecordError("malformed", f"unknown record kind {kind_code!r}")
@@ -481,6 +482,40 @@ def _open_general(payload: bytes, signature: bytes) -> Envelope:
     except RecordError as exc:
         body = exc
     return Envelope(kind, public_key, counter, expiry, body, payload, signature)
+
+
+#: What a record's payload may decode to: arrays, maps with text keys and these scalars.
+_PLAIN_SCALARS: Final = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _check_plain(value: Any, size: int) -> None:
+    """Raise ``RecordError('malformed')`` unless ``value`` is a tree of plain items, at most ``size``.
+
+    Runs before the deterministic re-encode, which must never see anything else:
+    cbor2 sorts map keys by their encoding, so maps nested as keys take time
+    exponential in their depth (a 60-byte payload, hours), and value-sharing tags
+    make a DAG whose re-encoding doubles with every level (a 200-byte payload,
+    12 MB). No record holds either: its payload is arrays, maps with text keys,
+    and scalars, each item at least one byte, so a tree of more items than the
+    payload has bytes is shared (or cyclic) and is refused too.
+    """
+    stack = [value]
+    budget = size
+    plain = _PLAIN_SCALARS
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise RecordError("malformed", "payload shares values (more items than bytes)")
+        kind = type(item)
+        if kind is list:
+            stack.extend(item)
+        elif kind is dict:
+            if not all(type(key) is str for key in item):
+                raise RecordError("malformed", "payload has a map key that is not text")
+            stack.extend(item.values())
+        elif kind not in plain:
+            raise RecordError("malformed", f"payload holds a {kind.__name__}, which no record holds")
 
 
 def _text(value: Any, name: str, limit: int) -> str:
