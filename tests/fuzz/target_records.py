@@ -51,7 +51,7 @@ def _held() -> tuple[Record, ...]:
 
 
 def _holdings() -> Holdings:
-    holdings = Holdings(world.key(world.LOCAL).public, max_peers=4)
+    holdings = Holdings(world.key(world.LOCAL).public, max_peers=4, max_bytes=1 << 20)
     for record in _held():
         holdings.put(record)
     return holdings
