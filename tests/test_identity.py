@@ -197,3 +197,18 @@ def test_a_missing_key_beside_an_existing_store_is_refused_and_no_key_is_made(tm
     assert str(tmp_path / IDENTITY_FILE_NAME) in message and str(store) in message
     assert "Restore" in message and "move" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == [STORE_FILE_NAME]
+
+
+def test_a_key_file_that_makes_openssl_fail_internally_is_a_one_line_identity_error(tmp_path: Path) -> None:
+    """Found by the identity fuzz target: some damaged DER inside a PEM raised cryptography's
+    InternalError past the loader."""
+    from agent.state.identity import IdentityError, load_or_create_identity
+
+    bad = (Path(__file__).parent / "fuzz/corpus/identity/crash-openssl-internal-error").read_bytes()
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    key = state / "identity.key"
+    key.write_bytes(bad)
+    key.chmod(0o600)
+    with pytest.raises(IdentityError):
+        load_or_create_identity(state)

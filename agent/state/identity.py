@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InternalError, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -144,7 +144,7 @@ def _load(path: Path) -> Identity:
         raise _refuse(path, "is far too large to be a key", _RESTORE_ADVICE)
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm, InternalError) as exc:  # OpenSSL on some damaged DER
         # TypeError: the PEM is encrypted; ValueError: damaged or truncated.
         raise _refuse(path, f"is not a readable PEM private key ({exc})", _RESTORE_ADVICE) from None
     if not isinstance(key, Ed25519PrivateKey):
