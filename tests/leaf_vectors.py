@@ -16,7 +16,6 @@ compares them with the committed file, and decodes every one with the host's dec
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ if str(ROOT) not in sys.path:  # run as a script: import the agent of this check
     sys.path.insert(0, str(ROOT))
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from vectors_support import vectors_main  # noqa: E402
 
 from agent.core import cose  # noqa: E402
 from agent.core.limits import HANDSHAKE_CONTEXT, PROTOCOL_VERSION  # noqa: E402
@@ -449,24 +449,8 @@ def build() -> dict[str, Any]:
     }
 
 
-def render(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
-
-
 def main(argv: list[str]) -> int:
-    text = render(build())
-    if argv == ["--write"]:
-        VECTORS_PATH.write_text(text, encoding="utf-8")
-        print(f"wrote {VECTORS_PATH.relative_to(ROOT)} ({len(build()['vectors'])} vectors)")
-        return 0
-    if argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    if not VECTORS_PATH.is_file() or VECTORS_PATH.read_text(encoding="utf-8") != text:
-        print(f"{VECTORS_PATH.relative_to(ROOT)} differs from what the host makes: run with --write")
-        return 1
-    print(f"{VECTORS_PATH.relative_to(ROOT)} matches")
-    return 0
+    return vectors_main(argv, VECTORS_PATH, ROOT, build, __doc__ or "")
 
 
 if __name__ == "__main__":

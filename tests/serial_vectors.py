@@ -16,7 +16,6 @@ encodes every message to its ``wire``, and decodes every stream and refused fram
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: import the code of this checkout
     sys.path.insert(0, str(ROOT))
+
+from vectors_support import vectors_main  # noqa: E402
 
 from firmware_bridge.limits import MAX_FRAME, PROTOCOL_VERSION  # noqa: E402
 from firmware_bridge.protocol import (  # noqa: E402
@@ -263,24 +264,8 @@ def build() -> dict[str, Any]:
     }
 
 
-def render(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
-
-
 def main(argv: list[str]) -> int:
-    text = render(build())
-    if argv == ["--write"]:
-        VECTORS_PATH.write_text(text, encoding="utf-8")
-        print(f"wrote {VECTORS_PATH.relative_to(ROOT)}")
-        return 0
-    if argv:
-        print(__doc__, file=sys.stderr)
-        return 2
-    if not VECTORS_PATH.is_file() or VECTORS_PATH.read_text(encoding="utf-8") != text:
-        print(f"{VECTORS_PATH.relative_to(ROOT)} differs from what the host makes: run with --write")
-        return 1
-    print(f"{VECTORS_PATH.relative_to(ROOT)} matches")
-    return 0
+    return vectors_main(argv, VECTORS_PATH, ROOT, build, __doc__ or "")
 
 
 if __name__ == "__main__":

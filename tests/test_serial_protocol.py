@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import serial_vectors
+import vectors_support
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from micropython_support import FIRMWARE, require_micropython, run_batch
@@ -97,7 +98,7 @@ def dongle_json(value: Any) -> Any:
 
 
 def test_the_committed_vectors_are_what_the_host_makes() -> None:
-    assert serial_vectors.render(serial_vectors.build()) == serial_vectors.VECTORS_PATH.read_text(
+    assert vectors_support.render(serial_vectors.build()) == serial_vectors.VECTORS_PATH.read_text(
         encoding="utf-8"
     )
 
