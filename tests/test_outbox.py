@@ -7,8 +7,9 @@ count); a RECORDS message never exceeds one frame unless it carries one
 record bigger than a frame, which is fragmented; the send budget holds over
 every window (at most ``rate * t + capacity``), ``wake_at`` is when the next
 frame becomes affordable and draining then sends it; :meth:`Outbox.drop_record`
-and :meth:`Outbox.clear_data`; :func:`transfer_time` bounds what the budget
-needs for a message.
+and :meth:`Outbox.clear_data`; a control message or DIGEST still waiting is
+not queued twice; :func:`transfer_time` bounds what the budget needs for a
+message.
 """
 
 from __future__ import annotations
@@ -97,6 +98,27 @@ def test_control_messages_keep_their_order() -> None:
     for n in range(3):
         box.send_control(Summary(bytes([n]) * 8).encode())
     assert messages(box.drain(NOW)) == [Summary(bytes([n]) * 8) for n in range(3)]
+
+
+def test_a_resend_that_finds_its_twin_still_waiting_adds_nothing() -> None:
+    # A medium whose airtime is spent: every resend timer would otherwise add a copy per round.
+    box = Outbox(LinkSpec(ConnectionType.RADIO, mtu=200, bytes_per_second=1.0, burst_bytes=200), NOW, DELAY)
+    box.send_control(bytes(199))  # one whole frame that takes the whole burst: nothing else goes now
+    assert len(box.drain(NOW)) == 1
+    for _ in range(50):
+        box.send_control(SUMMARY)
+        box.send_digests([DIGEST])
+    assert box.drain(NOW) == []
+    later = box.drain(NOW + 10_000)
+    assert messages(later) == [parse_message(SUMMARY), parse_message(DIGEST)]
+
+
+def test_a_control_message_sent_again_after_it_left_goes_again() -> None:
+    box = outbox()
+    box.send_control(SUMMARY)
+    assert len(box.drain(NOW)) == 1
+    box.send_control(SUMMARY)
+    assert len(box.drain(NOW)) == 1
 
 
 def test_a_newer_version_of_a_queued_record_replaces_it() -> None:

@@ -9,6 +9,13 @@ sends at once; a busy one waits until ``last RECORDS + flood_delay`` (only
 RECORDS count: a keepalive just sent must not hold back the next flood hop).
 Every frame is paid for from the link's :class:`~agent.core.pacing.TokenBucket`
 at its length plus the link's per-frame overhead.
+
+A control message or DIGEST already waiting is not queued again: a
+retransmission (HELLO, PROOF, ``ACCEPT 1``) or a repeated DIGEST that finds its
+twin still unsent adds nothing. On a LAN nothing waits long enough to matter;
+on a broadcast interface whose airtime is spent, every resend timer would
+otherwise add one more copy each round, and the backlog, not the channel,
+would decide what goes next once airtime frees up.
 """
 
 from __future__ import annotations
@@ -92,10 +99,11 @@ class Outbox:
     # ---------------------------------------------------------------- queueing
 
     def send_control(self, message: bytes) -> None:
-        self._control.append(message)
+        if message not in self._control:
+            self._control.append(message)
 
     def send_digests(self, messages: list[bytes]) -> None:
-        self._digests.extend(messages)
+        self._digests.extend(m for m in messages if m not in self._digests)
 
     def queue_record(self, key: RecordKey, raw: bytes, now: float, delay: float | None = None) -> None:
         """Queue a record; ``delay`` (a broadcast interface's rebroadcast delay) replaces the
