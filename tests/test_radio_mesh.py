@@ -164,6 +164,30 @@ def test_a_denied_neighbour_is_not_handshaken_with_again_every_time_it_is_heard(
     assert peers[0].engine.stats["links.opened"] <= 2
 
 
+class OneWayChannel(RadioMedium):
+    """A channel on which node 1 hears node 0 but node 0 never hears node 1 (a marginal,
+    asymmetric pair: a weak transmitter, a noisy receiver)."""
+
+    def mean_rssi(self, sender: int, receiver: int) -> float:
+        if (sender, receiver) == (1, 0):
+            return -200.0
+        return super().mean_rssi(sender, receiver)
+
+
+def test_a_neighbour_whose_handshake_timed_out_is_left_alone_for_a_while() -> None:
+    # Node 1 hears node 0 on and on, but can never complete a handshake with it: without a pause
+    # it would restart one (and broadcast its HELLOs) every time the last one timed out.
+    sim = Simulation(seed=4)
+    peers = [sim.add_peer(f"r{i}") for i in range(2)]
+    sim.add_radio(peers, OneWayChannel([(0.0, 0.0), (500.0, 0.0)], CHANNEL, seed=4), SPEC)
+    sim.run_for(60 * KEEPALIVE)
+    listener = peers[1].engine.stats
+    assert listener["links.handshake_timeout"] >= 1
+    assert listener["medium.refused_neighbour_heard"] > 0  # heard while paused, and ignored
+    # One handshake per pause at most: the timeout is 10 keepalives, the pause 10 more.
+    assert listener["links.opened"] <= 60 // 20 + 1
+
+
 def test_neighbours_on_an_interface_are_bounded() -> None:
     spec = MediumSpec(
         MODULATION,

@@ -625,12 +625,14 @@ class Engine:
                 self._pending.pop(state, None)
                 if closing and medium is not None:
                     # A neighbour on a medium has no transport link to close: it is simply gone.
-                    # One refused (denied, bad card, wrong version) is not handshaken with again
-                    # for a while, however often it is heard.
+                    # One refused (denied, bad card, wrong version) or whose handshake timed out
+                    # (a marginal pair that hears each other only now and then) is not handshaken
+                    # with again for a while, however often it is heard: on a spent channel its
+                    # HELLO rounds would otherwise take the airtime that records need.
                     self._links.pop(state.id, None)
                     assert isinstance(state.id, MediumLink)
                     medium.neighbours.pop(state.id.short_id, None)
-                    if state.close_reason not in (CloseReason.DEAD, CloseReason.HANDSHAKE_TIMEOUT):
+                    if state.close_reason is not CloseReason.DEAD:
                         medium.refuse(state.id.short_id, now)
                 elif closing:
                     self._links.pop(state.id, None)

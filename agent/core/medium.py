@@ -216,7 +216,8 @@ class AirtimeBudget:
 
 #: Rebroadcast copies counted at most (beyond, only records still queued are kept).
 MAX_COPIES_TRACKED: Final = 1024
-#: Neighbours refused (denied, a bad card, another version) remembered per interface, oldest out.
+#: Neighbours refused (denied, a bad card, another version, a handshake timed out) remembered per
+#: interface, oldest out.
 MAX_REFUSED: Final = 256
 #: A refused neighbour is not handshaken with again for this many keepalives.
 REFUSED_KEEPALIVES: Final = 10
