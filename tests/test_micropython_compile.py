@@ -40,8 +40,8 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_node_library_is_the_expected_modules() -> None:
     assert [m.stem for m in MODULES] == [
-        "airtime", "cbor", "cose", "dongle", "ed25519", "leaf", "node_store", "records", "serial_protocol",
-        "sha512",
+        "airtime", "cbor", "cose", "dongle", "ed25519", "leaf", "node_main", "node_store", "records",
+        "serial_protocol", "sha512",
     ]  # fmt: skip
 
 

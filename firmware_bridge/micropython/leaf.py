@@ -188,9 +188,18 @@ class Leaf:
 
     # ------------------------------------------------------------ links
 
-    def link_up(self, link_id, mtu, now, connection_type=BLUETOOTH, expected=None):
+    def ensure_card(self):
+        """Sign the card if it never was (``link_up`` does too); an advertisement names its counter."""
         if self.card is None:
             self._sign_card()
+
+    def newest_counter(self):
+        """The highest counter of this node's records (0 before any)."""
+        own = [r[0] for r in (self.card, self.links_record) if r is not None]
+        return max(own) if own else 0
+
+    def link_up(self, link_id, mtu, now, connection_type=BLUETOOTH, expected=None):
+        self.ensure_card()
         link = _Link(link_id, mtu, now, connection_type, expected)
         link.nonce = bytes(self.urandom(NONCE_BYTES))
         self.links[link_id] = link
