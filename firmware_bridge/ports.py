@@ -23,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import termios
+from collections.abc import Iterable
 from typing import Final
 
 import serial
 from serial.tools import list_ports
+from serial.tools.list_ports_common import ListPortInfo
 
 from agent.core.errors import PresenceError
 
@@ -53,13 +55,11 @@ class PortUnavailable(PresenceError, OSError):
     """A serial port cannot be opened (absent, busy, not permitted); one line naming the port."""
 
 
-def find_dongle_ports() -> list[str]:
-    """Device paths of the serial ports whose USB id is in :data:`KNOWN_USB_IDS`, sorted."""
-    return sorted(
-        port.device
-        for port in list_ports.comports()
-        if port.vid is not None and (port.vid, port.pid) in KNOWN_USB_IDS
-    )
+def find_dongle_ports(ports: Iterable[ListPortInfo] | None = None) -> list[str]:
+    """Device paths of the serial ports (default: ``list_ports.comports()``) whose USB id is in
+    :data:`KNOWN_USB_IDS`, sorted."""
+    found = list_ports.comports() if ports is None else ports
+    return sorted(p.device for p in found if p.vid is not None and (p.vid, p.pid) in KNOWN_USB_IDS)
 
 
 def open_serial(path: str, baudrate: int = BAUD_RATE) -> serial.Serial:
