@@ -190,7 +190,6 @@ class _Dongle:
         host.receive_on(self.interface, rx.payload, float(rx.rssi_dbm), rx.snr_db)
 
     def unplugged(self, reason: str) -> None:
-        self.transport.host.count("radio.unplugged")
         log.warning(
             "%s: dongle unplugged (%s): its interface is down; watching the port for its return",
             self.path,
