@@ -70,6 +70,7 @@ DEPENDENCIES: Final = {"cbor2": "cbor2", "cryptography": "cryptography", "bleak"
 CONFINED: Final = {
     "paho": frozenset({"agent.mqtt.connection", "agent.mqtt.mirror", "agent.mqtt.fleet_view"}),
     "nacl": frozenset({"agent.core.ed25519"}),  # one verifier, so every agent reaches one verdict
+    "serial": frozenset({"firmware_bridge.ports", "firmware_bridge.driver"}),  # the dongle driver
 }
 PRODUCT: Final = ("agent", "firmware_bridge")
 #: MicroPython sources for nodes (package data, not host modules): they import each other by bare
