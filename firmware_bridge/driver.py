@@ -163,7 +163,6 @@ class DongleDriver:
         listener: DongleListener,
         *,
         queue_limit: int = HOST_QUEUE,
-        opener: Callable[[str], serial.Serial] = open_serial,
     ) -> None:
         self.path = path
         self.listener = listener
@@ -180,7 +179,6 @@ class DongleDriver:
         #: The latest STATUS the dongle sent.
         self.status: Status | None = None
         self._queue_limit = queue_limit
-        self._opener = opener
         self._port: serial.Serial | None = None
         self._fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -218,7 +216,7 @@ class DongleDriver:
             raise RuntimeError("a DongleDriver opens once")
         self._loop = asyncio.get_running_loop()
         self._log_bucket = TokenBucket(LOG_RATE, LOG_BURST, self._loop.time())
-        self._port = self._opener(self.path)
+        self._port = open_serial(self.path)
         self._fd = self._port.fileno()
         try:
             self._loop.add_reader(self._fd, self._readable)

@@ -51,11 +51,7 @@ def connection_types(agent: Agent) -> set[ConnectionType]:
 
 
 def radio(*paths: Path) -> RadioTransport:
-    return RadioTransport(RadioSettings(**{**_fields(FAST), "ports": tuple(map(str, paths))}))
-
-
-def _fields(settings: RadioSettings) -> dict[str, object]:
-    return {name: getattr(settings, name) for name in RadioSettings.__dataclass_fields__}
+    return RadioTransport(dataclasses.replace(FAST, ports=tuple(map(str, paths))))
 
 
 # ---------------------------------------------------------------------------- settings and the medium
@@ -141,7 +137,8 @@ def test_two_agents_whose_dongles_hear_each_other_converge_over_radio(tmp_path: 
     async def scenario() -> None:
         dongles = [ScriptedDongle(tmp_path / f"ttyUSB{i}").plug() for i in range(2)]
         pair(*dongles)
-        transports = [radio(d.path) for d in dongles]
+        # A names its port; B finds its own as autodetection would (the USB scan's result, given).
+        transports = [radio(dongles[0].path), RadioTransport(FAST, find_ports=lambda: [str(dongles[1].path)])]
         agents = [
             Agent(state_dir=tmp_path / f"a{i}", transports=[t], control_socket=False)
             for i, t in enumerate(transports)
@@ -158,6 +155,7 @@ def test_two_agents_whose_dongles_hear_each_other_converge_over_radio(tmp_path: 
             assert stats["transport.radio.up"] == 1 and stats["transport.radio.tx_done"] > 0
             assert stats["transport.radio.rx"] > 0 and stats["transport.radio.serial.frames"] > 0
             assert all(d.overruns == 0 for d in dongles)
+            assert transports[0].up == {str(dongles[0].path): ESPNOW_INFO}
         finally:
             for agent in agents:
                 await agent.close()

@@ -238,11 +238,6 @@ class RadioTransport:
             if d.driver is not None and d.driver.is_up and d.driver.info is not None
         }
 
-    def driver(self, path: str) -> DongleDriver | None:
-        """The driver of the dongle on ``path`` while it is up."""
-        dongle = self._dongles.get(path)
-        return dongle.driver if dongle is not None else None
-
     # ------------------------------------------------------------------ Transport
 
     async def start(self, host: LinkHost) -> None:
