@@ -5,13 +5,15 @@ the table of keys; ``hw_configs/*.toml`` are profiles per hardware setup)::
 
     [agent]     name, state_dir, log_level
     [lan]       interfaces, multicast group and ports, beacon/keepalive/dead timing, limits
+    [radio]     USB radio dongles: ports, region, LoRa modulation or ESP-NOW channel (off by default)
     [presence]  departure_grace, record_ttl, handler_timeout
     [mqtt]      the mirror to an MQTT broker: broker URL, credentials, TLS, topics (off by default)
     [view]      the live web page of this agent's graph: enabled, listen, max_clients (off by default)
 
 Each table maps onto a frozen dataclass owned by the package it configures:
 ``[agent]`` :class:`AgentSettings` (here: only the CLI and the runtime read it),
-``[lan]`` :class:`agent.transports.lan_settings.LanSettings`, ``[presence]``
+``[lan]`` :class:`agent.transports.lan_settings.LanSettings`, ``[radio]``
+:class:`agent.transports.radio_settings.RadioSettings`, ``[presence]``
 :class:`agent.api.settings.PresenceSettings`, ``[mqtt]``
 :class:`agent.mqtt.settings.MqttSettings`, ``[view]``
 :class:`agent.web.settings.ViewSettings`. This module only parses and
@@ -43,6 +45,7 @@ from agent.core.settings import rule, rule_of
 from agent.mqtt.broker import parse_broker_url
 from agent.mqtt.settings import MqttSettings
 from agent.transports.lan_settings import LanSettings
+from agent.transports.radio_settings import RadioSettings, relation_problem
 from agent.web.settings import ViewSettings
 
 __all__ = [
@@ -97,6 +100,7 @@ class AgentConfig:
 
     agent: AgentSettings = field(default_factory=AgentSettings)
     lan: LanSettings = field(default_factory=LanSettings)
+    radio: RadioSettings = field(default_factory=RadioSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     view: ViewSettings = field(default_factory=ViewSettings)
@@ -227,6 +231,9 @@ def _check_relations(config: AgentConfig, source: str) -> None:
             f"expected an integer >= lan.max_frame_bytes ({lan.max_frame_bytes}), "
             f"got {lan.max_receive_bytes_per_second}",
         )
+    radio = relation_problem(config.radio)
+    if radio is not None:
+        raise ConfigError(source, f"radio.{radio[0]}", radio[1])
     _check_mqtt(config.mqtt, source)
 
 

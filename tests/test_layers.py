@@ -29,13 +29,13 @@ ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     "agent.core": frozenset(),
     "agent.api": frozenset({"agent.core"}),
     "agent.state": frozenset({"agent", "agent.core"}),
-    "agent.transports": frozenset({"agent.core"}),
+    "agent.transports": frozenset({"agent.core", "firmware_bridge"}),
     "agent.mqtt": frozenset({"agent", "agent.core"}),
     "agent.sim": frozenset({"agent", "agent.core", "agent.api", "agent.state.store"}),
     "agent.web": frozenset({"agent.core"}),
     "agent.config": frozenset(
         {"agent.core", "agent.api.settings", "agent.transports.lan_settings", "agent.mqtt.settings"}
-        | {"agent.mqtt.broker", "agent.web.settings"}
+        | {"agent.transports.radio_settings", "agent.mqtt.broker", "agent.web.settings"}
     ),
     "agent.runtime": frozenset(
         {"agent.core", "agent.api", "agent.state", "agent.transports", "agent.mqtt", "agent.config"}
@@ -70,6 +70,7 @@ DEPENDENCIES: Final = {"cbor2": "cbor2", "cryptography": "cryptography", "bleak"
 CONFINED: Final = {
     "paho": frozenset({"agent.mqtt.connection", "agent.mqtt.mirror", "agent.mqtt.fleet_view"}),
     "nacl": frozenset({"agent.core.ed25519"}),  # one verifier, so every agent reaches one verdict
+    "serial": frozenset({"firmware_bridge.ports", "firmware_bridge.driver"}),  # the dongle driver
 }
 PRODUCT: Final = ("agent", "firmware_bridge")
 #: MicroPython sources for nodes (package data, not host modules): they import each other by bare

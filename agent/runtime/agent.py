@@ -156,6 +156,10 @@ class Agent:
             from agent.transports.lan import LanTransport
 
             self._transports.append(LanTransport(self.config.lan, self._local.identity.public_key))
+        if self._default_transports and self.config.radio.enabled:
+            from agent.transports.radio import RadioTransport  # pyserial only when a dongle is wanted
+
+            self._transports.append(RadioTransport(self.config.radio))
         try:
             for transport in self._transports:
                 await transport.start(self)
