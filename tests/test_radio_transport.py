@@ -178,7 +178,6 @@ def test_an_unplugged_dongle_takes_its_interface_down_and_a_replugged_one_is_bac
         )
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
         dongles = [ScriptedDongle(tmp_path / f"ttyUSB{i}").plug() for i in range(2)]
         pair(*dongles)
         # The runtime builds both transports from the configuration: LAN and the radio.
@@ -200,10 +199,8 @@ def test_an_unplugged_dongle_takes_its_interface_down_and_a_replugged_one_is_bac
             assert a.stats()["transport.radio.unplugged"] == 1
 
             await asyncio.sleep(3 * REPLUG_POLL)  # unplugged for a while: the port is polled quietly
-            replugged = loop.time()
-            dongles[0].replug()
+            dongles[0].replug()  # how soon it is up again is a figure (python -m bench.radio), not a test
             await eventually(lambda: a.stats()["transport.radio.up"] == 2, "A's dongle up again")
-            assert loop.time() - replugged < 2.0
             assert not a.stats().get("transport.radio.refused")  # the first attempt after the replug
             await eventually(lambda: connection_types(a) == both, "the radio link back")
         finally:
