@@ -235,18 +235,13 @@ class Dongle:
     def apply(self, asked, now_ms):
         """Apply ``asked`` ({key: value}); return the set of keys applied."""
         applied = set()
-        radio_keys = self.radio.settings()
         new_region = asked.get(REGION_KEY, self.region)
-        frequency = asked.get(FREQUENCY_KEY, radio_keys.get(FREQUENCY_KEY))
+        frequency = asked.get(FREQUENCY_KEY, self.radio.settings().get(FREQUENCY_KEY))
         if not self._region_ok(new_region, frequency):
             asked.pop(REGION_KEY, None)
-            asked.pop(FREQUENCY_KEY, None)  # it would leave the band of the region in force...
-            if (
-                FREQUENCY_KEY in radio_keys
-                and frequency is not None
-                and self._region_ok(self.region, frequency)
-            ):
-                asked[FREQUENCY_KEY] = frequency  # ...unless it fits that band
+            frequency = asked.pop(FREQUENCY_KEY, None)  # it would leave the band of the region...
+            if frequency is not None and self._region_ok(self.region, frequency):
+                asked[FREQUENCY_KEY] = frequency  # ...unless it fits the band of the one in force
             self.log(
                 LOG_WARNING, "region %r and frequency %r do not match: not applied" % (new_region, frequency)
             )
@@ -333,7 +328,7 @@ class Dongle:
         self.counters["tx_done"] += 1
         self._emit(sp.TX_DONE, seq, {"airtime_us": airtime_us})
         self._credit()
-        self._next_try = now_ms + self._backoff_ms()
+        self._next_try = now_ms + self._backoff_ms() if self._queue else now_ms
 
     def _refuse(self, reason, wait_ms=0):
         seq = self._queue.pop(0)[0]
