@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from micropython_support import require_micropython, run_batch
 
 from agent.core import media_limits
-from agent.core.airtime import Chip, LoRaModulation
+from agent.core.airtime import LoRaModulation
 from agent.core.duty_cycle import REGIONS
 from agent.sim.dongles import firmware
 from firmware_bridge import limits
@@ -127,7 +127,7 @@ def test_the_firmware_airtime_constants_are_the_hosts() -> None:
     assert AIRTIME.ESPNOW_MAX_PAYLOAD == media_limits.ESPNOW_MAX_PAYLOAD
     assert AIRTIME.ESPNOW_FRAME_OVERHEAD == media_limits.ESPNOW_FRAME_OVERHEAD
     assert AIRTIME.ESPNOW_RATE == media_limits.ESPNOW_DEFAULT_RATE
-    assert media_limits.ESPNOW_PHY_PREAMBLE * 1e6 == pytest.approx(AIRTIME.ESPNOW_PREAMBLE_US)
+    assert round(media_limits.ESPNOW_PHY_PREAMBLE * 1e6, 6) == AIRTIME.ESPNOW_PREAMBLE_US
     assert DUTY.WINDOW_S == media_limits.DUTY_CYCLE_WINDOW
 
 
@@ -389,7 +389,8 @@ def lora(cases):
     out = []
     for c in cases:
         args = (c["payload_len"], c["sf"], c["bandwidth_hz"], c["coding_rate"], c["preamble"])
-        out.append([airtime.lora_symbols_x4(*args, chip=c["chip"]), airtime.lora_airtime_us(*args, chip=c["chip"])])
+        chip = c["chip"]
+        out.append([airtime.lora_symbols_x4(*args, chip=chip), airtime.lora_airtime_us(*args, chip=chip)])
     return out
 
 def ledgers(scenarios):
@@ -406,7 +407,9 @@ def ledgers(scenarios):
             elif not ledger.fits(step[2]):
                 got.append({"fits": False})
             else:
-                got.append({"fits": True, "can_send": ledger.can_send(step[1], step[2]), "ready_us": ledger.ready_at(step[1], step[2])})
+                now, airtime_us = step[1], step[2]
+                can = ledger.can_send(now, airtime_us)
+                got.append({"fits": True, "can_send": can, "ready_us": ledger.ready_at(now, airtime_us)})
         out.append(got)
     return out
 
