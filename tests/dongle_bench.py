@@ -38,7 +38,7 @@ class BenchRadio:
 
     def send(self, payload):
         if payload == b"fail":
-            raise OSError(5, "EIO")
+            raise OSError("SPI bus error")
         self.sent.append(bytes(payload))
 
     def channel_busy(self):

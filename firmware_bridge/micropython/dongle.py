@@ -313,7 +313,7 @@ class Dongle:
             self.radio.send(payload)
         except OSError as exc:
             self.counters["radio_errors"] += 1
-            self.log(LOG_ERROR, "radio send failed: %r" % (exc,))
+            self.log(LOG_ERROR, "radio send failed: %s: %s" % (type(exc).__name__, exc))
             self._refuse(sp.NAK_BAD_CONFIG)
             return
         self._queue.pop(0)
