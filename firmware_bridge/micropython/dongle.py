@@ -11,6 +11,7 @@ radio events with a millisecond clock, and writes what each call returns to the 
     out = d.sent(now_ms)                  # the radio finished the transmission it was given
     out = d.heard(payload, rssi_dbm, snr_qdb, now_ms)   # the radio received a frame
     d.next_wake_ms()                      # when poll() has something to do (None: only on input)
+    d.log(level, text); out = d.take()    # a LOG line of the caller's (the boot loop's errors)
 
 ``now_ms`` never decreases (ms since boot; ``dongle_main`` counts it with ``ticks_diff`` so it does
 not wrap). Each call returns at most the frames it caused; nothing is buffered between calls.
