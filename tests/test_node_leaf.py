@@ -1,6 +1,6 @@
 """The node firmware's leaf (firmware_bridge/micropython/leaf.py) against real host routers.
 
-The leaf core is the very file a node runs, imported under CPython (firmware_bridge.node_library),
+The leaf core is the very file a node runs, imported under CPython (agent.sim.firmware),
 with the node library's own pure-Python Ed25519 signing its records and proofs. It is linked to
 real host engines on the in-memory wire of ``test_engine`` (BLE-sized MTUs). What is checked: a
 node appears in every router's graph, with its name, OS and metadata and a Bluetooth connection
@@ -25,8 +25,8 @@ from agent.core.keys import peer_key_string
 from agent.core.linkspec import LinkSpec
 from agent.core.records import ConnectionType, Links, RecordKind
 from agent.core.wire import frames_for
+from agent.sim.firmware import load
 from agent.state.store import MemoryCounter
-from firmware_bridge.node_library import load
 
 LEAF: Any = load("leaf")
 ED25519: Any = load("ed25519")

@@ -1,317 +1,503 @@
-"""Emulated radio dongles on real ptys: N dongles on one simulated channel, in real time.
+"""Emulated radio dongles on real ptys: the host's serial code cannot tell them from hardware.
 
-Each emulated dongle is a pseudo-terminal whose slave end the production driver opens by path,
-exactly as it opens ``/dev/ttyUSB0`` (through a symlink this module owns, ``<dir>/ttyEMU<i>``, so
-the path survives an unplug and replug). Behind the master end runs the dongle firmware's own
-core, ``firmware_bridge/micropython/dongle.py`` (the very file flashed onto an ESP32), driving an
-emulated radio on one :class:`agent.sim.radio.RadioMedium`: positions, path loss, collisions,
-half-duplex radios, and a duty-cycle ledger per transmitter that raises if ever exceeded (the
-firmware must refuse first). Everything runs on one thread with real time; only the radio chip
-is emulated.
+Each :class:`EmulatedDongle` is a pseudo-terminal (``os.openpty``) whose slave the host opens by
+path, exactly as it opens ``/dev/ttyUSB0``, through a symlink the emulator owns
+(``<directory>/ttyEMU<i>``) so that the path survives a replug. Behind it runs the dongle
+firmware's own core, ``firmware_bridge/micropython/dongle.py`` (imported from that very file by
+:mod:`agent.sim.firmware`), with an :class:`EmulatedRadio` on one shared
+:class:`~agent.sim.radio.RadioMedium` (positions, path loss, airtime, collisions, half-duplex,
+each transmitter's duty-cycle ledger). Node ``i`` of the medium is dongle ``i``.
 
-The channel's modulation is fixed when the field is made (:class:`~agent.sim.radio.RadioConfig`):
-a CONFIG_SET asking for another spreading factor or bandwidth is echoed with the value in force,
-and the host, checking the echo, refuses the dongle with one line naming the field. ``unplug(i)`` closes the
-pty (the host's reads fail as on a USB unplug) and ``replug(i)`` opens a new one behind the same
-path; ``inject(i, data)`` writes raw bytes towards the host (garbage, half a frame).
+**Real time, one thread.** :class:`DongleEmulator` runs every dongle on one background thread: a
+``selectors`` loop over the ptys' master ends with the wall clock (``time.monotonic``) as the
+dongles' millisecond clock and the medium's clock (whole milliseconds, so the two agree). Calls
+from other threads (:meth:`~DongleEmulator.unplug`, :meth:`~DongleEmulator.inject`, ...) run on that
+thread and return when done, so the medium is only ever asked in time order.
+
+**Faults.** ``unplug(i)`` closes the pty and removes the symlink (the host's reads fail, as when a
+USB dongle is pulled); ``replug(i)`` opens a new pty, points the symlink at it and boots a fresh core
+(a dongle loses its RAM, its duty-cycle ledger included, when it loses power; the medium's ledger
+for the node keeps counting). ``inject(i, data)`` writes raw bytes to the host (garbage);
+``reset(i)`` writes the first half of a frame, then boot noise, and reboots the core (a reset
+mid-frame).
+
+**What is counted** (:meth:`DongleEmulator.stats`): the dongle decoder's counters (what the host sent
+that it dropped), the core's counters (TX answers, NAK reasons, RX), ``host_dropped_bytes``
+(output the pty had no room for: nobody reading), ``medium_refused`` (transmissions the medium
+refused: the dongle's own ledger must make this 0), ``boots``.
+
+The medium is one channel: FREQUENCY_HZ, SYNC_WORD and TX_POWER_DBM are kept as the chip driver
+would set them but not modelled; a CONFIG_SET of another spreading factor, bandwidth, coding rate or
+preamble than the medium's is not applied (the CONFIG echo leaves it out, and the host refuses the
+dongle with its one line).
 """
 
 from __future__ import annotations
 
-import importlib
+import errno
+import heapq
+import math
 import os
+import queue
 import selectors
 import threading
 import time
 import tty
-from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from types import ModuleType
+from typing import Any, TypeVar
 
-from agent.core.airtime import LoRaModulation
-from agent.core.duty_cycle import EU868_G1, Region
-from agent.sim.radio import Position, RadioConfig, RadioError, RadioMedium
+from agent.core.airtime import Chip, EspNowModel, LoRaModulation
+from agent.core.errors import PresenceError
+from agent.sim.firmware import load
+from agent.sim.radio import RadioError, RadioMedium
 
-#: The firmware's modules, imported from firmware_bridge/micropython (the files a dongle runs).
-_DONGLE: Any = importlib.import_module("firmware_bridge.micropython.dongle")
-_AIRTIME: Any = importlib.import_module("firmware_bridge.micropython.airtime")
+T = TypeVar("T")
 
-FIRMWARE_VERSION: Final = (0, 1, 0)
-#: Region name (agent.core.duty_cycle) -> the serial protocol's region code.
-REGION_CODES: Final = {"none": 0, "EU868 g1": 1, "EU868 g2": 2, "EU868 g3": 3, "US915": 4}
-#: TX power an emulated SX126x applies (dBm); a request outside is clamped, as the chip does.
-TX_POWER_RANGE: Final = (-9, 22)
-#: No byte from the host for this long: the firmware drops half a frame (FRAME_SILENCE).
-_SILENCE_S: Final = 0.1
+#: What an ESP32 prints at power-on (ROM bootloader at 115200 baud) before the firmware runs.
+BOOT_NOISE = (
+    b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
+    b"configsip: 0, SPIWP:0xee\r\nmode:DIO, clock div:2\r\nentry 0x400805e4\r\n"
+)
+#: How long a call from another thread waits for the emulator's thread (generous: a loaded CI).
+CALL_TIMEOUT = 30.0
+#: Largest read from one pty at a time.
+READ_SIZE = 4096
+#: Modulation keys the shared medium fixes: BANDWIDTH_HZ, SPREADING_FACTOR, CODING_RATE, PREAMBLE.
+_MODULATION_KEYS = (3, 4, 5, 7)
 
 
-class _EmulatedRadio:
-    """The firmware's radio interface (dongle.py's docstring) over the simulated channel."""
+class EmulatorError(PresenceError):
+    """The emulator was asked for something it cannot do (a bad index, a closed emulator)."""
 
-    def __init__(self, field: DongleField, node: int) -> None:
-        self._field = field
-        self._node = node
-        modulation = field.modulation
-        self.kind = 2  # SX126x
-        self.mtu = modulation.mtu
-        self._settings = {
-            2: 868_100_000,  # FREQUENCY_HZ
-            3: int(modulation.bandwidth),  # BANDWIDTH_HZ
-            4: modulation.sf,  # SPREADING_FACTOR
-            5: modulation.coding_rate,  # CODING_RATE
-            6: 14,  # TX_POWER_DBM
-            7: modulation.preamble,  # PREAMBLE_SYMBOLS
-            8: 0x12,  # SYNC_WORD
-        }
+
+def firmware() -> dict[str, ModuleType]:
+    """The firmware modules the emulator runs, by bare name."""
+    names = ("dongle", "dongle_settings", "duty_cycle", "radio_sx127x", "radio_sx126x", "radio_espnow")
+    return {name: load(name) for name in names}
+
+
+class EmulatedRadio:
+    """The dongle's radio interface (see dongle.py's docstring) on node ``node`` of a medium.
+
+    The chip's rules for what a CONFIG applies are the firmware's own (radio_sx127x / radio_sx126x
+    / radio_espnow settings); transmissions go on the medium at the emulator's clock.
+    """
+
+    def __init__(self, medium: RadioMedium, node: int, clock: Callable[[], float]) -> None:
+        fw = firmware()
+        self.medium = medium
+        self.node = node
+        self._clock = clock
+        model = medium.config.airtime
+        self.mtu: int = model.mtu
+        self._modulation: dict[int, int] = {}
+        if isinstance(model, LoRaModulation):
+            chip = fw["radio_sx126x"] if model.chip is Chip.SX126X else fw["radio_sx127x"]
+            self.kind: int = chip.KIND
+            self._settings = chip.settings()
+            self._modulation = {
+                3: int(model.bandwidth),
+                4: model.sf,
+                5: model.coding_rate,
+                7: model.preamble,
+            }
+            self._settings.settle(self._modulation)
+        elif isinstance(model, EspNowModel):
+            self.kind = fw["radio_espnow"].KIND
+            self._settings = fw["radio_espnow"].EspNowSettings()
+        else:
+            raise EmulatorError(f"the medium's airtime model {model!r} is neither LoRa nor ESP-NOW")
+        #: When the transmission under way ends (medium seconds), or None.
+        self.sending_until: float | None = None
+        self.refused = 0
 
     def configure(self, fields: dict[int, int]) -> dict[int, int]:
-        fixed = {3: self._settings[3], 4: self._settings[4], 5: self._settings[5], 7: self._settings[7]}
-        for key, value in fields.items():
-            if key in fixed and value != fixed[key]:
-                continue  # the channel's modulation is the field's: not applied
-            if key == 6:
-                value = max(TX_POWER_RANGE[0], min(TX_POWER_RANGE[1], value))
-            if key in self._settings:
-                self._settings[key] = value
-        return {key: self._settings[key] for key in (fields or self._settings) if key in self._settings}
+        fixed = {k: v for k, v in fields.items() if k in _MODULATION_KEYS}
+        applied: dict[int, int] = self._settings.settle({k: v for k, v in fields.items() if k not in fixed})
+        applied.update({k: v for k, v in fixed.items() if self._modulation.get(k) == v})
+        return applied
 
-    def airtime_us(self, length: int) -> int:
-        s = self._settings
-        result: int = _AIRTIME.lora_airtime_us(_AIRTIME.SX126X, length, s[4], s[3], s[5], s[7])
-        return result
+    def settings(self) -> dict[int, int]:
+        return dict(self._settings.fields)
 
-    def transmit(self, payload: bytes) -> None:
+    def airtime_us(self, payload_len: int) -> int:
+        if self.kind == 3:
+            return int(firmware()["radio_espnow"].espnow_airtime_us(payload_len))
+        return int(self._settings.airtime_us(payload_len))
+
+    def send(self, payload: bytes) -> None:
         try:
-            self._field.medium.transmit(self._node, payload, self._field.now_s)
-        except RadioError as exc:  # the firmware let through what the channel refuses: a bug
-            self._field.stats[f"radio_refused.{type(exc).__name__}"] += 1
+            self.sending_until = self.medium.transmit(self.node, payload, self._clock())
+        except RadioError as exc:
+            self.refused += 1
+            raise OSError(errno.EIO, f"the medium refused the transmission: {exc}") from None
 
     def channel_busy(self) -> bool:
-        return self._field.medium.channel_busy(self._node, self._field.now_s)
+        return self.medium.channel_busy(self.node, self._clock())
 
     def noise_floor_dbm(self) -> int:
-        return round(self._field.medium.config.noise_floor_dbm)
+        return round(self.medium.config.noise_floor_dbm)
 
 
-class _Port:
-    """One dongle's pty and firmware core."""
+@dataclass(eq=False)
+class EmulatedDongle:
+    """One dongle: its pty, its firmware core and its radio (node ``index`` of the medium)."""
 
-    def __init__(self, field: DongleField, node: int, link: Path) -> None:
-        self.node = node
-        self.link = link
-        self.master: int | None = None
-        self.slave: int | None = None
-        self.core: Any = None
-        self.silent_since: float | None = None
-        self.field = field
-
-    def plug(self, now_ms: int) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no echo, no line discipline: bytes are bytes (0x03 is data)
-        os.set_blocking(master, False)
-        self.master, self.slave = master, slave
-        tmp = self.link.with_suffix(".new")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(os.ttyname(slave))
-        tmp.replace(self.link)
-        identity = {
-            "firmware_version": self.field.firmware_version,
-            "dongle_id": bytes([0xEE, 0, 0, 0, 0, self.node]),
-            "queue_capacity": self.field.queue_capacity,
-            "region": self.field.region_code,
-        }
-        # A replugged dongle boots afresh: a new core, empty queue, as after a power cycle.
-        self.core = _DONGLE.Dongle(_EmulatedRadio(self.field, self.node), identity, now_ms)
-
-    def unplug(self) -> None:
-        self.link.unlink(missing_ok=True)
-        for fd in (self.master, self.slave):
-            if fd is not None:
-                os.close(fd)
-        self.master = self.slave = None
+    index: int
+    link: Path
+    dongle_id: bytes
+    settings: dict[str, Any]
+    radio: EmulatedRadio
+    core: Any = None
+    master: int | None = None
+    slave: int | None = None
+    last_byte_ms: int | None = None
+    counters: dict[str, int] = field(
+        default_factory=lambda: {"host_dropped_bytes": 0, "medium_refused": 0, "boots": 0}
+    )
 
     @property
     def plugged(self) -> bool:
         return self.master is not None
 
+    @property
+    def slave_name(self) -> str:
+        """The pty slave the symlink points at (changes on every replug)."""
+        return os.readlink(self.link)
 
-class DongleField:
-    """N emulated dongles on one channel (see the module docstring). Use as a context manager."""
+
+class DongleEmulator:
+    """N emulated dongles on one medium, one pty each (see the module docstring).
+
+    ``settings`` are dongle.json keys for every dongle (defaults: the medium's radio and
+    modulation, its region, a frequency in its band, ``queue_capacity`` 8).
+    """
 
     def __init__(
         self,
-        positions: Sequence[Position],
+        medium: RadioMedium,
         directory: Path,
         *,
-        modulation: LoRaModulation | None = None,
-        region: Region = EU868_G1,
-        seed: int = 0,
-        queue_capacity: int = 8,
-        firmware_version: tuple[int, int, int] = FIRMWARE_VERSION,
-        config: RadioConfig | None = None,
+        settings: Mapping[str, Any] | None = None,
+        boot_noise: bytes = BOOT_NOISE,
     ) -> None:
-        self.modulation = modulation or LoRaModulation()
-        self.medium = RadioMedium(
-            positions, config or RadioConfig.lora(self.modulation), seed=seed, region=region
-        )
-        self.region_code = REGION_CODES[region.name]
-        self.queue_capacity = queue_capacity
-        self.firmware_version = firmware_version
-        self.now_s = 0.0
-        #: Bytes dropped towards a host that does not read (a full pty buffer), per dongle.
-        self.stats: Counter[str] = Counter()
-        directory.mkdir(parents=True, exist_ok=True)
-        self._ports = [_Port(self, i, directory / f"ttyEMU{i}") for i in range(len(positions))]
+        self.medium = medium
+        self.directory = Path(directory)
+        self.boot_noise = boot_noise
+        self._fw = firmware()
+        self._t0 = time.monotonic()
+        self._now_ms = 0
         self._selector = selectors.DefaultSelector()
+        self._calls: queue.Queue[tuple[Callable[[], Any], _Result]] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._commands: list[tuple[str, int, bytes]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dongle-field", daemon=True)
-        now_ms = self._now_ms()
-        for port in self._ports:
-            port.plug(now_ms)
-            self._register(port)
+        self._timers: list[tuple[int, int, int]] = []  # (ms, order, dongle) when a TX ends
+        self._order = 0
+        self._stopping = False
+        #: What stopped the emulator's thread, if a firmware core raised (a firmware bug).
+        self.crash: BaseException | None = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.dongles = [self._make(i, dict(settings or {})) for i in range(len(medium.positions))]
+        for dongle in self.dongles:
+            self._plug(dongle)
+        self._thread = threading.Thread(target=self._loop, name="dongle-emulator", daemon=True)
+        self._thread.start()
 
-    # ------------------------------------------------------------------ control (any thread)
+    # ------------------------------------------------------------------ the test's side
 
-    def path(self, node: int) -> str:
-        """The port path the host opens for dongle ``node``."""
-        return str(self._ports[node].link)
+    def path(self, index: int) -> str:
+        """The port path the host opens for dongle ``index`` (a symlink to its current pty)."""
+        return str(self._dongle(index).link)
 
     @property
     def paths(self) -> list[str]:
-        return [self.path(i) for i in range(len(self._ports))]
+        return [str(d.link) for d in self.dongles]
 
-    def start(self) -> DongleField:
-        self._thread.start()
-        return self
+    def unplug(self, index: int) -> None:
+        self._call(lambda: self._unplug(self._dongle(index)))
+
+    def replug(self, index: int) -> None:
+        self._call(lambda: self._plug(self._dongle(index)))
+
+    def inject(self, index: int, data: bytes) -> None:
+        """Write ``data`` to the host as if the dongle sent it (garbage, half frames)."""
+        self._call(lambda: self._write(self._dongle(index), data))
+
+    def reset(self, index: int, *, cut: bytes | None = None) -> None:
+        """A reset mid-frame: the first half of a frame (``cut``, default half a LOG), boot noise,
+        and a fresh core (its queue and ledger are gone)."""
+
+        def run() -> None:
+            dongle = self._dongle(index)
+            sp = self._fw["dongle"].sp
+            half = (
+                cut if cut is not None else sp.encode(sp.LOG, 0, {"level": 1, "text": "about to reset"})[:9]
+            )
+            self._write(dongle, half + self.boot_noise)
+            self._boot(dongle)
+
+        self._call(run)
+
+    def stats(self, index: int) -> dict[str, int]:
+        """Dongle ``index``'s counters: its decoder's, its core's and the emulator's."""
+
+        def run() -> dict[str, int]:
+            dongle = self._dongle(index)
+            return {**dongle.core.decoder.stats, **dongle.core.counters, **dongle.counters}
+
+        return self._call(run)
+
+    def config_in_force(self, index: int) -> dict[int, int]:
+        """The CONFIG fields in force on dongle ``index`` ({ConfigKey: value})."""
+        return self._call(lambda: dict(self._dongle(index).core.in_force()))
 
     def close(self) -> None:
-        self._stop.set()
-        os.write(self._wake_w, b"x")
+        if self._wake_w < 0:
+            return
         if self._thread.is_alive():
-            self._thread.join(10)
-        for port in self._ports:
-            if port.plugged:
-                port.unplug()
-        self._selector.close()
+            self._call(self._shutdown)
+            self._thread.join(CALL_TIMEOUT)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._wake_w = -1
+        self._selector.close()
 
-    def __enter__(self) -> DongleField:
-        return self.start()
+    def __enter__(self) -> DongleEmulator:
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def unplug(self, node: int) -> None:
-        self._command("unplug", node)
+    # ------------------------------------------------------------------ set-up
 
-    def replug(self, node: int) -> None:
-        self._command("replug", node)
+    def _make(self, index: int, overrides: dict[str, Any]) -> EmulatedDongle:
+        radio = EmulatedRadio(self.medium, index, self._medium_now)
+        settings = self._fw["dongle_settings"].parse({**self._defaults(radio), **overrides})
+        dongle_id = b"\x02EMU" + index.to_bytes(2, "big")
+        return EmulatedDongle(index, self.directory / f"ttyEMU{index}", dongle_id, settings, radio)
 
-    def inject(self, node: int, data: bytes) -> None:
-        """Write ``data`` towards the host as if the dongle sent it (garbage, half a frame)."""
-        self._command("inject", node, data)
+    def _defaults(self, radio: EmulatedRadio) -> dict[str, Any]:
+        regions = self._fw["duty_cycle"].REGIONS
+        code = next((c for c, r in regions.items() if r[0] == self.medium.region.name), 0)
+        out: dict[str, Any] = {"region": code}
+        if radio.kind == 3:
+            out["radio"] = "espnow"
+            return out
+        out["radio"] = "sx126x" if radio.kind == 2 else "sx127x"
+        fields = radio.settings()
+        out.update(
+            bandwidth_hz=fields[3],
+            spreading_factor=fields[4],
+            coding_rate=fields[5],
+            preamble_symbols=fields[7],
+        )
+        _, low, high, _, _ = regions[code]
+        if low is not None and not low <= fields[2] <= high:
+            out["frequency_hz"] = (low + high) // 2000 * 1000
+        return out
 
-    def counts(self, node: int) -> dict[str, int]:
-        """The firmware core's counters and its decoder's (what it dropped from the host)."""
-        core = self._ports[node].core
-        return {**core.counts, **{f"decoder.{k}": v for k, v in core.decoder.stats.items()}}
-
-    def _command(self, kind: str, node: int, data: bytes = b"") -> None:
-        with self._lock:
-            self._commands.append((kind, node, data))
-        os.write(self._wake_w, b"x")
-        if not self._thread.is_alive():
-            self._run_commands()
-
-    # ------------------------------------------------------------------ the loop (its thread)
-
-    def _now_ms(self) -> int:
-        return int(time.monotonic() * 1000)
-
-    def _register(self, port: _Port) -> None:
-        assert port.master is not None
-        self._selector.register(port.master, selectors.EVENT_READ, port)
-
-    def _write(self, port: _Port, data: bytes) -> None:
-        if not data or port.master is None:
+    def _plug(self, dongle: EmulatedDongle) -> None:
+        if dongle.plugged:
             return
+        master, slave = os.openpty()
+        tty.setraw(slave)  # no echo, no line discipline, before anyone opens it
+        os.set_blocking(master, False)
+        dongle.master, dongle.slave = master, slave
+        temporary = dongle.link.with_name(dongle.link.name + ".new")
+        with suppress(FileNotFoundError):
+            temporary.unlink()
+        temporary.symlink_to(os.ttyname(slave))
+        temporary.replace(dongle.link)
+        self._selector.register(master, selectors.EVENT_READ, dongle)
+        self._write(dongle, self.boot_noise)
+        self._boot(dongle)
+
+    def _boot(self, dongle: EmulatedDongle) -> None:
+        dongle.counters["boots"] += 1
+        dongle.last_byte_ms = None
+        dongle.radio.sending_until = None
+        dongle.core = self._fw["dongle"].Dongle(dongle.radio, dongle.settings, dongle.dongle_id, self._now_ms)
+        self._write(dongle, dongle.core.take())
+
+    def _unplug(self, dongle: EmulatedDongle) -> None:
+        if dongle.master is None or dongle.slave is None:
+            return
+        self._selector.unregister(dongle.master)
+        os.close(dongle.master)
+        os.close(dongle.slave)
+        dongle.master = dongle.slave = None
+        with suppress(FileNotFoundError):
+            dongle.link.unlink()
+
+    def _shutdown(self) -> None:
+        for dongle in self.dongles:
+            self._unplug(dongle)
+        self._stopping = True
+
+    # ------------------------------------------------------------------ the emulator's thread
+
+    def _loop(self) -> None:
         try:
-            written = os.write(port.master, data)
-        except (BlockingIOError, OSError):
-            written = 0
-        if written < len(data):
-            self.stats[f"dropped_to_host.{port.node}"] += len(data) - written
-
-    def _run_commands(self) -> None:
-        with self._lock:
-            commands, self._commands = self._commands, []
-        for kind, node, data in commands:
-            port = self._ports[node]
-            if kind == "unplug" and port.plugged:
-                assert port.master is not None
-                self._selector.unregister(port.master)
-                port.unplug()
-            elif kind == "replug" and not port.plugged:
-                port.plug(self._now_ms())
-                self._register(port)
-            elif kind == "inject":
-                self._write(port, data)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            now_ms = self._now_ms()
-            self.now_s = now_ms / 1000.0
-            deadlines = [p.core.next_poll_ms(now_ms) for p in self._ports if p.plugged]
-            end = self.medium.next_end()
-            if end is not None:
-                deadlines.append(int(end * 1000) + 1)
-            silent = [p.silent_since + _SILENCE_S for p in self._ports if p.silent_since is not None]
-            timeout = 0.2
-            due = [d / 1000.0 for d in deadlines if d is not None] + silent
-            if due:
-                timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
-            for key, _ in self._selector.select(timeout):
-                if key.data is None:
-                    os.read(self._wake_r, 4096)
-                    self._run_commands()
-                    continue
-                self._read(key.data)
-            self._tick()
-
-    def _read(self, port: _Port) -> None:
-        assert port.master is not None
-        try:
-            data = os.read(port.master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""  # the host closed the port: nothing to read until it opens it again
-        if not data:
-            return
-        now_ms = self._now_ms()
-        self.now_s = now_ms / 1000.0
-        port.silent_since = time.monotonic()
-        self._write(port, port.core.from_host(data, now_ms))
+            while not self._stopping:
+                self._tick()
+                timeout = self._timeout()
+                for key, _ in self._selector.select(timeout):
+                    if key.data is None:
+                        self._run_calls()
+                    else:
+                        self._read(key.data)
+                self._run_calls()
+        except BaseException as exc:  # a firmware bug: stop loudly, every later call raises it
+            self.crash = exc
+            self._stopping = True
+            for dongle in self.dongles:
+                self._unplug(dongle)
 
     def _tick(self) -> None:
-        now_ms = self._now_ms()
-        self.now_s = now_ms / 1000.0
-        mono = time.monotonic()
-        for port in self._ports:
-            if not port.plugged:
+        now = self._clock_ms()
+        medium_now = now / 1000.0
+        if (end := self.medium.next_end()) is not None and end <= medium_now:
+            for delivery in self.medium.deliveries(medium_now):
+                receiver = self.dongles[delivery.receiver]
+                if receiver.plugged:
+                    snr_qdb = round(delivery.snr * 4)
+                    self._write(
+                        receiver, receiver.core.heard(delivery.payload, round(delivery.rssi), snr_qdb, now)
+                    )
+        while self._timers and self._timers[0][0] <= now:
+            _, _, index = heapq.heappop(self._timers)
+            dongle = self.dongles[index]
+            if dongle.plugged and dongle.radio.sending_until is not None:
+                dongle.radio.sending_until = None
+                self._write(dongle, dongle.core.sent(now))
+                self._after(dongle)
+        for dongle in self.dongles:
+            if not dongle.plugged:
                 continue
-            if port.silent_since is not None and mono - port.silent_since >= _SILENCE_S:
-                port.core.idle()
-                port.silent_since = None
-            self._write(port, port.core.poll(now_ms))
-        for delivery in self.medium.deliveries(self.now_s):
-            port = self._ports[delivery.receiver]
-            if port.plugged:
-                self._write(port, port.core.heard(delivery.payload, delivery.rssi, delivery.snr, now_ms))
+            if dongle.last_byte_ms is not None and now - dongle.last_byte_ms >= self._silence_ms():
+                dongle.last_byte_ms = None
+                self._write(dongle, dongle.core.idle(now))
+                self._after(dongle)
+            wake = dongle.core.next_wake_ms()
+            if wake is not None and wake <= now:
+                self._write(dongle, dongle.core.poll(now))
+                self._after(dongle)
+
+    def _timeout(self) -> float:
+        now = self._clock_ms()
+        wakes = [t for t, _, _ in self._timers[:1]]
+        if (end := self.medium.next_end()) is not None:
+            wakes.append(math.ceil(end * 1000))
+        for dongle in self.dongles:
+            if dongle.plugged:
+                if (wake := dongle.core.next_wake_ms()) is not None:
+                    wakes.append(wake)
+                if dongle.last_byte_ms is not None:
+                    wakes.append(dongle.last_byte_ms + self._silence_ms())
+        return max(0.0, (min(wakes) - now) / 1000.0) if wakes else 1.0
+
+    def _read(self, dongle: EmulatedDongle) -> None:
+        if dongle.master is None:
+            return
+        try:
+            data = os.read(dongle.master, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: no slave open (cannot happen while the emulator holds one)
+            return
+        if data:
+            now = self._clock_ms()
+            dongle.last_byte_ms = now
+            self._write(dongle, dongle.core.feed(data, now))
+            self._after(dongle)
+
+    def _after(self, dongle: EmulatedDongle) -> None:
+        """Schedule the end of a transmission the core just started."""
+        radio = dongle.radio
+        if radio.refused:
+            dongle.counters["medium_refused"] += radio.refused
+            radio.refused = 0
+        if radio.sending_until is not None and not any(i == dongle.index for _, _, i in self._timers):
+            heapq.heappush(self._timers, (math.ceil(radio.sending_until * 1000), self._order, dongle.index))
+            self._order += 1
+
+    def _write(self, dongle: EmulatedDongle, data: bytes) -> None:
+        if not data or dongle.master is None:
+            return
+        try:
+            written = os.write(dongle.master, data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            written = 0
+        dongle.counters["host_dropped_bytes"] += len(data) - written
+
+    def _silence_ms(self) -> int:
+        return int(self._fw["dongle"].sp.FRAME_SILENCE_MS)
+
+    def _clock_ms(self) -> int:
+        self._now_ms = max(self._now_ms, int((time.monotonic() - self._t0) * 1000))
+        return self._now_ms
+
+    def _medium_now(self) -> float:
+        return self._now_ms / 1000.0
+
+    def _dongle(self, index: int) -> EmulatedDongle:
+        if not 0 <= index < len(self.dongles):
+            raise EmulatorError(f"no dongle {index}: the emulator has dongles 0..{len(self.dongles) - 1}")
+        return self.dongles[index]
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        if self.crash is not None:
+            raise EmulatorError(f"the dongle emulator's thread stopped: {self.crash!r}") from self.crash
+        if self._stopping or not self._thread.is_alive():
+            raise EmulatorError("the dongle emulator is closed")
+        result: _Result = _Result()
+        self._calls.put((fn, result))
+        with suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+        if not result.done.wait(CALL_TIMEOUT):
+            raise EmulatorError(f"the dongle emulator's thread did not answer within {CALL_TIMEOUT:.0f} s")
+        if result.error is not None:
+            raise result.error
+        return result.value  # type: ignore[no-any-return]
+
+    def _run_calls(self) -> None:
+        with suppress(BlockingIOError):
+            while os.read(self._wake_r, 512):
+                pass
+        while True:
+            try:
+                fn, result = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result.value = fn()
+            except BaseException as exc:  # handed to the caller's thread
+                result.error = exc
+            result.done.set()
+
+
+@dataclass(eq=False)
+class _Result:
+    done: threading.Event = field(default_factory=threading.Event)
+    value: Any = None
+    error: BaseException | None = None
+
+
+@contextmanager
+def emulated_dongles(
+    medium: RadioMedium, directory: Path, *, settings: Mapping[str, Any] | None = None
+) -> Iterator[DongleEmulator]:
+    """A :class:`DongleEmulator` that is closed on leaving the block."""
+    emulator = DongleEmulator(medium, directory, settings=settings)
+    try:
+        yield emulator
+    finally:
+        emulator.close()
