@@ -62,6 +62,7 @@ __all__ = [
     "SCAN_NAME_MAX_BYTES",
     "SERVICE_DATA_BYTES",
     "SERVICE_UUID",
+    "SERVICE_UUID_LE",
     "AdvertisementError",
     "AdvertisementFault",
     "NodeAdvertisement",
@@ -105,7 +106,8 @@ SERVICE_DATA_BYTES: Final = PEER_ID_BYTES + COUNTER_BYTES
 #: Name bytes that fit the scan response beside the UUID list: 31 - 18 - 2.
 SCAN_NAME_MAX_BYTES: Final = ADV_MAX_BYTES - (2 + 16) - 2
 
-_SERVICE_LE: Final = uuid.UUID(SERVICE_UUID).bytes[::-1]
+#: The service UUID as it is on the air (little-endian), e.g. for a passive scan's pattern.
+SERVICE_UUID_LE: Final = uuid.UUID(SERVICE_UUID).bytes[::-1]
 
 
 class AdvertisementFault(enum.Enum):
@@ -155,7 +157,7 @@ def service_data(peer_id: bytes, counter: int) -> bytes:
 
 def advertising_data(peer_id: bytes, counter: int) -> bytes:
     """The 31-byte advertising payload of a node (layout in the module docstring)."""
-    data = _SERVICE_LE + service_data(peer_id, counter)
+    data = SERVICE_UUID_LE + service_data(peer_id, counter)
     return bytes((2, AD_FLAGS, ADV_FLAGS, len(data) + 1, AD_SERVICE_DATA_UUID128)) + data
 
 
@@ -170,7 +172,7 @@ def scan_response(name: str) -> bytes:
     """The scan response: the service UUID list, then the name (cut to 11 bytes: Shortened)."""
     raw = _cut_utf8(name, SCAN_NAME_MAX_BYTES)
     kind = AD_NAME_COMPLETE if len(raw) == len(name.encode("utf-8")) else AD_NAME_SHORT
-    return bytes((17, AD_UUID128_COMPLETE)) + _SERVICE_LE + bytes((len(raw) + 1, kind)) + raw
+    return bytes((17, AD_UUID128_COMPLETE)) + SERVICE_UUID_LE + bytes((len(raw) + 1, kind)) + raw
 
 
 def _structures(payload: bytes) -> list[tuple[int, bytes]]:
@@ -209,7 +211,7 @@ def parse_advertising_data(payload: bytes) -> NodeAdvertisement:
     """A node's advertisement from the raw AD structures; :class:`AdvertisementError` otherwise."""
     for kind, data in _structures(payload):
         # Two copies cannot fit: each takes at least 18 of the 31 bytes.
-        if kind == AD_SERVICE_DATA_UUID128 and data[:16] == _SERVICE_LE:
+        if kind == AD_SERVICE_DATA_UUID128 and data[:16] == SERVICE_UUID_LE:
             return parse_service_data(data[16:])
     raise AdvertisementError(
         AdvertisementFault.NO_SERVICE_DATA, f"no 128-bit service data for {SERVICE_UUID}"
