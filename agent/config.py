@@ -6,6 +6,7 @@ the table of keys; ``hw_configs/*.toml`` are profiles per hardware setup)::
     [agent]     name, state_dir, log_level
     [lan]       interfaces, multicast group and ports, beacon/keepalive/dead timing, limits
     [radio]     USB radio dongles: ports, region, LoRa modulation or ESP-NOW channel (off by default)
+    [ble]       BLE nodes: enabled, adapter, max_connections, scan_mode, rssi window, reconnect back-off
     [presence]  departure_grace, record_ttl, handler_timeout
     [mqtt]      the mirror to an MQTT broker: broker URL, credentials, TLS, topics (off by default)
     [view]      the live web page of this agent's graph: enabled, listen, max_clients (off by default)
@@ -13,7 +14,8 @@ the table of keys; ``hw_configs/*.toml`` are profiles per hardware setup)::
 Each table maps onto a frozen dataclass owned by the package it configures:
 ``[agent]`` :class:`AgentSettings` (here: only the CLI and the runtime read it),
 ``[lan]`` :class:`agent.transports.lan_settings.LanSettings`, ``[radio]``
-:class:`agent.transports.radio_settings.RadioSettings`, ``[presence]``
+:class:`agent.transports.radio_settings.RadioSettings`, ``[ble]``
+:class:`agent.transports.ble_settings.BleSettings`, ``[presence]``
 :class:`agent.api.settings.PresenceSettings`, ``[mqtt]``
 :class:`agent.mqtt.settings.MqttSettings`, ``[view]``
 :class:`agent.web.settings.ViewSettings`. This module only parses and
@@ -44,6 +46,7 @@ from agent.core.errors import PresenceError
 from agent.core.settings import rule, rule_of
 from agent.mqtt.broker import parse_broker_url
 from agent.mqtt.settings import MqttSettings
+from agent.transports.ble_settings import BleSettings
 from agent.transports.lan_settings import LanSettings
 from agent.transports.radio_settings import RadioSettings, relation_problem
 from agent.web.settings import ViewSettings
@@ -101,6 +104,7 @@ class AgentConfig:
     agent: AgentSettings = field(default_factory=AgentSettings)
     lan: LanSettings = field(default_factory=LanSettings)
     radio: RadioSettings = field(default_factory=RadioSettings)
+    ble: BleSettings = field(default_factory=BleSettings)
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     view: ViewSettings = field(default_factory=ViewSettings)
@@ -209,6 +213,14 @@ def _as_type(value: object, hint: object) -> object | None:
 
 def _check_relations(config: AgentConfig, source: str) -> None:
     """The checks that relate two keys."""
+    ble = config.ble
+    if ble.reconnect_backoff_max < ble.reconnect_backoff_initial:
+        raise ConfigError(
+            source,
+            "ble.reconnect_backoff_max",
+            f"expected a number >= ble.reconnect_backoff_initial ({ble.reconnect_backoff_initial:g}), "
+            f"got {ble.reconnect_backoff_max:g}",
+        )
     lan = config.lan
     if lan.dead_interval <= lan.keepalive_interval:
         raise ConfigError(

@@ -252,7 +252,7 @@ def test_an_unknown_nested_table_is_an_unknown_key() -> None:
 
 def test_an_unknown_table_names_it_and_the_known_ones() -> None:
     message = error_for("[dongle]\nchannel = 11")
-    known = "agent, lan, mqtt, presence, radio, view"
+    known = "agent, ble, lan, mqtt, presence, radio, view"
     assert message == f"hw.toml: dongle: unknown table; expected one of {known}"
 
 
@@ -305,3 +305,20 @@ def test_a_config_is_frozen() -> None:
     config = AgentConfig()
     with pytest.raises(AttributeError):
         config.lan.tcp_port = 1  # type: ignore[misc]
+
+
+def test_the_ble_table_is_read_and_checked() -> None:
+    config = parse_config(
+        '[ble]\nenabled = true\nadapter = "hci1"\nmax_connections = 6\nscan_mode = "passive"\n', "hw.toml"
+    )
+    assert (config.ble.enabled, config.ble.adapter, config.ble.max_connections) == (True, "hci1", 6)
+    assert config.ble.scan_mode == "passive" and not AgentConfig().ble.enabled
+    for bad, key in (
+        ('scan_mode = "loud"', "ble.scan_mode"),
+        ("max_connections = 0", "ble.max_connections"),
+        ('adapter = "hci0; rm"', "ble.adapter"),
+        ("reconnect_backoff_initial = 5.0\nreconnect_backoff_max = 1.0", "ble.reconnect_backoff_max"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(f"[ble]\n{bad}\n", "hw.toml")
+        assert caught.value.key == key

@@ -35,7 +35,12 @@ ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     "agent.web": frozenset({"agent.core"}),
     "agent.config": frozenset(
         {"agent.core", "agent.api.settings", "agent.transports.lan_settings", "agent.mqtt.settings"}
-        | {"agent.transports.radio_settings", "agent.mqtt.broker", "agent.web.settings"}
+        | {
+            "agent.transports.radio_settings",
+            "agent.mqtt.broker",
+            "agent.web.settings",
+            "agent.transports.ble_settings",
+        }
     ),
     "agent.runtime": frozenset(
         {"agent.core", "agent.api", "agent.state", "agent.transports", "agent.mqtt", "agent.config"}
@@ -65,6 +70,7 @@ DEPENDENCIES: Final = {"cbor2": "cbor2", "cryptography": "cryptography", "bleak"
     "pyserial": "serial",
     "paho-mqtt": "paho",
     "pynacl": "nacl",
+    "bleak-retry-connector": "bleak_retry_connector",
 }
 #: Third-party names allowed only in these modules.
 CONFINED: Final = {

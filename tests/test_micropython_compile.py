@@ -42,6 +42,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_node_library_is_the_expected_modules() -> None:
     assert [m.stem for m in MODULES] == [
         "airtime",
+        "ble_profile",
         "cbor",
         "cose",
         "dongle",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from agent.api.authorization import ConnectionRequestAuthorization, ConnectionRequestHandler
 from agent.api.presence import Presence
 from agent.config import AgentConfig
-from agent.core.engine import Engine, LinkSpec
+from agent.core.engine import UNCHANGED, Engine, LinkSpec, Unchanged
 from agent.core.errors import PresenceError
 from agent.core.events import CloseLink, ConnectionRequested, Event, LinkEstablished, LinkId
 from agent.core.keys import public_key_from_string
@@ -160,6 +160,10 @@ class Agent:
             from agent.transports.radio import RadioTransport  # pyserial only when a dongle is wanted
 
             self._transports.append(RadioTransport(self.config.radio))
+        if self._default_transports and self.config.ble.enabled:
+            from agent.transports.ble import BleTransport  # bleak only when BLE is on
+
+            self._transports.append(BleTransport(self.config.ble))
         try:
             for transport in self._transports:
                 await transport.start(self)
@@ -256,6 +260,14 @@ class Agent:
         if self._closed:
             return
         self.engine.link_up(link, spec, self.now())
+        self._pump()
+
+    def update_link(
+        self, link: LinkId, *, mtu: int | None = None, distance_dm: int | Unchanged | None = UNCHANGED
+    ) -> None:
+        if self._closed:
+            return
+        self.engine.update_link(link, self.now(), mtu=mtu, distance_dm=distance_dm)
         self._pump()
 
     def receive(self, link: LinkId, frame: bytes) -> None:

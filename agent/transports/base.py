@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from agent.core.engine import LinkSpec
+from agent.core.engine import UNCHANGED, LinkSpec, Unchanged
 from agent.core.events import LinkId
 from agent.core.medium import InterfaceId, MediumSpec
 
@@ -17,6 +17,13 @@ class LinkHost(Protocol):
         ...
 
     def link_up(self, link: LinkId, spec: LinkSpec) -> None: ...
+
+    def update_link(
+        self, link: LinkId, *, mtu: int | None = None, distance_dm: int | Unchanged | None = UNCHANGED
+    ) -> None:
+        """The transport learned more about an up link (a negotiated MTU, a new distance): an
+        update of the link, never a new one (:meth:`agent.core.engine.Engine.update_link`)."""
+        ...
 
     def receive(self, link: LinkId, frame: bytes) -> None: ...
 
