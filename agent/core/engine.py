@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core import ed25519
 from agent.core.backoff import Backoff, BackoffTracker, unit_from_bytes
-from agent.core.certs import Certificate, CertificateError, TrustReason, is_revocation_list
+from agent.core.certs import Certificate, CertificateError, RevocationList, TrustReason, is_revocation_list
 from agent.core.codec import PlainCodec, RecordCodec
 from agent.core.distance import LinkQuality
 from agent.core.errors import RecordError
@@ -1094,10 +1094,14 @@ class Engine:
             self.stats["trust.revocation_lists.duplicate"] += 1
             return
         try:
-            revocations = trust.accept_revocation_list(raw)
+            self._apply_revocation_list(trust, raw, source, now)
         except CertificateError as exc:
             self.stats[f"trust.revocation_lists.rejected.{exc.reason}"] += 1
-            return
+
+    def _apply_revocation_list(
+        self, trust: Trust, raw: bytes, source: Link | None, now: float
+    ) -> RevocationList:
+        revocations = trust.accept_revocation_list(raw)
         self.stats["trust.revocation_lists.accepted"] += 1
         log.info(
             "revocation list %d of fleet CA %s accepted (%d serials revoked)",
@@ -1112,6 +1116,16 @@ class Engine:
         if self._own_certificate is not None:
             self._own_certificate = self._check_own_certificate(now)
         self._withdraw_untrusted(now)
+        return revocations
+
+    def add_revocation_list(self, raw: bytes, now: float) -> RevocationList:
+        """A revocation list from the operator (``presence-agent fleet-ca revoke`` made it): held,
+        flooded and applied as one from the mesh. Raises :class:`~agent.core.certs.CertificateError`
+        if refused (``stale``: not newer than the one held), and ``ValueError`` with trust off."""
+        if self._trust is None:
+            raise ValueError("fleet trust is off: no CA is configured to check a revocation list against")
+        self._tick(now)
+        return self._apply_revocation_list(self._trust, raw, None, now)
 
     def _withdraw_untrusted(self, now: float) -> None:
         """Drop every held peer whose certificate no longer holds (revoked, expired) and close its links."""
