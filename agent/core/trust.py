@@ -70,7 +70,7 @@ class Trust:
     # ---------------------------------------------------------------- this device
 
     def own_certificate(self, public_key: bytes, wall: float) -> Certificate:
-        """This device's certificate, verified as a peer would; :class:`CertificateError` if it would be refused."""
+        """This device's certificate, verified as a peer would (:class:`CertificateError`: refused)."""
         if not self.certificate:
             raise CertificateError(TrustReason.NO_CERTIFICATE, "this device has no certificate")
         return self.fleet.verify(self.certificate, int(wall), public_key)
@@ -122,7 +122,7 @@ class Trust:
         return any(r.raw == raw for r in self.fleet.revocations.values())
 
     def accept_revocation_list(self, raw: bytes) -> RevocationList:
-        """Hold ``raw`` in place of its CA's older list; :class:`CertificateError` (``stale``...) if refused."""
+        """Hold ``raw`` in place of its CA's older list; :class:`CertificateError` if refused."""
         self.fleet, revocations = self.fleet.with_revocation_list(raw)
         return revocations
 
@@ -143,7 +143,7 @@ HINTS: Final[Mapping[TrustReason, str]] = MappingProxyType(
     {
         TrustReason.NO_CERTIFICATE: "give this device a certificate from the fleet CA and configure [trust]",
         TrustReason.MALFORMED: "the certificate file is damaged: issue it again",
-        TrustReason.UNKNOWN_CA: "the certificate is from a CA the fleet does not trust (rotation: trust both)",
+        TrustReason.UNKNOWN_CA: "its CA is not trusted here (during a CA rotation, trust both)",
         TrustReason.BAD_SIGNATURE: "the certificate was altered: issue it again",
         TrustReason.WRONG_KEY: "the certificate was issued for another device key",
         TrustReason.NOT_YET_VALID: "check this device's clock",
