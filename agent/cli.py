@@ -345,6 +345,7 @@ def _is_bad_input(exc: PresenceError) -> bool:
     from agent.core.errors import MetadataError, PeerKeyError
     from agent.runtime.control import InvalidRequestError
     from agent.state.fleet_ca import FleetCaInputError
+    from agent.state.trust_files import TrustFileError
     from agent.web.settings import ListenAddressError
 
     return isinstance(
@@ -355,7 +356,8 @@ def _is_bad_input(exc: PresenceError) -> bool:
         | InputFileError
         | ListenAddressError
         | PeerKeyError
-        | FleetCaInputError,
+        | FleetCaInputError
+        | TrustFileError,
     )
 
 
