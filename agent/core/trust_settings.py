@@ -4,7 +4,7 @@
     ca_keys = ["pk…"]               # one or two fleet CA keys (two during a rotation): the key
                                     # string `presence-agent fleet-ca init` prints, or a file holding it
     certificate = ""                # this device's certificate; "" = <state_dir>/device.cert
-    revocation_list = ""            # a revocation list to start with; "" = <state_dir>/revoked.cose if present
+    revocation_list = ""            # a revocation list to start with; "" = <state_dir>/revoked.cose
 
 With ``ca_keys`` empty the mesh is open, as by default. :mod:`agent.config`
 fills this from the TOML file and checks the rules attached to each field;
