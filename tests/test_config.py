@@ -252,7 +252,7 @@ def test_an_unknown_nested_table_is_an_unknown_key() -> None:
 
 def test_an_unknown_table_names_it_and_the_known_ones() -> None:
     message = error_for("[radio]\nchannel = 11")
-    assert message == "hw.toml: radio: unknown table; expected one of agent, lan, mqtt, presence, view"
+    assert message == "hw.toml: radio: unknown table; expected one of agent, lan, mqtt, presence, trust, view"
 
 
 def test_the_error_carries_source_and_key() -> None:

@@ -30,7 +30,7 @@ from agent.core.limits import MAX_CERTIFICATE_BYTES
 from agent.core.trust import Membership
 from agent.core.trust_settings import CERTIFICATE_FILE, REVOCATION_LIST_FILE, TrustSettings, is_key_string
 
-__all__ = ["TrustFileError", "load_membership"]
+__all__ = ["TrustFileError", "load_fleet_trust", "load_membership"]
 
 #: Key files are one line; nothing this small needs more.
 _MAX_KEY_FILE_BYTES: Final = 1024
@@ -44,14 +44,29 @@ def load_membership(settings: TrustSettings, state_dir: Path, public_key: bytes)
     """The membership that turns trust on in this device's engine, or ``None`` with trust off."""
     if not settings.enabled:
         return None
-    try:
-        fleet = FleetTrust.of([_ca_key(text) for text in settings.ca_keys])
-    except ValueError as exc:
-        if isinstance(exc, TrustFileError):
-            raise
-        raise TrustFileError(f"[trust] ca_keys: {exc}") from None
+    fleet = _fleet(settings)
     certificate = _certificate(settings, state_dir, fleet, public_key)
     return Membership(_with_revocation_list(settings, state_dir, fleet), certificate)
+
+
+def load_fleet_trust(settings: TrustSettings) -> FleetTrust | None:
+    """The CA keys and the revocation list ``settings`` names, for a viewer (``presence-agent fleet``);
+    ``None`` without a CA. No state directory: only an explicit ``revocation_list`` is read."""
+    if not settings.enabled:
+        return None
+    fleet = _fleet(settings)
+    if not settings.revocation_list:
+        return fleet
+    return _with_revocation_list(settings, Path(), fleet)
+
+
+def _fleet(settings: TrustSettings) -> FleetTrust:
+    try:
+        return FleetTrust.of([_ca_key(text) for text in settings.ca_keys])
+    except TrustFileError:
+        raise
+    except ValueError as exc:
+        raise TrustFileError(f"[trust] ca_keys: {exc}") from None
 
 
 def _read(path: Path, limit: int, what: str) -> bytes:
