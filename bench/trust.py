@@ -149,9 +149,8 @@ def measure(repetitions: int, on_progress: Callable[[str], None] = progress) -> 
 def table(result: dict[str, Any]) -> str:
     lines = [f"{'trust':<6} {'handshake':<14} {'median ms':>10} {'bytes':>7} {'frames':>7}"]
     for row in result["rows"]:
-        lines.append(
-            f"{row['trust']:<6} {row['handshake']:<14} {row['median_ms']:>10} {row['bytes']:>7} {row['frames']:>7}"
-        )
+        trust, shape, ms = row["trust"], row["handshake"], row["median_ms"]
+        lines.append(f"{trust:<6} {shape:<14} {ms:>10} {row['bytes']:>7} {row['frames']:>7}")
     return "\n".join(lines)
 
 
