@@ -1052,12 +1052,12 @@ class Engine:
         if self._trust_log.due(f"refused.{reason.name}.{exc.reason}", now):
             key = state.remote_key or state.handshake.claimed_key
             log.warning(
-                "%s peer %s: its certificate is refused (%s: %s); %d such refusals so far",
+                "%s peer %s: its certificate is refused (%s: %s); %d so far",
                 "withdrew" if reason is CloseReason.WITHDRAWN else "refused",
                 peer_key_string(key) if key is not None else f"on link {state.id!r}",
                 exc.reason,
                 exc.detail,
-                self.stats[f"trust.rejected.{exc.reason}"] + self.stats["trust.peers_withdrawn"],
+                self.stats[reason.counter],
             )
 
     def _refused_by_remote(self, state: Link, reason: TrustReason, now: float) -> None:
