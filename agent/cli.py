@@ -6,7 +6,7 @@
     presence-agent metadata get | set JSON | set --file FILE   [--state-dir DIR]
     presence-agent keys show [--json] [--state-dir DIR]
     presence-agent fleet [--broker URL | --config FILE] [--json] [--watch] [credentials, TLS, --topic-root]
-                         [--view [--listen ADDR:PORT] [--state-dir DIR]]
+                         [--ca-key KEY ...] [--view [--listen ADDR:PORT] [--state-dir DIR]]
     presence-agent view [--state-dir DIR] [--listen ADDR:PORT]
     presence-agent fleet-ca init --dir DIR
     presence-agent fleet-ca issue --dir DIR --device-key PEERKEY --metadata JSON [--days N]
@@ -135,11 +135,14 @@ def _fleet(args: argparse.Namespace, rest: list[str]) -> int:
     from agent.mqtt.fleet_view import FleetView
 
     settings = _fleet_settings(args)
+    trust = _fleet_trust(args)
     if args.view:
         from agent.web.settings import parse_listen
 
         parse_listen(args.listen)  # a bad address is a usage error before anything connects
-    view = FleetView(broker_options(settings), topic_root=settings.topic_root, connect_timeout=args.timeout)
+    view = FleetView(
+        broker_options(settings), topic_root=settings.topic_root, connect_timeout=args.timeout, trust=trust
+    )
     mqtt_log = logging.getLogger("agent.mqtt")
     mqtt_log.setLevel(logging.CRITICAL)  # a failed connect is this command's one-line error
     view.start()
@@ -179,6 +182,19 @@ def _fleet(args: argparse.Namespace, rest: list[str]) -> int:
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def _fleet_trust(args: argparse.Namespace) -> Any:
+    """The fleet CA(s) to verify certificates with: ``--ca-key`` (each a key string or a file),
+    else ``[trust]`` of ``--config``; ``None``: certificates are shown as unchecked."""
+    from agent.config import AgentConfig, load_config
+    from agent.core.trust_settings import TrustSettings
+    from agent.state.trust_files import load_fleet_trust
+
+    trust = load_config(args.config).trust if args.config else AgentConfig().trust
+    if args.ca_key:
+        trust = TrustSettings(ca_keys=tuple(args.ca_key), revocation_list=trust.revocation_list)
+    return load_fleet_trust(trust)
 
 
 def _fleet_settings(args: argparse.Namespace) -> Any:
@@ -345,6 +361,7 @@ def _is_bad_input(exc: PresenceError) -> bool:
     from agent.core.errors import MetadataError, PeerKeyError
     from agent.runtime.control import InvalidRequestError
     from agent.state.fleet_ca import FleetCaInputError
+    from agent.state.trust_files import TrustFileError
     from agent.web.settings import ListenAddressError
 
     return isinstance(
@@ -355,7 +372,8 @@ def _is_bad_input(exc: PresenceError) -> bool:
         | InputFileError
         | ListenAddressError
         | PeerKeyError
-        | FleetCaInputError,
+        | FleetCaInputError
+        | TrustFileError,
     )
 
 
@@ -426,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--ca-file", help="CA bundle to trust (mqtts://)")
     fleet.add_argument("--cert-file", help="client certificate (mqtts://)")
     fleet.add_argument("--key-file", help="client certificate's key")
+    fleet.add_argument(
+        "--ca-key",
+        action="append",
+        metavar="KEY",
+        help="fleet CA key (string or file) to verify device certificates with; twice during a rotation",
+    )
     fleet.add_argument("--topic-root", help="topic root the agents publish under (default: presence)")
     fleet.add_argument("--json", action="store_true", help="JSON (with --watch: one JSON object per line)")
     fleet.add_argument("--watch", action="store_true", help="then a line per change, live")

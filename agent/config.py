@@ -10,6 +10,7 @@ the table of keys; ``hw_configs/*.toml`` are profiles per hardware setup)::
     [presence]  departure_grace, record_ttl, handler_timeout
     [mqtt]      the mirror to an MQTT broker: broker URL, credentials, TLS, topics (off by default)
     [view]      the live web page of this agent's graph: enabled, listen, max_clients (off by default)
+    [trust]     fleet trust: the CA keys, this device's certificate, a revocation list (off by default)
 
 Each table maps onto a frozen dataclass owned by the package it configures:
 ``[agent]`` :class:`AgentSettings` (here: only the CLI and the runtime read it),
@@ -18,7 +19,8 @@ Each table maps onto a frozen dataclass owned by the package it configures:
 :class:`agent.transports.ble_settings.BleSettings`, ``[presence]``
 :class:`agent.api.settings.PresenceSettings`, ``[mqtt]``
 :class:`agent.mqtt.settings.MqttSettings`, ``[view]``
-:class:`agent.web.settings.ViewSettings`. This module only parses and
+:class:`agent.web.settings.ViewSettings`, ``[trust]``
+:class:`agent.core.trust_settings.TrustSettings`. This module only parses and
 validates. One generic validator walks the dataclass fields: the field's type
 says which TOML type is accepted (an integer is accepted where a number is
 expected, a boolean never is) and an optional :class:`agent.core.settings.Rule`
@@ -44,6 +46,7 @@ from agent.api.settings import PresenceSettings
 from agent.core.engine import EngineConfig
 from agent.core.errors import PresenceError
 from agent.core.settings import rule, rule_of
+from agent.core.trust_settings import TrustSettings
 from agent.mqtt.broker import parse_broker_url
 from agent.mqtt.settings import MqttSettings
 from agent.transports.ble_settings import BleSettings
@@ -108,6 +111,7 @@ class AgentConfig:
     presence: PresenceSettings = field(default_factory=PresenceSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     view: ViewSettings = field(default_factory=ViewSettings)
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
     def engine_config(self) -> EngineConfig:
         """The engine's timings from ``[lan]`` and ``[presence]`` (and the table's bounds); everything
@@ -247,6 +251,12 @@ def _check_relations(config: AgentConfig, source: str) -> None:
     if radio is not None:
         raise ConfigError(source, f"radio.{radio[0]}", radio[1])
     _check_mqtt(config.mqtt, source)
+    trust = config.trust
+    for key in ("certificate", "revocation_list"):
+        if getattr(trust, key) and not trust.enabled:
+            raise ConfigError(
+                source, f"trust.{key}", "expected trust.ca_keys too (trust is off without a CA)"
+            )
 
 
 def check_mqtt_settings(mqtt: MqttSettings, source: str) -> None:

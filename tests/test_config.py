@@ -252,7 +252,7 @@ def test_an_unknown_nested_table_is_an_unknown_key() -> None:
 
 def test_an_unknown_table_names_it_and_the_known_ones() -> None:
     message = error_for("[dongle]\nchannel = 11")
-    known = "agent, ble, lan, mqtt, presence, radio, view"
+    known = "agent, ble, lan, mqtt, presence, radio, trust, view"
     assert message == f"hw.toml: dongle: unknown table; expected one of {known}"
 
 

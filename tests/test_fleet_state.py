@@ -10,6 +10,7 @@ anything else is reported as a rejection and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 
@@ -18,9 +19,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import THOROUGH, key_pair
 
+from agent.core.certs import FleetTrust, issue_certificate, raw_public_key, sign_revocation_list
 from agent.core.keys import peer_id, peer_key_string
 from agent.core.records import ConnectionType, LinkEntry, Links, make_card, sign_record
-from agent.mqtt.fleet import FleetGraph, FleetState, render_table
+from agent.mqtt.fleet import CertificateCheck, FleetGraph, FleetState, render_table
 from agent.mqtt.topics import OFFLINE, ONLINE, TopicKind, TopicLayout
 
 NOW = 1_750_000_000.0
@@ -49,8 +51,10 @@ class Node:
         counter: int | None = None,
         expiry: float = NOW + HOUR,
         metadata: dict[str, object] | None = None,
+        certificate: bytes = b"",
     ) -> bytes:
         body = make_card(name if name is not None else self.name, "Linux", "1.0", metadata or {})
+        body = dataclasses.replace(body, certificate=certificate)
         return sign_record(self.private, self.public, self._next(counter), int(expiry), body).raw
 
     def links(
@@ -620,6 +624,9 @@ def test_the_graph_as_json_uses_the_api_names_and_dumps(fleet: FleetState) -> No
         "seen_by": [ALPHA.key],
         "card_counter": P1.counter - 1,
         "links_counter": P1.counter,
+        "identity_service_metadata": {},
+        "certificate": "none",
+        "certificate_reason": None,
     }
     [conn] = document["connections"]
     assert conn["approximate_distance_in_meters"] == 3.0
@@ -650,6 +657,64 @@ def test_the_table_of_an_empty_fleet_still_has_its_headings() -> None:
 
     assert "AGENT" in table and "PEER" in table
     assert "0 agents" in table and "0 peers" in table
+
+
+# ================================================================ fleet certificates
+
+CA_PRIVATE = key_pair(50)[0]
+CA = FleetTrust.of([raw_public_key(CA_PRIVATE)])
+
+
+def certificate_of(node: Node, serial: int, metadata: dict[str, object], expiry: float = NOW + HOUR) -> bytes:
+    return issue_certificate(CA_PRIVATE, serial, node.public, metadata, int(NOW - HOUR), int(expiry)).raw
+
+
+def test_with_the_fleet_ca_each_peer_shows_its_verified_identity_metadata_or_why_not(clock: Clock) -> None:
+    fleet = FleetState(LAYOUT, clock=clock, trust=CA)
+    status(fleet, ALPHA, ONLINE)
+    put(fleet, ALPHA, P1, CARD, P1.card(certificate=certificate_of(P1, 1, {"site": "depot-3", "role": "gw"})))
+    put(fleet, ALPHA, P2, CARD, P2.card(certificate=certificate_of(P1, 2, {"site": "stolen"})))
+    put(fleet, ALPHA, P3, CARD, P3.card(certificate=certificate_of(P3, 3, {"site": "old"}, expiry=NOW + 60)))
+    put(fleet, ALPHA, P4, CARD, P4.card())
+    clock.now = NOW + 120
+
+    peers = {p.device_name: p for p in fleet.graph().peers}
+
+    assert peers["pi-one"].certificate is CertificateCheck.VERIFIED
+    assert dict(peers["pi-one"].identity_service_metadata) == {"site": "depot-3", "role": "gw"}
+    assert (peers["pi-two"].certificate, str(peers["pi-two"].certificate_reason)) == ("refused", "wrong_key")
+    assert (peers["pi-three"].certificate, str(peers["pi-three"].certificate_reason)) == (
+        "refused",
+        "expired",
+    )
+    assert peers["pi-four"].certificate is CertificateCheck.NONE
+    for refused in ("pi-two", "pi-three", "pi-four"):
+        assert dict(peers[refused].identity_service_metadata) == {}  # only what verifies is shown
+    document = json.loads(json.dumps(fleet.graph().to_json()))
+    one = next(p for p in document["peers"] if p["device_name"] == "pi-one")
+    assert (one["certificate"], one["identity_service_metadata"]["site"]) == ("verified", "depot-3")
+    table = render_table(fleet.graph())
+    assert 'verified {"role":"gw","site":"depot-3"}' in table and "refused (expired)" in table
+
+
+def test_a_revoked_certificate_is_refused_when_the_view_holds_the_list(clock: Clock) -> None:
+    revocations = sign_revocation_list(CA_PRIVATE, 1, int(NOW), [7])
+    trust, _ = CA.with_revocation_list(revocations.raw)
+    fleet = FleetState(LAYOUT, clock=clock, trust=trust)
+    status(fleet, ALPHA, ONLINE)
+    put(fleet, ALPHA, P1, CARD, P1.card(certificate=certificate_of(P1, 7, {"site": "x"})))
+
+    [peer] = fleet.graph().peers
+    assert (peer.certificate, peer.certificate_reason) == (CertificateCheck.REFUSED, "revoked")
+
+
+def test_without_a_ca_the_view_cannot_tell_and_shows_no_identity(fleet: FleetState) -> None:
+    status(fleet, ALPHA, ONLINE)
+    put(fleet, ALPHA, P1, CARD, P1.card(certificate=certificate_of(P1, 1, {"site": "depot-3"})))
+
+    [peer] = fleet.graph().peers
+    assert peer.certificate is CertificateCheck.UNCHECKED
+    assert dict(peer.identity_service_metadata) == {}
 
 
 # ================================================================ robustness

@@ -38,6 +38,7 @@ def test_reject_reason_values_never_change() -> None:
         "SELF": "self",
         "BAD_PROOF": "bad_proof",
         "NOT_FOR_LEAF": "not_for_leaf",
+        "UNCERTIFIED": "uncertified",
         "WRONG_KEY": "wrong_key",
         "WRONG_KIND": "wrong_kind",
         "REPLAYED": "replayed",
@@ -75,6 +76,9 @@ def test_close_counters_never_change() -> None:
         "VERSION_MISMATCH": "handshake.version_mismatch",
         "HANDSHAKE_REFUSED": "handshake.refused",
         "BAD_PROOF": "handshake.rejected.bad_proof",
+        "UNTRUSTED": "handshake.untrusted",
+        "REFUSED_BY_REMOTE": "handshake.refused_by_remote",
+        "WITHDRAWN": "links.withdrawn",
     }
 
 

@@ -82,6 +82,9 @@ REVOCATION_LIST_KIND: Final = 4
 class TrustReason(enum.StrEnum):
     """Why a certificate or revocation list was refused (the engine counts these by name)."""
 
+    #: A card without a certificate reached a peer with trust on (or no certified card is held
+    #: for the key a links record names).
+    NO_CERTIFICATE = "no_certificate"
     MALFORMED = "malformed"
     UNKNOWN_CA = "unknown_ca"
     BAD_SIGNATURE = "bad_signature"
@@ -257,10 +260,15 @@ def _open(raw: bytes, kind: int, limit: int, what: str, fields: int) -> tuple[li
     return value, payload, signature
 
 
-def _check_signature(trusted: Mapping[bytes, bytes], ca_id: bytes, payload: bytes, signature: bytes) -> None:
+def _ca_key(trusted: Mapping[bytes, bytes], ca_id: bytes) -> bytes:
     ca_key = trusted.get(ca_id)
     if ca_key is None:
         raise CertificateError(TrustReason.UNKNOWN_CA, f"signed by CA {ca_id.hex()}, which is not trusted")
+    return ca_key
+
+
+def _check_signature(trusted: Mapping[bytes, bytes], ca_id: bytes, payload: bytes, signature: bytes) -> None:
+    ca_key = _ca_key(trusted, ca_id)
     try:
         cose.verify(ca_key, payload, signature)
     except RecordError:
@@ -271,15 +279,13 @@ def _is_uint32(value: Any) -> bool:
     return type(value) is int and 0 <= value <= MAX_COUNTER
 
 
-def open_certificate(raw: bytes, trusted_ca_keys: Iterable[bytes]) -> Certificate:
-    """A well-formed certificate signed by a trusted CA; its key, validity window and revocation not judged.
+def _open_certificate(raw: bytes) -> tuple[list[Any], bytes, bytes]:
+    return _open(raw, CERTIFICATE_KIND, MAX_CERTIFICATE_BYTES, "a certificate", 7)
 
-    For listing what a CA issued; a fleet member uses :func:`verify_certificate`.
-    """
-    trusted = trusted_ca_keys if isinstance(trusted_ca_keys, Mapping) else trusted_ca_table(trusted_ca_keys)
-    fields, payload, signature = _open(raw, CERTIFICATE_KIND, MAX_CERTIFICATE_BYTES, "a certificate", 7)
+
+def _certificate(fields: list[Any], raw: bytes) -> Certificate:
+    """The certificate a well-formed envelope holds; ``malformed`` for a bad body."""
     _, ca_id, serial, key, issued_at, expiry, metadata = fields
-    _check_signature(trusted, ca_id, payload, signature)
     if not all(_is_uint32(v) for v in (serial, issued_at, expiry)):
         raise CertificateError(TrustReason.MALFORMED, "serial, issued-at and expiry must be uint32")
     if not isinstance(key, bytes) or len(key) != PUBLIC_KEY_BYTES or key in SMALL_ORDER_KEYS:
@@ -294,6 +300,41 @@ def open_certificate(raw: bytes, trusted_ca_keys: Iterable[bytes]) -> Certificat
     if size > MAX_METADATA_JSON_BYTES:
         raise CertificateError(TrustReason.MALFORMED, f"metadata is {size} bytes as JSON")
     return Certificate(ca_id, serial, key, issued_at, expiry, freeze_metadata(metadata), raw)
+
+
+def _table(trusted_ca_keys: Iterable[bytes]) -> Mapping[bytes, bytes]:
+    return trusted_ca_keys if isinstance(trusted_ca_keys, Mapping) else trusted_ca_table(trusted_ca_keys)
+
+
+def open_certificate(raw: bytes, trusted_ca_keys: Iterable[bytes]) -> Certificate:
+    """A well-formed certificate signed by a trusted CA; its key, validity window and revocation not judged.
+
+    For listing what a CA issued; a fleet member uses :func:`verify_certificate`.
+    The signature is checked before the body is judged: a forgery with a bad body
+    is ``bad_signature``, as for records.
+    """
+    fields, payload, signature = _open_certificate(raw)
+    _check_signature(_table(trusted_ca_keys), fields[1], payload, signature)
+    return _certificate(fields, raw)
+
+
+def judge_certificate(
+    cert: Certificate, revoked: Iterable[RevocationList], now: int, device_key: bytes | None = None
+) -> Certificate:
+    """The checks of a certificate that depend on who shows it and when: its key, its validity
+    window and the revocation lists held. Raises :class:`CertificateError`; returns ``cert``."""
+    if device_key is not None and cert.device_key != device_key:
+        raise CertificateError(TrustReason.WRONG_KEY, "the certificate is for another device key")
+    if now < cert.issued_at - CERTIFICATE_CLOCK_SKEW:
+        raise CertificateError(TrustReason.NOT_YET_VALID, f"valid from {cert.issued_at}, it is {now}")
+    if cert.expiry <= now:
+        raise CertificateError(TrustReason.EXPIRED, f"expired at {cert.expiry}, it is {now}")
+    for revocations in revoked:
+        if revocations.ca_key_id == cert.ca_key_id and cert.serial in revocations.serials:
+            raise CertificateError(
+                TrustReason.REVOKED, f"serial {cert.serial} is revoked (list {revocations.counter})"
+            )
+    return cert
 
 
 def verify_certificate(
@@ -311,19 +352,21 @@ def verify_certificate(
     ``now``: the wall clock, Unix seconds. ``device_key``: if given, the key the
     peer proved in the handshake; a certificate for another key is ``wrong_key``.
     """
-    cert = open_certificate(raw, trusted_ca_keys)
-    if device_key is not None and cert.device_key != device_key:
-        raise CertificateError(TrustReason.WRONG_KEY, "the certificate is for another device key")
-    if now < cert.issued_at - CERTIFICATE_CLOCK_SKEW:
-        raise CertificateError(TrustReason.NOT_YET_VALID, f"valid from {cert.issued_at}, it is {now}")
-    if cert.expiry <= now:
-        raise CertificateError(TrustReason.EXPIRED, f"expired at {cert.expiry}, it is {now}")
-    for revocations in revoked:
-        if revocations.ca_key_id == cert.ca_key_id and cert.serial in revocations.serials:
-            raise CertificateError(
-                TrustReason.REVOKED, f"serial {cert.serial} is revoked (list {revocations.counter})"
-            )
-    return cert
+    return judge_certificate(open_certificate(raw, trusted_ca_keys), revoked, now, device_key)
+
+
+def precheck_certificate(
+    raw: bytes,
+    trusted_ca_keys: Iterable[bytes],
+    revoked: Iterable[RevocationList],
+    now: int,
+    device_key: bytes | None = None,
+) -> Certificate:
+    """Every check of :func:`verify_certificate` but the CA signature: what refuses a flood of
+    uncertified records for the price of a CBOR decode. What it returns is NOT verified."""
+    fields, _, _ = _open_certificate(raw)
+    _ca_key(_table(trusted_ca_keys), fields[1])
+    return judge_certificate(_certificate(fields, raw), revoked, now, device_key)
 
 
 def verify_revocation_list(
@@ -334,7 +377,7 @@ def verify_revocation_list(
     ``held``: the newest list held per CA key id; a list whose counter is not
     above its CA's held one is ``stale`` (a replay, or a copy already held).
     """
-    trusted = trusted_ca_keys if isinstance(trusted_ca_keys, Mapping) else trusted_ca_table(trusted_ca_keys)
+    trusted = _table(trusted_ca_keys)
     fields, payload, signature = _open(
         raw, REVOCATION_LIST_KIND, MAX_REVOCATION_LIST_BYTES, "a revocation list", 5
     )
@@ -359,6 +402,20 @@ def verify_revocation_list(
     return RevocationList(ca_id, counter, issued_at, frozenset(serials), raw)
 
 
+def is_revocation_list(raw: bytes) -> bool:
+    """Whether ``raw`` is shaped as a revocation list (COSE_Sign1 around ``[4, ...]``): a byte
+    check, no decode, so the engine tells lists from records on RECORDS for nothing."""
+    try:
+        payload, _ = cose.open_envelope(raw)
+    except RecordError:
+        return False
+    return payload[:2] == _REVOCATION_PREFIX
+
+
+#: A revocation list's payload starts so: array(5), kind 4.
+_REVOCATION_PREFIX: Final = bytes([0x85, REVOCATION_LIST_KIND])
+
+
 # ---------------------------------------------------------------- the trust a fleet member holds
 
 
@@ -368,8 +425,9 @@ class FleetTrust:
 
     A value: :meth:`with_revocation_list` returns a new one, nothing mutates.
 
-    This is what the engine will hold with trust on: ``verify`` for a card's
-    certificate, ``with_revocation_list`` for a list received (newest wins).
+    What the engine holds with trust on (:mod:`agent.core.trust`): ``precheck`` and
+    ``verify`` for a card's certificate, ``judge`` to re-check held ones,
+    ``with_revocation_list`` for a list received (newest wins).
     """
 
     ca_keys: Mapping[bytes, bytes]  # key id -> raw key, from trusted_ca_table
@@ -381,6 +439,14 @@ class FleetTrust:
 
     def verify(self, raw: bytes, now: int, device_key: bytes | None = None) -> Certificate:
         return verify_certificate(raw, self.ca_keys, self.revocations.values(), now, device_key)
+
+    def precheck(self, raw: bytes, now: int, device_key: bytes | None = None) -> Certificate:
+        """:func:`precheck_certificate`: everything but the CA signature (the result is NOT verified)."""
+        return precheck_certificate(raw, self.ca_keys, self.revocations.values(), now, device_key)
+
+    def judge(self, cert: Certificate, now: int) -> Certificate:
+        """Re-judge a certificate verified earlier: still valid now, not revoked by the lists held now."""
+        return judge_certificate(cert, self.revocations.values(), now)
 
     def with_revocation_list(self, raw: bytes) -> tuple[FleetTrust, RevocationList]:
         """The trust with this list in place of its CA's older one; :class:`CertificateError` if refused."""

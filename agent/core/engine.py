@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core import ed25519
 from agent.core.backoff import Backoff, BackoffTracker, unit_from_bytes
+from agent.core.certs import Certificate, CertificateError, RevocationList, TrustReason, is_revocation_list
 from agent.core.codec import PlainCodec, RecordCodec
 from agent.core.distance import LinkQuality
 from agent.core.errors import RecordError
@@ -98,10 +99,12 @@ from agent.core.records import (
     Envelope,
     LinkEntry,
     Links,
+    Metadata,
     Record,
     RecordKind,
 )
 from agent.core.sync import DIGEST_HEADROOM, SyncState, digest_messages, records_to_offer
+from agent.core.trust import HINTS, LineLimiter, Membership, Trust
 from agent.core.view import LocalEdge, build_graph
 from agent.core.wire import (
     AFTER_HANDSHAKE,
@@ -127,7 +130,7 @@ from agent.core.wire import (
     parse_fields,
 )
 
-__all__ = ["CounterSource", "Engine", "EngineConfig", "LinkSpec", "RecordCodec", "same_clock"]
+__all__ = ["CounterSource", "Engine", "EngineConfig", "LinkSpec", "Membership", "RecordCodec", "same_clock"]
 
 log = logging.getLogger("agent.core.engine")
 
@@ -203,6 +206,7 @@ class Engine:
         codec: RecordCodec | None = None,
         held_records: Iterable[bytes] = (),
         wall: Callable[[float], float] = same_clock,
+        membership: Membership | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self._private_key = private_key
@@ -215,6 +219,13 @@ class Engine:
         self._wall_offset = self._wall_now - now
         self._codec: RecordCodec = codec or PlainCodec()
         self.stats: collections.Counter[str] = collections.Counter()
+        # Fleet trust (agent.core.trust): on when a membership is given; our card carries our certificate.
+        self._trust = Trust(membership) if membership is not None else None
+        self._own_certificate: Certificate | None = None
+        self._trust_log = LineLimiter()
+        if membership is not None:
+            card = dataclasses.replace(card, certificate=membership.certificate)
+            self._own_certificate = self._check_own_certificate(now)
 
         self._links: dict[LinkId, Link] = {}
         self._establishments = 0  # links established so far: each one's rank in the links record
@@ -525,8 +536,11 @@ class Engine:
             self._establish(state, now)
 
     def set_card(self, card: Card, now: float) -> None:
-        """Publish a new card (name, OS, metadata): re-sign it and flood it."""
+        """Publish a new card (name, OS, metadata): re-sign it and flood it. With trust on, the
+        card carries this device's certificate whatever ``card`` says."""
         self._tick(now)
+        if self._trust is not None:
+            card = dataclasses.replace(card, certificate=self._trust.certificate)
         self._accept_own(self._own.sign_card(card, self._wall_now), now)
 
     def handle_timer(self, now: float) -> None:
@@ -737,7 +751,20 @@ class Engine:
 
     def graph(self, now: float) -> PresenceGraph:
         """The presence graph as this peer sees it at ``now``."""
-        return build_graph(self.peer_id, self._local_edges(), self._held, self._shown(now))
+        return build_graph(self.peer_id, self._local_edges(), self._held, self._shown(now), self._identity)
+
+    def _identity(self, pid: bytes) -> Metadata:
+        """``identity_service_metadata`` of a shown peer: its verified certificate's metadata, or nothing."""
+        if self._trust is None:
+            return EMPTY_METADATA
+        if pid == self.peer_id:
+            return self._own_certificate.metadata if self._own_certificate is not None else EMPTY_METADATA
+        return self._trust.identity(pid)
+
+    @property
+    def trust_on(self) -> bool:
+        """Whether fleet trust is on (a CA is configured): uncertified peers are refused."""
+        return self._trust is not None
 
     # ------------------------------------------------------------------ dispatch
 
@@ -760,7 +787,7 @@ class Engine:
                 if establish:
                     self._establish(state, now)
             case Deny():
-                self._on_deny(state, now)
+                self._on_deny(state, message, now)
             case CardRequest():
                 self._on_card_request(state, now)
             case Records():
@@ -858,6 +885,11 @@ class Engine:
             self.stats[exc.reason.handshake_counter] += 1
             self._close(state, CloseReason.HANDSHAKE_REFUSED, now, detail=str(exc))
             return
+        except CertificateError as exc:
+            self.stats[RejectReason.UNCERTIFIED.handshake_counter] += 1
+            self.stats[f"trust.rejected.{exc.reason}"] += 1
+            self._refuse(state, exc, CloseReason.UNTRUSTED, now)
+            return
         if card is None:
             # A reference to a card we do not hold (or only an older one): ask for it.
             self.stats["handshake.card_requested"] += 1
@@ -882,12 +914,21 @@ class Engine:
             if card is None or card.counter < counter or card.expiry <= wall:
                 return None
             self._check_hello_card(state, card.public_key, card.expiry, wall)
+            if self._trust is not None:  # held, so certified: judged again now
+                state.handshake.claimed_key = card.public_key
+                state.handshake.remote_certificate = self._trust.judge_held(pid, wall)
             return card
         env = self._codec.open(hello.card)
         if env.kind is not RecordKind.CARD:
             raise RecordError(RejectReason.MALFORMED, "HELLO must carry a card")
         self._check_hello_card(state, env.public_key, env.expiry, wall)
-        return self._codec.verify(env, hello.card)
+        if self._trust is not None:
+            state.handshake.claimed_key = env.public_key
+            self._trust.precheck_card(env, wall)  # before the card's signature
+        record = self._codec.verify(env, hello.card)
+        if self._trust is not None:
+            state.handshake.remote_certificate = self._trust.verify_card(record, wall)
+        return record
 
     def _check_hello_card(self, state: Link, public_key: bytes, expiry: int, wall: float) -> None:
         if expiry <= wall:
@@ -931,15 +972,19 @@ class Engine:
         hs.move(Phase.DECIDING)
         card = hs.remote_card.body
         assert isinstance(card, Card)
+        certificate = hs.remote_certificate
         request = ConnectionRequest(
             peer_key_string=peer_key_string(hs.remote_key),
             peer_metadata=card.metadata,
-            identity_service_metadata=EMPTY_METADATA,
+            identity_service_metadata=certificate.metadata if certificate is not None else EMPTY_METADATA,
             connection_type=state.spec.connection_type,
         )
         self._events.append(ConnectionRequested(state.id, request))
 
-    def _on_deny(self, state: Link, now: float) -> None:
+    def _on_deny(self, state: Link, deny: Deny, now: float) -> None:
+        if deny.reason is not None:
+            self._refused_by_remote(state, deny.reason, now)
+            return
         retry_at = None
         # Only a remote that proved its key may make us back off from that key;
         # otherwise anyone replaying a card could keep us away from its owner.
@@ -951,6 +996,14 @@ class Engine:
     def _establish(self, state: Link, now: float) -> None:
         hs = state.handshake
         assert hs.remote_key is not None and hs.remote_card is not None
+        if self._trust is not None:
+            # Judged again: a revocation list may have come while the handler decided.
+            assert hs.remote_certificate is not None
+            try:
+                self._trust.fleet.judge(hs.remote_certificate, int(self._wall_now))
+            except CertificateError as exc:
+                self._refuse(state, exc, CloseReason.UNTRUSTED, now)
+                return
         hs.move(Phase.ESTABLISHED)
         self._establishments += 1
         state.established_order = self._establishments
@@ -965,6 +1018,9 @@ class Engine:
         if not self._leaf and (held is None or held.counter < card.counter):
             self._merge(card.raw, now, source=state)
         self._send_control(state, self._summary_message(state))
+        if self._trust is not None:
+            for raw in self._trust.revocation_lists:  # the newest lists reach every member
+                self._send_control(state, Records((raw,)).encode())
         self._on_topology_change(now, removal=False)
 
     def _close(
@@ -988,6 +1044,102 @@ class Engine:
         state.close_retry_at = retry_at
         state.outbox.clear_data()  # nothing but the queued control messages (a DENY) goes out
         self._pending[state] = None  # so the close is reported once queued control frames are out
+
+    # ------------------------------------------------------------------ fleet trust
+
+    def _refuse(self, state: Link, exc: CertificateError, reason: CloseReason, now: float) -> None:
+        """Refuse a peer's certificate: tell it why (DENY with the reason), close, log a line."""
+        self._send_control(state, Deny(exc.reason).encode())
+        self._close(state, reason, now, detail=f"{exc.reason}: {exc.detail}")
+        if self._trust_log.due(f"refused.{reason.name}.{exc.reason}", now):
+            key = state.remote_key or state.handshake.claimed_key
+            log.warning(
+                "%s peer %s: its certificate is refused (%s: %s); %d so far",
+                "withdrew" if reason is CloseReason.WITHDRAWN else "refused",
+                peer_key_string(key) if key is not None else f"on link {state.id!r}",
+                exc.reason,
+                exc.detail,
+                self.stats[reason.counter],
+            )
+
+    def _refused_by_remote(self, state: Link, reason: TrustReason, now: float) -> None:
+        """The remote refused our certificate and said why: close, and say so in the log."""
+        self.stats[f"trust.refused_by_remote.{reason}"] += 1
+        self._close(state, CloseReason.REFUSED_BY_REMOTE, now, detail=str(reason))
+        if self._trust_log.due(f"refused_by_remote.{reason}", now):
+            key = state.remote_key or state.handshake.claimed_key
+            log.warning(
+                "peer %s refused this device's certificate (%s): %s",
+                peer_key_string(key) if key is not None else f"on link {state.id!r}",
+                reason,
+                HINTS[reason],
+            )
+
+    def _check_own_certificate(self, now: float) -> Certificate | None:
+        """This device's certificate as the fleet will judge it; a warning if it will be refused."""
+        assert self._trust is not None
+        try:
+            return self._trust.own_certificate(self.public_key, self._wall_now)
+        except CertificateError as exc:
+            if self._trust_log.due(f"own.{exc.reason}", now):
+                log.warning(
+                    "this device's certificate will be refused by the fleet (%s: %s): %s",
+                    exc.reason,
+                    exc.detail,
+                    HINTS[exc.reason],
+                )
+            return None
+
+    def _on_revocation_list(self, trust: Trust, raw: bytes, source: Link | None, now: float) -> None:
+        """A revocation list arrived in RECORDS: the newest per CA is held, flooded on, and applied."""
+        if trust.holds_list(raw):
+            self.stats["trust.revocation_lists.duplicate"] += 1
+            return
+        try:
+            self._apply_revocation_list(trust, raw, source, now)
+        except CertificateError as exc:
+            self.stats[f"trust.revocation_lists.rejected.{exc.reason}"] += 1
+
+    def _apply_revocation_list(
+        self, trust: Trust, raw: bytes, source: Link | None, now: float
+    ) -> RevocationList:
+        revocations = trust.accept_revocation_list(raw)
+        self.stats["trust.revocation_lists.accepted"] += 1
+        log.info(
+            "revocation list %d of fleet CA %s accepted (%d serials revoked)",
+            revocations.counter,
+            revocations.ca_key_id.hex(),
+            len(revocations.serials),
+        )
+        message = Records((raw,)).encode()
+        for neighbour in self._neighbours:
+            if neighbour.link is not source:
+                self._send_control(neighbour.link, message)
+        if self._own_certificate is not None:
+            self._own_certificate = self._check_own_certificate(now)
+        self._withdraw_untrusted(now)
+        return revocations
+
+    def add_revocation_list(self, raw: bytes, now: float) -> RevocationList:
+        """A revocation list from the operator (``presence-agent fleet-ca revoke`` made it): held,
+        flooded and applied as one from the mesh. Raises :class:`~agent.core.certs.CertificateError`
+        if refused (``stale``: not newer than the one held), and ``ValueError`` with trust off."""
+        if self._trust is None:
+            raise ValueError("fleet trust is off: no CA is configured to check a revocation list against")
+        self._tick(now)
+        return self._apply_revocation_list(self._trust, raw, None, now)
+
+    def _withdraw_untrusted(self, now: float) -> None:
+        """Drop every held peer whose certificate no longer holds (revoked, expired) and close its links."""
+        assert self._trust is not None
+        for pid, exc in self._trust.withdrawn(self._wall_now):
+            self.stats["trust.peers_withdrawn"] += 1
+            for state in list(self._links.values()):
+                key = state.remote_key
+                if key is not None and key[:8] == pid and not state.handshake.closing:
+                    self._refuse(state, exc, CloseReason.WITHDRAWN, now)
+            self._occupancy.evicted(pid)
+            self._drop_peer(pid, now)
 
     # ------------------------------------------------------------------ own records
 
@@ -1033,8 +1185,13 @@ class Engine:
             elif source is not None and source.outbox.drop_record(key, raw):
                 self.stats["records.flood_suppressed"] += 1
             return
+        trust = self._trust
+        if trust is not None and is_revocation_list(raw):
+            self._on_revocation_list(trust, raw, source, now)
+            return
         via = source.remote_key[:8] if source is not None and source.remote_key is not None else STORE
         claim: Claim | None = None
+        cert: Certificate | None = None
         try:
             env = self._codec.open(raw)
             if env.public_key == self.public_key:
@@ -1044,6 +1201,12 @@ class Engine:
                 raise RecordError(RejectReason.NOT_FOR_LEAF, "a leaf holds only its own records")
             self._held.check(env, self._wall_now)
             pid = env.public_key[:8]
+            if trust is not None:
+                # Before the signature and any occupancy charge: an uncertified flood costs nothing.
+                if env.kind is RecordKind.CARD:
+                    trust.precheck_card(env, self._wall_now)
+                else:
+                    trust.require_certified(pid)
             shortfall = self._held.room_needed(pid, env.kind, len(raw))
             if shortfall is not None:
                 # Decided before the signature is checked (a refused flood costs no verification),
@@ -1052,9 +1215,17 @@ class Engine:
                 claim = self._claim_for(env, pid, via)
                 self._make_room(pid, claim, shortfall, len(raw), now, commit=False)
             record = self._codec.verify(env, raw)
+            if trust is not None and env.kind is RecordKind.CARD:
+                cert = trust.verify_card(record, self._wall_now)  # a forged certificate displaces nobody
             if shortfall is not None:
                 assert claim is not None
                 self._make_room(pid, claim, shortfall, len(raw), now, commit=True)
+        except CertificateError as exc:
+            self.stats[RejectReason.UNCERTIFIED.record_counter] += 1
+            self.stats[f"trust.rejected.{exc.reason}"] += 1
+            if env.kind is RecordKind.LINKS:
+                self._wait(env, raw, source)  # its card may be on its way (links go first)
+            return
         except RecordError as exc:
             self.stats[exc.reason.record_counter] += 1
             if exc.reason is RejectReason.CAPACITY:
@@ -1062,6 +1233,8 @@ class Engine:
             return
         new_peer = pid not in self._held.keys
         self.stats["records.accepted"] += 1
+        if trust is not None and cert is not None:
+            trust.certified[pid] = cert
         self._store(record, now)
         if new_peer:
             self._occupancy.admitted(pid, claim, len(raw), via)  # a new peer: this is all it holds
@@ -1144,18 +1317,28 @@ class Engine:
 
     def _evict(self, pid: bytes, now: float) -> None:
         self.stats["peers.evicted"] += 1
+        self._drop_peer(pid, now)
+
+    def _drop_peer(self, pid: bytes, now: float) -> None:
         self.graph_version += 1
+        if self._trust is not None:
+            self._trust.certified.pop(pid, None)
         if self._held.evict(pid):
             self._mark_removal(now)
         self._occupancy.topology_changed()
 
-    def _refused_for_room(self, env: Envelope, raw: bytes, source: Link | None, now: float) -> None:
+    def _wait(self, env: Envelope, raw: bytes, source: Link | None) -> None:
+        """A new peer's record refused for now waits (bounded, oldest out) to be tried again when
+        its peer gains a place (room, or with trust on, a certified card)."""
         key = (env.public_key[:8], env.kind)
         if key[0] not in self._held.keys:
             self._waiting[key] = (raw, source)
             self._waiting.move_to_end(key)
             while len(self._waiting) > WAITING_RECORDS:
                 self._waiting.popitem(last=False)
+
+    def _refused_for_room(self, env: Envelope, raw: bytes, source: Link | None, now: float) -> None:
+        self._wait(env, raw, source)
         if self._full_logged_at is None or now >= self._full_logged_at + self.config.full_log_interval:
             self._full_logged_at = now
             log.warning(
@@ -1178,6 +1361,8 @@ class Engine:
                 self._reach.stale = True
 
     def _forget(self, pid: bytes, kind: RecordKind, now: float) -> None:
+        if kind is RecordKind.CARD and self._trust is not None:
+            self._trust.certified.pop(pid, None)
         if self._held.forget(pid, kind):
             self.graph_version += 1
             self._occupancy.topology_changed()
@@ -1242,6 +1427,8 @@ class Engine:
         for pid, kind in self._held.expired(self._wall_now):
             self.stats["records.expired"] += 1
             self._forget(pid, kind, now)
+        if self._trust is not None:
+            self._withdraw_untrusted(now)  # certificates expired since
         for state in self._links.values():
             state.reassembler.sweep(now, functools.partial(self._reassembly_allowance, state))
         self._held.drop_unused_keys()

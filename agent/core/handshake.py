@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from agent.core.certs import Certificate
 from agent.core.records import Record
 from agent.core.wire import Accept
 
@@ -77,6 +78,10 @@ class Handshake:
         #: The remote's PROOF signature, if it came while we were asking for its card.
         self.early_proof: bytes | None = None
         self.remote_allowed = False
+        #: The remote's verified certificate (fleet trust on), else ``None``.
+        self.remote_certificate: Certificate | None = None
+        #: The key a HELLO card claimed before it was verified (for the log of a refusal only).
+        self.claimed_key: bytes | None = None
 
     # ---------------------------------------------------------------- phases
 

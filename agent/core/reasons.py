@@ -28,6 +28,9 @@ class RejectReason(enum.StrEnum):
     BAD_PROOF = "bad_proof"
     #: Another peer's record reached a leaf, which holds only its own.
     NOT_FOR_LEAF = "not_for_leaf"
+    #: Trust on: a card without a valid, unrevoked certificate for its key, or a links record
+    #: of a peer whose certified card is not held (``trust.rejected.<TrustReason>`` says why).
+    UNCERTIFIED = "uncertified"
     #: Fleet view: a record under a topic of another peer or kind than its own.
     WRONG_KEY = "wrong_key"
     WRONG_KIND = "wrong_kind"
@@ -54,6 +57,12 @@ class CloseReason(enum.Enum):
     #: The remote's HELLO card was refused; the :class:`RejectReason` says why and names the counter.
     HANDSHAKE_REFUSED = ("handshake.refused", "handshake refused")
     BAD_PROOF = ("handshake.rejected.bad_proof", "remote could not prove it holds its key")
+    #: Trust on: the remote's certificate was refused (the detail names the ``TrustReason``).
+    UNTRUSTED = ("handshake.untrusted", "remote's certificate refused")
+    #: The remote refused this peer's certificate (its DENY said why).
+    REFUSED_BY_REMOTE = ("handshake.refused_by_remote", "remote refused this peer's certificate")
+    #: Trust on: an admitted peer's certificate was revoked, or expired, since.
+    WITHDRAWN = ("links.withdrawn", "remote's certificate was revoked or expired")
 
     @property
     def counter(self) -> str:

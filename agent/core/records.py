@@ -5,9 +5,15 @@ A peer publishes two records, each signed whole (see :mod:`agent.core.cose`):
 * the **card** -- what changes rarely::
 
       [1, public_key(32), counter, expiry, device_name, os, agent_version, metadata]
+      [1, public_key(32), counter, expiry, device_name, os, agent_version, metadata, certificate]
 
   ``metadata`` is the JSON object as a CBOR map (text keys; JSON values only).
   An empty map means "no metadata" and is signed too, so a relay cannot strip it.
+  ``certificate`` (a fleet member's card only) is the device certificate from the
+  fleet CA (:mod:`agent.core.certs`, a COSE_Sign1 of 1..4096 bytes) as a byte
+  string; the card's signature covers it, the CA's signature inside it binds the
+  key to its identity metadata, and the whole card stays within 4096 bytes. This
+  module carries it opaquely; :mod:`agent.core.trust` judges it.
 
 * the **links** record -- what changes often::
 
@@ -45,6 +51,7 @@ from agent.core.errors import MetadataError, MetadataTooLargeError, RecordError
 from agent.core.layout import read_card, read_links
 from agent.core.limits import (
     MAX_AGENT_VERSION_BYTES,
+    MAX_CERTIFICATE_BYTES,
     MAX_CONNECTIONS_PER_RECORD,
     MAX_COUNTER,
     MAX_DEVICE_NAME_BYTES,
@@ -126,6 +133,8 @@ class Card:
     os: str
     agent_version: str
     metadata: Metadata  # read-only mapping
+    #: The fleet CA's certificate for this peer's key (raw COSE_Sign1), or ``b""``: none.
+    certificate: bytes = b""
 
 
 class LinkEntry(NamedTuple):
@@ -324,6 +333,7 @@ def card_payload(public_key: bytes, counter: int, expiry: int, card: Card) -> by
             card.os,
             card.agent_version,
             thaw_metadata(card.metadata),
+            *([card.certificate] if card.certificate else []),
         ],
         canonical=True,
     )
@@ -526,9 +536,16 @@ def _text(value: Any, name: str, limit: int) -> str:
 
 def _body(kind: RecordKind, fields: tuple[Any, ...], payload: bytes) -> Card | Links:
     if kind is RecordKind.CARD:
-        if len(fields) != 4:
-            raise RecordError("malformed", "a card has exactly 8 fields")
-        name, os_name, version, metadata = fields
+        if len(fields) not in (4, 5):
+            raise RecordError("malformed", "a card has 8 fields, or 9 with a certificate")
+        name, os_name, version, metadata = fields[:4]
+        certificate = fields[4] if len(fields) == 5 else b""
+        if len(fields) == 5 and not (
+            isinstance(certificate, bytes) and 0 < len(certificate) <= MAX_CERTIFICATE_BYTES
+        ):
+            raise RecordError(
+                "malformed", f"a card's certificate is a byte string of 1..{MAX_CERTIFICATE_BYTES} bytes"
+            )
         if not isinstance(metadata, dict):
             raise RecordError("malformed", "card metadata must be a map")
         try:
@@ -550,6 +567,7 @@ def _body(kind: RecordKind, fields: tuple[Any, ...], payload: bytes) -> Card | L
             sys.intern(_text(os_name, "os", MAX_OS_BYTES)),
             sys.intern(_text(version, "agent version", MAX_AGENT_VERSION_BYTES)),
             freeze_metadata(metadata),
+            certificate,
         )
     if len(fields) != 1 or not isinstance(fields[0], list | tuple):
         raise RecordError("malformed", "a links record has exactly 5 fields")

@@ -9,13 +9,13 @@ claim it (:func:`~agent.core.reachability.mutual_edges`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from agent.core.graph import Connection, Peer, PresenceGraph, sorted_peers
 from agent.core.holdings import Holdings
 from agent.core.keys import peer_key_string
 from agent.core.reachability import Edges, mutual_edges
-from agent.core.records import CONNECTION_TYPE_BY_CODE, EMPTY_METADATA, Card, RecordKind
+from agent.core.records import CONNECTION_TYPE_BY_CODE, EMPTY_METADATA, Card, Metadata, RecordKind
 
 #: A local link as the graph needs it: (remote peer id, type code, distance in dm).
 LocalEdge = tuple[bytes, int, int | None]
@@ -34,10 +34,23 @@ def edges_among(
     return edges
 
 
+def no_identity(pid: bytes) -> Metadata:
+    """Fleet trust off: no peer has identity metadata."""
+    return EMPTY_METADATA
+
+
 def build_graph(
-    local_id: bytes, local_edges: Iterable[LocalEdge], held: Holdings, shown: Mapping[bytes, int]
+    local_id: bytes,
+    local_edges: Iterable[LocalEdge],
+    held: Holdings,
+    shown: Mapping[bytes, int],
+    identity: Callable[[bytes], Metadata] = no_identity,
 ) -> PresenceGraph:
-    """The graph of the ``shown`` peers (peer id -> hops; the local peer among them)."""
+    """The graph of the ``shown`` peers (peer id -> hops; the local peer among them).
+
+    ``identity(peer id)`` is a peer's ``identity_service_metadata``: what its verified
+    certificate says (fleet trust, :mod:`agent.core.trust`), else nothing.
+    """
     keys = {pid: peer_key_string(held.keys[pid]) for pid in shown}
     conns: dict[bytes, list[Connection]] = {pid: [] for pid in shown}
     for (a, b, code), dist in edges_among(local_id, local_edges, held, shown).items():
@@ -57,7 +70,7 @@ def build_graph(
             os=card.os if card else "",
             connections=tuple(sorted(conns[pid], key=lambda c: c.id)),
             peer_metadata=card.metadata if card else EMPTY_METADATA,
-            identity_service_metadata=EMPTY_METADATA,
+            identity_service_metadata=identity(pid),
             hops=hops,
             agent_version=card.agent_version if card else "",
         )

@@ -16,7 +16,8 @@ type             fields                                               when
                  capabilities [role, max message]
 2 PROOF          Ed25519 signature (64)                               after HELLO
 3 ACCEPT         ?1 ("answer with your ACCEPT": a retransmission)     handler allowed
-4 DENY           --                                                   handler denied
+4 DENY           ?reason (a certificate refused, codes below)         handler denied, or
+                                                                     certificate refused
 5 RECORDS        record, record, ...                                  flooding / sync
 6 SUMMARY        summary(8)                                           keepalive
 7 DIGEST         lo_peer_id(8), hi_peer_id(8), entries                sync on mismatch
@@ -41,6 +42,13 @@ counter or newer answers CARD_REQUEST (keeping a PROOF that arrives meanwhile
 until the card is here), and the sender sends its HELLO again with the card
 (same nonce); it answers only the first CARD_REQUEST of a link.
 
+DENY's optional field says why a peer with fleet trust on refused the sender's
+certificate (:data:`DENY_REASON_CODES`: 1 no certificate, 2 malformed, 3 unknown
+CA, 4 bad signature, 5 wrong key, 6 not yet valid, 7 expired, 8 revoked); a DENY
+without it is the connection request handler's. Anything else after DENY's type
+is ignored, as every version so far did, so the field needs no version bump. It
+is unauthenticated, for the refused side's log only.
+
 The link proof is an Ed25519 signature over ``HANDSHAKE_CONTEXT +
 verifier_nonce + signer_key + verifier_key``. HELLO is resent until the
 remote's PROOF arrives; after admitting, our ACCEPT is resent as ``ACCEPT 1``
@@ -53,11 +61,14 @@ from __future__ import annotations
 
 import enum
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
 import cbor2
 
+from agent.core.certs import TrustReason
 from agent.core.limits import (
     MAX_MESSAGE_BYTES,
     NONCE_BYTES,
@@ -231,12 +242,33 @@ class Accept:
         return encode_message(MessageType.ACCEPT, 1) if self.ask_back else encode_message(MessageType.ACCEPT)
 
 
+#: DENY's reason codes: why the sender's certificate was refused. Never renumber.
+DENY_REASON_CODES: Final[Mapping[TrustReason, int]] = MappingProxyType(
+    {
+        TrustReason.NO_CERTIFICATE: 1,
+        TrustReason.MALFORMED: 2,
+        TrustReason.UNKNOWN_CA: 3,
+        TrustReason.BAD_SIGNATURE: 4,
+        TrustReason.WRONG_KEY: 5,
+        TrustReason.NOT_YET_VALID: 6,
+        TrustReason.EXPIRED: 7,
+        TrustReason.REVOKED: 8,
+    }
+)
+_DENY_REASONS: Final[Mapping[int, TrustReason]] = {code: r for r, code in DENY_REASON_CODES.items()}
+
+
 @dataclass(frozen=True, slots=True)
 class Deny:
-    """The local handler refused the link."""
+    """The link is refused: by the local handler (``reason`` ``None``), or because the receiver's
+    certificate was refused (``reason`` says why; fleet trust)."""
+
+    reason: TrustReason | None = None
 
     def encode(self) -> bytes:
-        return encode_message(MessageType.DENY)
+        if self.reason is None:
+            return encode_message(MessageType.DENY)
+        return encode_message(MessageType.DENY, DENY_REASON_CODES[self.reason])
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +351,9 @@ def parse_fields(kind: MessageType, fields: tuple[Any, ...]) -> Message:
             raise WireError("ACCEPT carries nothing or the integer 1")
         return Accept(ask_back=bool(fields))
     if kind is MessageType.DENY:
-        return Deny()  # fields after the type are ignored, as in every version so far
+        # Anything but one known reason code is ignored, as every version so far did.
+        code = fields[0] if len(fields) == 1 and type(fields[0]) is int else None
+        return Deny(_DENY_REASONS.get(code) if code is not None else None)
     if kind is MessageType.CARD_REQUEST:
         return CardRequest()
     if kind is MessageType.RECORDS:

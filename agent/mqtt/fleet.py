@@ -21,6 +21,17 @@ What is trusted, and why:
   it is online. The broker's ACLs decide *whose* views are shown, signatures
   *what* they say.
 
+Identity: a card may carry a fleet certificate (trust on, ``agent.core.trust``).
+A :class:`FleetState` given the fleet's :class:`~agent.core.certs.FleetTrust`
+(``presence-agent fleet --ca-key``, or ``[trust] ca_keys`` of ``--config``)
+verifies it for the card's key at :meth:`FleetState.graph` time: each peer
+shows ``certificate`` (:class:`CertificateCheck`: ``verified``, ``refused``
+with ``certificate_reason``, ``none`` without one, ``unchecked`` when the view
+trusts no CA) and, only when verified, the certificate's metadata as
+``identity_service_metadata``. The fleet view sees revocation lists only as
+given to it (``[trust] revocation_list``): lists flooded in the mesh are not
+mirrored.
+
 Merging: only agents whose latest status is ``online`` count. An agent without a
 status (never seen, or its retained status cleared) is not yet online: a live
 agent publishes its retained status before anything else, so records without one
@@ -52,13 +63,17 @@ The other counters: ``accepted``, ``unchanged`` (the held bytes again),
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+import json
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from agent.core.certs import Certificate, CertificateError, FleetTrust, TrustReason
 from agent.core.errors import PeerKeyError, RecordError
 from agent.core.graph import Connection
 from agent.core.keys import peer_id, public_key_from_string
@@ -79,7 +94,15 @@ from agent.mqtt.topics import ONLINE, TOPIC_RECORD, TopicKind, TopicLayout
 
 #: The peer fields whose change :meth:`FleetGraph.diff` reports (counters alone are not news:
 #: a record re-signed with the same content changes nothing a person sees).
-_DESCRIPTIVE: Final = ("device_name", "os", "agent_version", "peer_metadata", "seen_by")
+_DESCRIPTIVE: Final = (
+    "device_name",
+    "os",
+    "agent_version",
+    "peer_metadata",
+    "identity_service_metadata",
+    "certificate",
+    "seen_by",
+)
 
 #: One held record's place: (agent key, peer key, kind).
 _Slot = tuple[str, str, RecordKind]
@@ -108,11 +131,24 @@ class FleetAgent:
         return {"peer_key_string": self.peer_key_string, "online": self.online, "peer_count": self.peer_count}
 
 
+class CertificateCheck(enum.StrEnum):
+    """What the fleet view made of a peer's fleet certificate."""
+
+    #: The card carries none (an open mesh, or a card from before trust was on).
+    NONE = "none"
+    #: The view trusts no CA, so it cannot tell (give it ``--ca-key``).
+    UNCHECKED = "unchecked"
+    VERIFIED = "verified"
+    #: It does not verify for this card's key now; ``certificate_reason`` says why.
+    REFUSED = "refused"
+
+
 @dataclass(frozen=True, slots=True)
 class FleetPeer:
     """One peer of the fleet: its card, the online agents that list it, and the counters shown.
 
-    ``peer_metadata`` is read-only; ``seen_by`` is sorted; a counter is ``None``
+    ``peer_metadata`` and ``identity_service_metadata`` (the verified certificate's
+    metadata, else empty) are read-only; ``seen_by`` is sorted; a counter is ``None``
     when no online agent holds that record.
     """
 
@@ -124,6 +160,9 @@ class FleetPeer:
     seen_by: tuple[str, ...]
     card_counter: int | None
     links_counter: int | None
+    identity_service_metadata: Metadata = field(default_factory=lambda: EMPTY_METADATA)
+    certificate: CertificateCheck = CertificateCheck.NONE
+    certificate_reason: TrustReason | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +174,9 @@ class FleetPeer:
             "seen_by": list(self.seen_by),
             "card_counter": self.card_counter,
             "links_counter": self.links_counter,
+            "identity_service_metadata": thaw_metadata(self.identity_service_metadata),
+            "certificate": self.certificate.value,
+            "certificate_reason": self.certificate_reason.value if self.certificate_reason else None,
         }
 
 
@@ -266,7 +308,8 @@ class FleetGraph:
 
         An agent is ``{"peer_key_string", "online", "peer_count"}``; a peer is
         ``{"peer_key_string", "device_name", "os", "agent_version", "peer_metadata",
-        "seen_by", "card_counter", "links_counter"}`` (the API's names where they
+        "seen_by", "card_counter", "links_counter", "identity_service_metadata",
+        "certificate", "certificate_reason"}`` (the API's names where they
         apply; its connections are the top-level ones naming it); a connection is
         :meth:`Connection.to_json`.
         """
@@ -286,6 +329,7 @@ class FleetState:
         *,
         clock: Callable[[], float] = time.time,
         max_rejections: int = 100,
+        trust: FleetTrust | None = None,
     ) -> None:
         if max_rejections < 0:
             raise ValueError(f"max_rejections must be 0 or more, got {max_rejections}")
@@ -298,6 +342,7 @@ class FleetState:
         self._highest: dict[_Slot, int] = {}
         self._rejections: deque[Rejection] = deque(maxlen=max_rejections)
         self._stats: Counter[str] = Counter()
+        self._trust = trust
 
     @property
     def rejections(self) -> tuple[Rejection, ...]:
@@ -403,8 +448,32 @@ class FleetState:
         agents = tuple(
             FleetAgent(key, self._online.get(key, False), len(listed[key])) for key in sorted(listed)
         )
-        peers = tuple(_fleet_peer(key, sorted(seen_by[key]), best) for key in sorted(seen_by))
+        peers = tuple(self._fleet_peer(key, sorted(seen_by[key]), best, now) for key in sorted(seen_by))
         return FleetGraph(agents, peers, _connections(seen_by, best))
+
+    def _fleet_peer(
+        self, key: str, seen_by: list[str], best: Mapping[tuple[str, RecordKind], Record], now: float
+    ) -> FleetPeer:
+        peer = _fleet_peer(key, seen_by, best)
+        card_record = best.get((key, RecordKind.CARD))
+        if card_record is None:
+            return peer
+        card = card_record.body
+        assert isinstance(card, Card)
+        if not card.certificate:
+            return peer
+        if self._trust is None:
+            return dataclasses.replace(peer, certificate=CertificateCheck.UNCHECKED)
+        try:
+            cert: Certificate = self._trust.verify(card.certificate, int(now), card_record.public_key)
+        except CertificateError as exc:
+            self._stats[f"certificates.refused.{exc.reason}"] += 1
+            return dataclasses.replace(
+                peer, certificate=CertificateCheck.REFUSED, certificate_reason=exc.reason
+            )
+        return dataclasses.replace(
+            peer, certificate=CertificateCheck.VERIFIED, identity_service_metadata=cert.metadata
+        )
 
 
 def _fleet_peer(key: str, seen_by: list[str], best: Mapping[tuple[str, RecordKind], Record]) -> FleetPeer:
@@ -453,7 +522,7 @@ def render_table(graph: FleetGraph) -> str:
         for a in graph.agents
     ]
     online = sum(a.online for a in graph.agents)
-    peer_rows = [("PEER", "NAME", "OS", "SEEN BY", "CONNECTIONS")]
+    peer_rows = [("PEER", "NAME", "OS", "CERTIFICATE", "SEEN BY", "CONNECTIONS")]
     for p in graph.peers:
         types = Counter(c.connection_type.value for c in graph.connections_of(p.peer_key_string))
         peer_rows.append(
@@ -461,6 +530,7 @@ def render_table(graph: FleetGraph) -> str:
                 _short(p.peer_key_string),
                 _printable(p.device_name) or "?",
                 _printable(p.os) or "?",
+                _certificate_cell(p),
                 _count(len(p.seen_by), "agent"),
                 ", ".join(f"{n}x {t}" for t, n in sorted(types.items())) or "-",
             )
@@ -474,6 +544,16 @@ def render_table(graph: FleetGraph) -> str:
             _count(len(graph.peers), "peer"),
         ]
     )
+
+
+def _certificate_cell(peer: FleetPeer) -> str:
+    """``verified {"site": ...}``, ``refused (expired)``, ``none`` or ``unchecked``."""
+    if peer.certificate is CertificateCheck.VERIFIED:
+        identity = json.dumps(thaw_metadata(peer.identity_service_metadata), separators=(",", ":"))
+        return _printable(f"verified {identity if len(identity) <= 40 else identity[:39] + '…'}")
+    if peer.certificate is CertificateCheck.REFUSED:
+        return f"refused ({peer.certificate_reason})"
+    return peer.certificate.value
 
 
 def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:

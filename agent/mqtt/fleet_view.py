@@ -21,6 +21,7 @@ from typing import Final
 
 import paho.mqtt.client as mqtt
 
+from agent.core.certs import FleetTrust
 from agent.mqtt.broker import BrokerOptions
 from agent.mqtt.connection import BrokerConnection
 from agent.mqtt.fleet import FleetDiff, FleetGraph, FleetState, Rejection
@@ -52,9 +53,10 @@ class FleetView:
         topic_root: str = DEFAULT_TOPIC_ROOT,
         client_id: str | None = None,
         connect_timeout: float = 10.0,
+        trust: FleetTrust | None = None,
     ) -> None:
         self.layout = TopicLayout(topic_root)
-        self._state = FleetState(self.layout)
+        self._state = FleetState(self.layout, trust=trust)
         self._lock = threading.Condition()
         self._last_message = 0.0
         self._subscribed = False

@@ -137,6 +137,7 @@ class Agent:
             wall=_wall_clock,
             device_name=self._name,
             config=self.config.engine_config(),
+            trust=self.config.trust,
         )
         self._presence = Presence(
             _LoopDriver(self),

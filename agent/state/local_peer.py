@@ -22,8 +22,10 @@ from agent import __version__
 from agent.core.engine import Engine, EngineConfig, RecordCodec, same_clock
 from agent.core.errors import MetadataError
 from agent.core.records import Metadata, make_card, parse_metadata_json
+from agent.core.trust_settings import TrustSettings
 from agent.state.identity import Identity, load_or_create_identity
 from agent.state.store import StateStore, StoreError
+from agent.state.trust_files import load_membership
 
 
 @dataclass(eq=False)
@@ -58,6 +60,7 @@ def open_local_peer(
     rng: Callable[[int], bytes] = os.urandom,
     codec: RecordCodec | None = None,
     wall: Callable[[float], float] = same_clock,
+    trust: TrustSettings | None = None,
 ) -> LocalPeer:
     """Open (or create) the state in ``state_dir`` and build the engine on it.
 
@@ -66,11 +69,15 @@ def open_local_peer(
     ``wall`` maps it to Unix time (default: the same clock). Metadata, counter and held records come from
     the store, so a restart republishes the same card with a higher counter.
 
+    ``trust`` (``[trust]``) turns fleet trust on when it names a CA: its files are read here.
+
     Raises :class:`~agent.state.identity.IdentityError` if the key file is unusable, or missing
-    beside an existing store, and :class:`~agent.state.store.StoreError` if the store is damaged
-    or belongs to another identity; each names the files and leaves them unchanged.
+    beside an existing store, :class:`~agent.state.store.StoreError` if the store is damaged
+    or belongs to another identity, and :class:`~agent.state.trust_files.TrustFileError` if a
+    ``[trust]`` file is unusable; each names the files and leaves them unchanged.
     """
     identity = load_or_create_identity(state_dir)  # refuses to make a key beside an existing store
+    membership = load_membership(trust, state_dir, identity.public_key) if trust is not None else None
     store = StateStore.open(state_dir, identity.public_key)  # refuses another identity's store
     try:
         if device_name:
@@ -89,6 +96,7 @@ def open_local_peer(
             codec=codec,
             held_records=store.load_records(),
             wall=wall,
+            membership=membership,
         )
     except BaseException:
         store.close()

@@ -334,7 +334,8 @@ class StateStore:
             conn.executemany("DELETE FROM records WHERE public_key = ? AND kind = ?", rows)
 
     def load_records(self) -> list[bytes]:
-        """Every held record's raw bytes (signatures unchecked: verify before use).
+        """Every held record's raw bytes (signatures unchecked: verify before use), cards first
+        (with fleet trust on, a links record counts only beside its peer's certified card).
 
         A row that does not parse, or disagrees with its own key columns, is
         logged, skipped and deleted, so a fresh copy of that record can be saved.
@@ -343,7 +344,7 @@ class StateStore:
             with self._guard("read"):
                 rows = (
                     self._connection()
-                    .execute("SELECT public_key, kind, counter, raw FROM records")
+                    .execute("SELECT public_key, kind, counter, raw FROM records ORDER BY kind")
                     .fetchall()
                 )
             good: list[bytes] = []

@@ -1,0 +1,108 @@
+"""Specification of ``[trust]``: its configuration rules and the files an agent reads at start.
+
+Trust is off unless ``ca_keys`` names one or two CAs (a key string, or a file
+holding one). With it on, the agent starts only with a certificate file that
+is a certificate from a trusted CA for its own key; a revocation list in the
+state directory (or named) is held from the start. Each refusal is one line
+naming the file and what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.config import ConfigError, parse_config
+from agent.core.certs import issue_certificate, raw_public_key, sign_revocation_list
+from agent.core.keys import peer_key_string
+from agent.core.trust_settings import CERTIFICATE_FILE, REVOCATION_LIST_FILE, TrustSettings
+from agent.state.trust_files import TrustFileError, load_fleet_trust, load_membership
+
+NOW = 1_800_000_000
+CA = Ed25519PrivateKey.generate()
+CA_KEY = peer_key_string(raw_public_key(CA))
+DEVICE = raw_public_key(Ed25519PrivateKey.generate())
+
+
+def certificate(device: bytes = DEVICE, ca: Ed25519PrivateKey = CA, serial: int = 1) -> bytes:
+    return issue_certificate(ca, serial, device, {"site": "depot-3"}, NOW - 60, NOW + 86_400).raw
+
+
+def error(text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "hw.toml")
+    return str(caught.value)
+
+
+def test_trust_is_off_by_default_and_on_with_a_ca_key() -> None:
+    assert not parse_config("", "hw.toml").trust.enabled
+    config = parse_config(f'[trust]\nca_keys = ["{CA_KEY}"]\n', "hw.toml")
+    assert config.trust.enabled and config.trust.ca_keys == (CA_KEY,)
+
+
+def test_bad_trust_settings_are_one_line_naming_the_key() -> None:
+    assert error('[trust]\nca_keys = ["pkAAAA"]').startswith(
+        "hw.toml: trust.ca_keys: expected a list of at most 2"
+    )
+    three = ", ".join(f'"{CA_KEY}"' for _ in range(3))
+    assert "trust.ca_keys" in error(f"[trust]\nca_keys = [{three}]")
+    assert error('[trust]\ncertificate = "/etc/x.cert"') == (
+        "hw.toml: trust.certificate: expected trust.ca_keys too (trust is off without a CA)"
+    )
+
+
+def test_the_membership_holds_the_certificate_and_the_revocation_list_of_the_state_dir(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / CERTIFICATE_FILE).write_bytes(certificate())
+    (tmp_path / REVOCATION_LIST_FILE).write_bytes(sign_revocation_list(CA, 4, NOW, [9]).raw)
+    key_file = tmp_path / "ca.pub"
+    key_file.write_text(CA_KEY + "\n")
+
+    membership = load_membership(TrustSettings(ca_keys=(str(key_file),)), tmp_path, DEVICE)
+
+    assert membership is not None and membership.certificate == certificate()
+    [held] = membership.fleet.revocations.values()
+    assert (held.counter, held.serials) == (4, {9})
+    assert load_membership(TrustSettings(), tmp_path, DEVICE) is None
+
+
+@pytest.mark.parametrize(
+    ("cert", "message"),
+    [
+        (None, "trust is on but this device has no certificate at"),
+        (b"not a certificate", "is not a usable certificate (malformed"),
+        (certificate(device=raw_public_key(Ed25519PrivateKey.generate())), "not this device"),
+        (certificate(ca=Ed25519PrivateKey.generate()), "is from a CA [trust] ca_keys does not name"),
+    ],
+    ids=["missing", "garbage", "another device", "another CA"],
+)
+def test_an_unusable_certificate_stops_the_start_with_one_line(
+    tmp_path: Path, cert: bytes | None, message: str
+) -> None:
+    if cert is not None:
+        (tmp_path / CERTIFICATE_FILE).write_bytes(cert)
+    with pytest.raises(TrustFileError) as caught:
+        load_membership(TrustSettings(ca_keys=(CA_KEY,)), tmp_path, DEVICE)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_revocation_list_or_key_file_that_does_not_verify_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / CERTIFICATE_FILE).write_bytes(certificate())
+    (tmp_path / REVOCATION_LIST_FILE).write_bytes(
+        sign_revocation_list(Ed25519PrivateKey.generate(), 1, NOW, []).raw
+    )
+    with pytest.raises(TrustFileError, match=r"revocation list .* is refused \(unknown_ca"):
+        load_membership(TrustSettings(ca_keys=(CA_KEY,)), tmp_path, DEVICE)
+    bad_key = tmp_path / "ca.pub"
+    bad_key.write_text("hello\n")
+    with pytest.raises(TrustFileError, match="does not hold a key string"):
+        load_fleet_trust(TrustSettings(ca_keys=(str(bad_key),)))
+
+
+def test_a_viewer_gets_the_ca_keys_without_a_state_directory() -> None:
+    fleet = load_fleet_trust(TrustSettings(ca_keys=(CA_KEY,)))
+    assert fleet is not None and fleet.verify(certificate(), NOW, DEVICE).metadata["site"] == "depot-3"
+    assert load_fleet_trust(TrustSettings()) is None

@@ -1,0 +1,111 @@
+"""Fleet trust with real ``presence-agent run`` processes on loopback.
+
+A fleet CA made with ``presence-agent fleet-ca`` certifies two agents, whose
+``[trust]`` names the CA; a third agent has no certificate. The certified two
+join and show each other's identity metadata; the third is refused by both,
+both sides say why (counters and one log line each), and it is in nobody's
+graph, nor they in its. An agent whose ``[trust]`` files are unusable does not
+start, with one line saying what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from lan_support import Mesh, Proc, cli, graph_of, remote_keys, remote_peer, stats_of, wait_until
+
+from agent.core.keys import peer_key_string
+from agent.core.trust_settings import CERTIFICATE_FILE
+from agent.state.identity import load_or_create_identity
+
+
+@pytest.fixture
+def mesh(tmp_path: Path) -> Iterator[Mesh]:
+    with Mesh(tmp_path) as m:
+        yield m
+
+
+def fleet_ca(root: Path) -> tuple[Path, str]:
+    ca_dir = root / "ca"
+    result = cli("fleet-ca", "init", "--dir", str(ca_dir))
+    assert result.returncode == 0, result.stderr
+    return ca_dir, result.stdout.strip()
+
+
+def certify(mesh: Mesh, ca_dir: Path, name: str, metadata: dict[str, str]) -> None:
+    """Give agent ``name`` a certificate, as an operator does: its key, ``fleet-ca issue``, a copy."""
+    state_dir = mesh.state_dir(name)
+    key = peer_key_string(load_or_create_identity(state_dir).public_key)
+    result = cli(
+        "fleet-ca", "issue", "--dir", str(ca_dir), "--device-key", key, "--metadata", json.dumps(metadata)
+    )
+    assert result.returncode == 0, result.stderr
+    shutil.copyfile(result.stdout.strip(), state_dir / CERTIFICATE_FILE)
+
+
+def trust_table(ca_key: str) -> str:
+    return f'[trust]\nca_keys = ["{ca_key}"]\n'
+
+
+def test_certified_agents_join_with_identity_metadata_and_an_uncertified_one_is_refused_both_ways(
+    mesh: Mesh,
+) -> None:
+    ca_dir, ca_key = fleet_ca(mesh.root)
+    certify(mesh, ca_dir, "trust-alpha", {"site": "depot-3", "role": "gateway"})
+    certify(mesh, ca_dir, "trust-bravo", {"site": "depot-3", "role": "sensor", "serial": "S-17"})
+    alpha = mesh.start_agent("trust-alpha", extra_config=trust_table(ca_key), wait=False)
+    bravo = mesh.start_agent("trust-bravo", extra_config=trust_table(ca_key), wait=False)
+    stranger = mesh.start_agent("trust-stranger", wait=False)
+    for agent in (alpha, bravo, stranger):
+        mesh.wait_ready(agent)
+
+    def joined() -> bool:
+        return remote_keys(graph_of(alpha)) == {bravo.peer_key} and remote_keys(graph_of(bravo)) == {
+            alpha.peer_key
+        }
+
+    wait_until(joined, 15, "the certified agents to see each other")
+    seen = remote_peer(graph_of(alpha), bravo.peer_key)
+    assert seen is not None
+    assert seen["identity_service_metadata"] == {"site": "depot-3", "role": "sensor", "serial": "S-17"}
+    assert graph_of(bravo)["local_peer"]["identity_service_metadata"]["serial"] == "S-17"
+
+    def refused_everywhere() -> bool:
+        told = stats_of(stranger).get("handshake.refused_by_remote", 0)
+        return told >= 2 and all(
+            stats_of(a).get("trust.rejected.no_certificate", 0) >= 1 for a in (alpha, bravo)
+        )
+
+    wait_until(refused_everywhere, 15, "both certified agents to refuse the stranger, and it to hear why")
+    assert remote_keys(graph_of(stranger)) == set()
+    for agent in (alpha, bravo):
+        assert stranger.peer_key not in remote_keys(graph_of(agent))
+    for agent in (alpha, bravo):
+        refusal = one_log_line(agent, "refused peer")
+        assert stranger.peer_key in refusal and "no_certificate" in refusal
+    told = one_log_line(stranger, "refused this device's certificate (no_certificate)")
+    assert "give this device a certificate from the fleet CA" in told
+
+
+def one_log_line(agent: Proc, text: str) -> str:
+    lines = [line for line in agent.stderr_text().splitlines() if text in line]
+    assert lines, f"{agent.name} logged no line with {text!r}:\n{agent.stderr_text()}"
+    assert len(lines) <= 2, lines  # rate-limited: once a minute per kind
+    return lines[0]
+
+
+def test_an_agent_with_trust_on_and_no_certificate_does_not_start_and_says_how_to_get_one(mesh: Mesh) -> None:
+    _, ca_key = fleet_ca(mesh.root)
+    config = mesh.write_config("trust-nocert", extra=trust_table(ca_key))
+    state_dir = mesh.state_dir("trust-nocert")
+    key = peer_key_string(load_or_create_identity(state_dir).public_key)
+
+    result = cli("run", "--config", str(config), "--state-dir", str(state_dir), timeout=30)
+
+    assert result.returncode == 2, result
+    [line] = result.stderr.strip().splitlines()
+    assert "no certificate at" in line and f"fleet-ca issue --device-key {key}" in line
