@@ -40,6 +40,8 @@ class Step:
 
     what: str
     argv: tuple[str, ...]
+    #: What to try when it fails.
+    hint: str = ""
 
     @property
     def tool(self) -> str:
@@ -78,7 +80,8 @@ class Shell:
         except subprocess.TimeoutExpired:
             raise ToolError(f"{step.what}: {step.tool} did not finish within {self.timeout:.0f} s") from None
         if done.returncode != 0:
-            raise ToolError(f"{step.what}: {step.tool} failed: {complaint(done.stderr, done.stdout)}")
+            hint = f" ({step.hint})" if step.hint else ""
+            raise ToolError(f"{step.what}: {step.tool} failed: {complaint(done.stderr, done.stdout)}{hint}")
         return done.stdout
 
 
@@ -96,22 +99,26 @@ class DryRun:
 
 
 def complaint(*outputs: str) -> str:
-    """The line a failed tool's output ends with: its error (``mpremote: ...``, ``A fatal error ...``)."""
-    for output in outputs:
-        lines = [line.strip() for line in output.splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-    return "no output (exit status only)"
+    """A failed tool's error line: its last line naming an error (esptool's ``A fatal error ...``),
+    else its last line (``mpremote: ...``)."""
+    lines = [line.strip() for output in outputs for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no output (exit status only)"])[-1]
 
 
 def _python(tool: str) -> tuple[str, ...]:
     return (sys.executable, "-m", tool)
 
 
+#: esptool needs the chip's ROM bootloader on the other end.
+_ESPTOOL_HINT: Final = "is it an ESP32 of that family? hold BOOT while pressing RESET to enter its bootloader"
+
+
 def esptool_erase(port: str, chip: str) -> Step:
     return Step(
         f"erase the flash of the {chip} on {port}",
         (*_python("esptool"), "--chip", chip, "--port", port, "erase-flash"),
+        _ESPTOOL_HINT,
     )
 
 
@@ -132,6 +139,7 @@ def esptool_write(port: str, chip: str, image: Path) -> Step:
             offset,
             str(image),
         ),
+        _ESPTOOL_HINT,
     )
 
 
