@@ -7,6 +7,7 @@ the tests copy a stand-in tree that has every file ``firmware_bridge.images.DONG
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,14 +32,17 @@ def stand_in_firmware(where: Path) -> Path:
     return where
 
 
-def script(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+def script(module: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the script's module from ``cwd``, importing this checkout's package."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(
         [sys.executable, "-m", f"firmware_bridge.{module}", *args],
         capture_output=True,
         text=True,
         timeout=SCRIPT_TIMEOUT,
         check=False,
-        cwd=ROOT,
+        cwd=cwd,
+        env=env,
     )
 
 

@@ -45,7 +45,9 @@ class VirtualBoard:
     def files(self) -> dict[str, bytes]:
         """Every file on the flash, by path relative to its root."""
         return {
-            str(p.relative_to(self.flash)): p.read_bytes() for p in sorted(self.flash.rglob("*")) if p.is_file()
+            str(p.relative_to(self.flash)): p.read_bytes()
+            for p in sorted(self.flash.rglob("*"))
+            if p.is_file()
         }
 
 
@@ -78,7 +80,9 @@ def virtual_board(flash: Path, files: Mapping[str, bytes] | None = None) -> Iter
         os.close(master)
         os.close(slave)
         if board.returncode != 0:
-            raise AssertionError(f"the virtual board exited {board.returncode}: {err.decode(errors='replace')}")
+            raise AssertionError(
+                f"the virtual board exited {board.returncode}: {err.decode(errors='replace')}"
+            )
 
 
 def mpremote(port: str, *args: str, timeout: float = MPREMOTE_TIMEOUT) -> subprocess.CompletedProcess[str]:
