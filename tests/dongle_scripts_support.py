@@ -34,7 +34,10 @@ def stand_in_firmware(where: Path) -> Path:
 
 def script(module: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run the script's module from ``cwd``, importing this checkout's package."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     return subprocess.run(
         [sys.executable, "-m", f"firmware_bridge.{module}", *args],
         capture_output=True,

@@ -49,7 +49,16 @@ def test_changes_are_merged_into_what_the_board_has(tmp_path: Path) -> None:
 def test_a_board_without_dongle_json_gets_one_from_the_options(tmp_path: Path) -> None:
     with virtual_board(tmp_path / "flash") as board:
         code, out, err = configure(
-            board, "--radio", "espnow", "--region", "none", "--channel", "6", "--tx-power-dbm", "8", "--no-reset"
+            board,
+            "--radio",
+            "espnow",
+            "--region",
+            "none",
+            "--channel",
+            "6",
+            "--tx-power-dbm",
+            "8",
+            "--no-reset",
         )
         written = dongle_json(board)
     assert code == 0, err
@@ -69,8 +78,14 @@ def test_a_region_change_is_checked_with_the_settings_already_there(tmp_path: Pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--frequency-hz", "869000000"], "frequency_hz 869000000 with a 125 kHz channel is not inside EU868_G1"),
-        (["--frequency-hz", "868000000"], "choose 868062500..868537500"),  # the channel's edge, not its centre
+        (
+            ["--frequency-hz", "869000000"],
+            "frequency_hz 869000000 with a 125 kHz channel is not inside EU868_G1",
+        ),
+        (
+            ["--frequency-hz", "868000000"],
+            "choose 868062500..868537500",
+        ),  # the channel's edge, not its centre
         (["--tx-power-dbm", "17"], "tx_power_dbm 17 is over EU868_G1's limit of 14 dBm"),
         (["--tx-power-dbm", "25"], "tx_power_dbm 25: a sx127x transmits at 2..20 dBm"),
         (["--sf", "13"], "spreading_factor 13: choose 7..12"),
@@ -82,7 +97,10 @@ def test_a_region_change_is_checked_with_the_settings_already_there(tmp_path: Pa
             ["--region", "US915", "--frequency-hz", "903900000", "--sf", "8"],
             "a 255-byte frame takes 707.1 ms at these settings, over US915's 400 ms dwell limit",
         ),
-        (["--radio", "espnow", "--channel", "6"], "ESP-NOW works at 2.4 GHz: its region is NONE, not EU868_G1"),
+        (
+            ["--radio", "espnow", "--channel", "6"],
+            "ESP-NOW works at 2.4 GHz: its region is NONE, not EU868_G1",
+        ),
         (["--queue-capacity", "65"], "queue_capacity is 65, expected an integer in 1..64"),
         (["--sync-word", "256"], "sync_word is 256, expected an integer in 0..255"),
     ],

@@ -61,7 +61,10 @@ def test_dry_run_shows_every_command_in_order_and_runs_none(firmware: Path, imag
     ]
     json_copy, main_copy, reset = commands(done.stdout)[4:]
     assert json_copy.startswith(f"{mpremote} fs cp ") and json_copy.endswith("/dongle.json :dongle.json")
-    assert (main_copy, reset) == (f"{mpremote} fs cp {firmware / 'dongle_main.py'} :main.py", f"{mpremote} reset")
+    assert (main_copy, reset) == (
+        f"{mpremote} fs cp {firmware / 'dongle_main.py'} :main.py",
+        f"{mpremote} reset",
+    )
     assert done.stdout.splitlines()[-1].startswith("flash-dongle: done: ")
 
 
@@ -69,7 +72,9 @@ def test_dry_run_shows_every_command_in_order_and_runs_none(firmware: Path, imag
     ("chip", "offset"),
     [("esp32", "0x1000"), ("esp32s2", "0x1000"), ("esp32s3", "0x0"), ("esp32c3", "0x0"), ("esp32c6", "0x0")],
 )
-def test_the_image_goes_at_the_chip_familys_offset(chip: str, offset: str, firmware: Path, image: Path) -> None:
+def test_the_image_goes_at_the_chip_familys_offset(
+    chip: str, offset: str, firmware: Path, image: Path
+) -> None:
     done = script(
         "flash_dongle", "--port", "/dev/ttyUSB7", "--profile", str(ESP32_ESPNOW), "--chip", chip,
         "--firmware", str(image), "--source", str(firmware), "--dry-run",
@@ -104,7 +109,9 @@ def test_flashing_copies_the_image_its_dongle_json_and_main_py_onto_the_board(
     tmp_path: Path, firmware: Path
 ) -> None:
     with virtual_board(tmp_path / "flash", {"main.py": b"old firmware"}) as board:
-        done = script("flash_dongle", "--port", board.port, "--profile", str(ESP32_ESPNOW), "--source", str(firmware))
+        done = script(
+            "flash_dongle", "--port", board.port, "--profile", str(ESP32_ESPNOW), "--source", str(firmware)
+        )
         on_board = board.files()
     assert done.returncode == 0, done.stdout + done.stderr
     expected = {name: (firmware / name).read_bytes() for name in DONGLE.files}
@@ -143,7 +150,9 @@ def test_esptool_failing_on_a_port_that_is_no_esp32_is_one_line_and_nothing_is_c
 
 def test_mpremote_failing_is_one_line(firmware: Path, tmp_path: Path) -> None:
     missing = str(tmp_path / "ttyUSB-unplugged")
-    done = script("flash_dongle", "--port", missing, "--profile", str(ESP32_ESPNOW), "--source", str(firmware))
+    done = script(
+        "flash_dongle", "--port", missing, "--profile", str(ESP32_ESPNOW), "--source", str(firmware)
+    )
     assert done.returncode == 1
     assert one_line(done.stderr) == (
         f"flash-dongle: copy {len(DONGLE.files)} firmware files: mpremote failed: "
@@ -164,7 +173,9 @@ def test_a_profile_over_the_regions_limits_is_refused_before_any_step(tmp_path: 
 
 def test_missing_firmware_files_are_named_before_any_step(tmp_path: Path, firmware: Path) -> None:
     (firmware / "dongle.py").unlink()
-    done = script("flash_dongle", "--port", "/dev/ttyUSB7", "--profile", str(HELTEC_EU868), "--source", str(firmware))
+    done = script(
+        "flash_dongle", "--port", "/dev/ttyUSB7", "--profile", str(HELTEC_EU868), "--source", str(firmware)
+    )
     assert done.returncode == 1
     assert one_line(done.stderr) == (
         f"flash-dongle: {firmware} is missing dongle.py of the dongle firmware: "

@@ -21,7 +21,9 @@ def test_files_copied_with_mpremote_land_on_its_flash(tmp_path: Path) -> None:
     with virtual_board(tmp_path / "flash", {"old.txt": b"was here"}) as board:
         copied = mpremote(board.port, "fs", "cp", str(source), ":hello.py")
         listed = mpremote(board.port, "fs", "ls")
-        imported = mpremote(board.port, "exec", "import hello, os; print(hello.GREETING, sorted(os.listdir('/')))")
+        imported = mpremote(
+            board.port, "exec", "import hello, os; print(hello.GREETING, sorted(os.listdir('/')))"
+        )
         mirrored = board.files()
     assert copied.returncode == 0, copied.stderr
     assert mirrored == {"hello.py": source.read_bytes(), "old.txt": b"was here"}

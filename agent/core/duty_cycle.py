@@ -321,7 +321,8 @@ EU868_G2 = Region(
     869.2e6,
     0.001,
     None,
-    "ETSI EN 300 220-2 V3.2.1 band N, ERC Rec 70-03 Annex 1 band h1.5 (25 mW e.r.p.); LoRaWAN RP002 EU863-870",
+    "ETSI EN 300 220-2 V3.2.1 band N, ERC Rec 70-03 Annex 1 band h1.5 (25 mW e.r.p.); "
+    "LoRaWAN RP002 EU863-870",
     14.0,
 )
 EU868_G3 = Region(

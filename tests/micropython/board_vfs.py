@@ -6,6 +6,7 @@
 # VFS that renumbers each OSError, mounted at "/" in place of the port's root.
 import errno
 import os
+
 import vfs
 
 # WASI errno -> MicroPython's (numbers where the port's errno module has no name).
@@ -34,7 +35,7 @@ def _call(fn, *args):
     try:
         return fn(*args)
     except OSError as e:
-        raise OSError(RENUMBER.get(e.errno, e.errno))
+        raise OSError(RENUMBER.get(e.errno, e.errno)) from None
 
 
 class Flash:
