@@ -1,4 +1,4 @@
-"""A dongle's settings (``dongle.json``), its board profile (``hw_configs/dongle-*.toml``), and the
+"""A dongle's settings (``dongle.json``), its board profile (``hw_configs/dongles/*.toml``), and the
 checks both pass before anything is written to a board.
 
 ``dongle.json`` is one JSON object on the dongle's flash, read by its firmware at boot::
@@ -189,7 +189,7 @@ def load_profile(path: Path) -> Profile:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise DongleConfigError(f"{where}: no such profile (see hw_configs/dongle-*.toml)") from None
+        raise DongleConfigError(f"{where}: no such profile (see hw_configs/dongles/*.toml)") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise DongleConfigError(f"{where}: not a readable TOML profile: {e}") from None
     for table in data:

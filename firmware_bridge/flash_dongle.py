@@ -44,12 +44,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scripts/flash-dongle",
         description="Flash MicroPython (optional) and the presence-agent dongle firmware onto an ESP32 "
-        "radio dongle, configured by a hw_configs/dongle-*.toml profile.",
+        "radio dongle, configured by a hw_configs/dongles/*.toml profile.",
         epilog="Tested against a virtual MicroPython board (mpremote steps) and by its esptool "
         "command lines in --dry-run; see hw_configs/README.md.",
     )
     p.add_argument("--port", required=True, help="the dongle's serial port (e.g. /dev/ttyUSB0)")
-    p.add_argument("--profile", required=True, type=Path, help="hw_configs/dongle-BOARD-REGION.toml")
+    p.add_argument("--profile", required=True, type=Path, help="hw_configs/dongles/BOARD-REGION.toml")
     p.add_argument(
         "--chip", choices=sorted(CHIP_OFFSETS), help="esptool's chip family (default: the profile's)"
     )
