@@ -35,6 +35,9 @@ stacks name them: g1 868.0-868.6 MHz 1 %, g2 868.7-869.2 MHz 0.1 % (its own band
 220-2 V3.2.1, as LoRaMac-node PR 750 notes), g3 869.4-869.65 MHz 10 %; US902-928 (FCC part
 15.247 as LoRaWAN's US915 applies it): no duty cycle, 400 ms dwell per transmission; and ``NONE``
 for ESP-NOW at 2.4 GHz, where EN 300 328 asks for listen-before-talk rather than a duty cycle.
+Each also gives the most transmit power a radio may be set to (``max_tx_power_dbm``): 25 mW
+e.r.p. (14 dBm) in g1 and g2 and 500 mW (27 dBm) in g3 (ERC 70-03 Annex 1 bands h1.4-h1.6), 1 W
+conducted (30 dBm) in US915 (FCC 15.247(b)(3)), 100 mW e.i.r.p. (20 dBm) at 2.4 GHz (EN 300 328).
 
 **Presence share** (:class:`SharedAllowance`): presence traffic gets ``share`` (default half, as
 Meshtastic gives NodeInfo) of the allowance, in a ledger of its own beside the whole one; a presence
@@ -285,8 +288,12 @@ class Region:
     high_hz: float | None
     duty_cycle: float
     dwell: float | None
-    #: Where the figure comes from.
+    #: Where the figures come from.
     source: str
+    #: The most transmit power a radio may be set to here (dBm), for an antenna without gain:
+    #: EU868's limits are e.r.p. (relative to a dipole), US915's is FCC's conducted limit, the
+    #: 2.4 GHz band's is e.i.r.p. An antenna with gain takes its gain off this figure.
+    max_tx_power_dbm: float | None = None
 
     def ledger(self, window: float = DUTY_CYCLE_WINDOW) -> DutyCycle:
         """A fresh :class:`DutyCycle` for one transmitter in this band."""
@@ -305,10 +312,18 @@ EU868_G1 = Region(
     868.6e6,
     0.01,
     None,
-    "ERC Rec 70-03 Annex 1, ETSI EN 300 220-2; LoRaWAN RP002 EU863-870",
+    "ERC Rec 70-03 Annex 1 band h1.4 (25 mW e.r.p.), ETSI EN 300 220-2; LoRaWAN RP002 EU863-870",
+    14.0,
 )
 EU868_G2 = Region(
-    "EU868 g2", 868.7e6, 869.2e6, 0.001, None, "ETSI EN 300 220-2 V3.2.1 band N; LoRaWAN RP002 EU863-870"
+    "EU868 g2",
+    868.7e6,
+    869.2e6,
+    0.001,
+    None,
+    "ETSI EN 300 220-2 V3.2.1 band N, ERC Rec 70-03 Annex 1 band h1.5 (25 mW e.r.p.); "
+    "LoRaWAN RP002 EU863-870",
+    14.0,
 )
 EU868_G3 = Region(
     "EU868 g3",
@@ -316,11 +331,26 @@ EU868_G3 = Region(
     869.65e6,
     0.10,
     None,
-    "ERC Rec 70-03 Annex 1, ETSI EN 300 220-2; LoRaWAN RP002 EU863-870",
+    "ERC Rec 70-03 Annex 1 band h1.6 (500 mW e.r.p.), ETSI EN 300 220-2; LoRaWAN RP002 EU863-870",
+    27.0,
 )
-US915 = Region("US915", 902.0e6, 928.0e6, 1.0, 0.4, "FCC 47 CFR 15.247 as LoRaWAN RP002 US902-928 applies it")
+US915 = Region(
+    "US915",
+    902.0e6,
+    928.0e6,
+    1.0,
+    0.4,
+    "FCC 47 CFR 15.247 (1 W conducted, (b)(3)) as LoRaWAN RP002 US902-928 applies it",
+    30.0,
+)
 NONE = Region(
-    "none", None, None, 1.0, None, "ESP-NOW at 2.4 GHz: ETSI EN 300 328 asks for LBT, not a duty cycle"
+    "none",
+    None,
+    None,
+    1.0,
+    None,
+    "ESP-NOW at 2.4 GHz: ETSI EN 300 328 asks for LBT, not a duty cycle, and 100 mW e.i.r.p.",
+    20.0,
 )
 
 #: Every region by name: the one table of regulatory limits.
