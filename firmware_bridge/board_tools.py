@@ -163,6 +163,10 @@ def mpremote_mip(port: str, packages: Sequence[str]) -> Step:
     )
 
 
+def mpremote_rtc_set(port: str) -> Step:
+    return Step(f"set the board's clock on {port} from this host's", _mpremote(port, "rtc", "--set"))
+
+
 def mpremote_reset(port: str) -> Step:
     return Step(f"reset the board on {port} so it boots with them", _mpremote(port, "reset"))
 
