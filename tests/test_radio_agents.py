@@ -5,9 +5,9 @@ Four runtime agents (agent.runtime.agent.Agent) in a line 2.5 km apart at SF7/12
 Each agent's RadioTransport opens its dongle by path through the production driver; behind each
 path an emulated dongle (agent.sim.dongles) runs the firmware's own core on one simulated
 channel, under EU868 g3's 10 % duty cycle. What is checked: the agents converge to one graph of
-Radio connections with distances; a metadata change crosses the three hops; garbage and a reset
-mid-frame on a dongle's serial line are skipped, counted by the host, and change nothing; no
-emulated transmitter ever exceeds its allowance (the channel would have refused it).
+Radio connections with distances; a metadata change crosses the three hops; no emulated
+transmitter ever exceeds its allowance (the channel would have refused it). Garbage and resets
+mid-frame are tests/test_dongle_driver.py's and tests/test_dongle_emulator.py's.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+import pytest
 
 from agent.core.airtime import LoRaModulation
 from agent.core.duty_cycle import EU868_G3
@@ -48,15 +50,6 @@ def keys(agent: Agent) -> set[str]:
     return {p.peer_key_string for p in agent.engine.graph(agent.now()).peers()}
 
 
-#: The host decoder's counters of frames it dropped (docs/SERIAL_PROTOCOL.md, "Receiving").
-DROPS = ("bad_crc", "bad_escape", "runt", "oversize", "unknown_type", "malformed", "dropped_idle")
-
-
-def dropped(agent: Agent) -> int:
-    stats = agent.stats()
-    return sum(stats.get(f"transport.radio.serial.{name}", 0) for name in DROPS)
-
-
 def metadata_of(viewer: Agent, subject: Agent) -> object:
     peer = next(
         (
@@ -69,8 +62,19 @@ def metadata_of(viewer: Agent, subject: Agent) -> object:
     return None if peer is None else dict(peer.peer_metadata)
 
 
+def test_two_radio_agents_over_emulated_dongles_converge_and_share_a_change(tmp_path: Path) -> None:
+    run_line(tmp_path, LINE[:2])
+
+
+@pytest.mark.slow  # about 75 s on 2 cores: the four agents forming over SF7; scripts/soak runs it
 def test_radio_only_agents_on_a_line_converge_and_a_change_crosses_three_hops(tmp_path: Path) -> None:
-    medium = RadioMedium(LINE, RadioConfig.lora(LoRaModulation()), seed=5, region=EU868_G3)
+    run_line(tmp_path, LINE)
+
+
+def run_line(tmp_path: Path, line: list[tuple[float, float]]) -> None:
+    """Agents on ``line``: they converge, the far end's change reaches the near end, the channel
+    never refuses a frame."""
+    medium = RadioMedium(line, RadioConfig.lora(LoRaModulation()), seed=5, region=EU868_G3)
 
     async def scenario() -> None:
         agents = [
@@ -87,28 +91,20 @@ def test_radio_only_agents_on_a_line_converge_and_a_change_crosses_three_hops(tm
         try:
             everyone = {a.peer_key_string for a in agents}
             started = asyncio.get_running_loop().time()
-            await eventually(lambda: all(keys(a) == everyone for a in agents), "four graphs of four")
-            print(f"\nfour radio agents converged in {asyncio.get_running_loop().time() - started:.1f} s")
+            await eventually(lambda: all(keys(a) == everyone for a in agents), "every graph complete")
+            formed = asyncio.get_running_loop().time() - started
+            print(f"\n{len(agents)} radio agents converged in {formed:.1f} s")
             graph = agents[0].engine.graph(agents[0].now())
             assert {c.connection_type for c in graph.connections()} == {ConnectionType.RADIO}
             assert all(c.approximate_distance_in_meters for c in graph.connections())
-            far = next(p for p in graph.peers() if p.peer_key_string == agents[3].peer_key_string)
-            assert far.hops == 3
-
-            # Garbage, then a dongle reset mid-frame (half a frame, boot noise, a fresh core), on
-            # pi1's serial line: skipped and counted by the host, and the mesh goes on.
-            emulator.inject(1, b"\x00\x01garbage\xc0")
-            emulator.reset(1)
-            await eventually(
-                lambda: dropped(agents[1]) >= 2, "the garbage and the cut frame dropped, counted"
-            )
+            far = next(p for p in graph.peers() if p.peer_key_string == agents[-1].peer_key_string)
+            assert far.hops == len(line) - 1
 
             changed = asyncio.get_running_loop().time()
             agents[0].presence.set_peer_metadata({"role": "gateway"})
-            await eventually(lambda: metadata_of(agents[3], agents[0]) == {"role": "gateway"}, "three hops")
-            print(
-                f"a metadata change crossed three hops in {asyncio.get_running_loop().time() - changed:.1f} s"
-            )
+            await eventually(lambda: metadata_of(agents[-1], agents[0]) == {"role": "gateway"}, "the far end")
+            took = asyncio.get_running_loop().time() - changed
+            print(f"a metadata change crossed {len(agents) - 1} hop(s) in {took:.1f} s")
             assert all(keys(a) == everyone for a in agents)  # nobody left while that went on
         finally:
             for agent in agents:
@@ -117,7 +113,7 @@ def test_radio_only_agents_on_a_line_converge_and_a_change_crosses_three_hops(tm
     with DongleEmulator(medium, tmp_path / "dev") as emulator:
         asyncio.run(scenario())
         assert emulator.crash is None
-        for node in range(len(LINE)):
+        for node in range(len(line)):
             stats = emulator.stats(node)
             print(f"dongle {node}: {stats}")
             assert stats["medium_refused"] == 0  # the channel never met a frame beyond the 1 %
