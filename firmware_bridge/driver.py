@@ -31,6 +31,16 @@ moment its airtime (``airtime(len)``, set by the owner) would have ended behind 
 it. When TX waits, no TX is outstanding and no CREDIT came for :data:`RESYNC_AFTER` seconds
 (CREDITs lost on the wire), a HELLO asks the dongle for a fresh CREDIT (``credit_resync``).
 
+**A dongle that rebooted** behind a USB-serial bridge (watchdog, brown-out: the port stays) is
+back at its ``dongle.json`` settings with an empty queue. Boot noise or a damaged frame while up, an
+INFO nobody asked for, a lost TX, and every :data:`CONFIG_CHECK_INTERVAL` seconds anyway, the driver
+reads the configuration back (CONFIG_GET, :data:`REBOOT_SETTLE` seconds after the evidence, past the
+firmware's boot window); fields that differ from what was configured are set again and checked by
+echo (``reconfigured``, one warning naming the port and the fields). An echo that still differs
+closes the driver as unplugged, so the owner opens the port afresh. Each read is counted
+(``config_checked``); an unanswered one (``config_check_unanswered``) is left to the lost-TX and
+port checks.
+
 **Receiving.** RX goes to ``listener.received``; STATUS is kept as :attr:`status`; LOG lines go to
 this module's logger with the port's name, at most :data:`LOG_RATE` a second (bursts of
 :data:`LOG_BURST`; the rest ``log_suppressed``), control characters shown as U+FFFD. Everything
@@ -61,6 +71,7 @@ from firmware_bridge.ports import open_serial
 from firmware_bridge.protocol import (
     FEND,
     Config,
+    ConfigGet,
     ConfigSet,
     Credit,
     Credits,
@@ -71,7 +82,9 @@ from firmware_bridge.protocol import (
     LogLevel,
     Message,
     Nak,
+    NakReason,
     OtherVersion,
+    ProtocolError,
     Received,
     Rx,
     Status,
@@ -110,6 +123,13 @@ MAX_UNSENT: Final = 16 * MAX_WIRE_FRAME
 TICK: Final = 0.25
 #: TX waiting without credit, nothing outstanding and no CREDIT this long (s): ask with a HELLO.
 RESYNC_AFTER: Final = 2.0
+#: An up dongle's configuration is read back this often (s) even without evidence of a reboot.
+CONFIG_CHECK_INTERVAL: Final = 60.0
+#: After evidence of a reboot, the configuration is read back this much later (s): past the boot
+#: window in which the firmware still takes a 0x03 byte as Ctrl-C (dongle_main's BOOT_WINDOW_MS).
+REBOOT_SETTLE: Final = 2.0
+#: What the decoder counts when a dongle's boot noise or a frame cut by a reset arrives.
+_REBOOT_EVIDENCE: Final = frozenset({"garbage_bytes", "bad_crc", "bad_escape", "runt", "dropped_idle"})
 #: LOG lines shown per second per dongle, and in one burst.
 LOG_RATE: Final = 5.0
 LOG_BURST: Final = 20
@@ -149,6 +169,10 @@ class DongleListener(Protocol):
         """The port went away after the dongle was up (called once); the driver is closed."""
         ...
 
+    def refused(self, reason: NakReason, wait: float) -> None:
+        """The dongle refused a TX (NAK ``reason``); it could succeed in ``wait`` seconds (0: unknown)."""
+        ...
+
     def count(self, name: str, n: int = 1) -> None:
         """Count a driver or decoder event (``tx_lost``, ``serial.bad_crc``, ...)."""
         ...
@@ -176,6 +200,10 @@ class DongleDriver:
         self.info: Info | None = None
         #: The configuration in force, as the dongle echoed it.
         self.config: Config | None = None
+        #: What the owner asked for at open (set again when a reboot undid it).
+        self._asked: ConfigSet | None = None
+        self._check: asyncio.Task[None] | None = None
+        self._next_check = 0.0
         #: The latest STATUS the dongle sent.
         self.status: Status | None = None
         self._queue_limit = queue_limit
@@ -222,13 +250,14 @@ class DongleDriver:
             self._loop.add_reader(self._fd, self._readable)
             self._schedule_tick()
             self.info = await self._detect()
-            asked = configure(self.info)
-            self.config = await self._configure(asked)
+            self._asked = configure(self.info)
+            self.config = await self._configure(self._asked)
         except BaseException:
             self.close()
             raise
         self._up = True
         self._last_credit = self._loop.time()
+        self._next_check = self._last_credit + CONFIG_CHECK_INTERVAL
         self._pump_tx()
         return self.info
 
@@ -240,6 +269,8 @@ class DongleDriver:
         for handle in (self._idle, self._tick):
             if handle is not None:
                 handle.cancel()
+        if self._check is not None:
+            self._check.cancel()
         if self._loop is not None and self._fd >= 0:
             self._loop.remove_reader(self._fd)
             self._loop.remove_writer(self._fd)
@@ -435,6 +466,7 @@ class DongleDriver:
                 self._count("tx_done")
             else:
                 self._count(f"tx_nak.{message.reason.name.lower()}")
+                self.listener.refused(message.reason, message.wait_ms / 1000)
         elif isinstance(message, Status):
             self.status = message
             self._count("status")
@@ -442,6 +474,8 @@ class DongleDriver:
             self._log(message)
         elif isinstance(message, Info | OtherVersion | Config):
             self._count("answer_unexpected")  # a late answer, or one to a credit resync
+            if isinstance(message, Info):
+                self._suspect_reboot()
         else:  # a frame only a host sends
             self._count("frame_unexpected")
 
@@ -460,6 +494,8 @@ class DongleDriver:
             if delta:
                 self._decoder_seen[name] = value
                 self.listener.count(f"serial.{name}", delta)
+                if name in _REBOOT_EVIDENCE:
+                    self._suspect_reboot()
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -478,12 +514,61 @@ class DongleDriver:
         for seq in [s for s, deadline in self._outstanding.items() if now > deadline]:
             del self._outstanding[seq]
             self._count("tx_lost")
+            self._suspect_reboot()
+        if self.is_up and now >= self._next_check:
+            self._start_check(0.0)
         stalled = self.is_up and self._queue and not self._outstanding and not self.credits.can_send()
         if stalled and now - self._last_credit > RESYNC_AFTER:
             self._last_credit = now  # one HELLO per RESYNC_AFTER, not one per tick
             self._count("credit_resync")
             self._send(Hello())
         self._schedule_tick()
+
+    # ------------------------------------------------------------------ a dongle that rebooted
+
+    def _suspect_reboot(self) -> None:
+        if self.is_up:
+            self._start_check(REBOOT_SETTLE)
+
+    def _start_check(self, delay: float) -> None:
+        assert self._loop is not None
+        if self._check is None or self._check.done():
+            self._next_check = self._loop.time() + CONFIG_CHECK_INTERVAL
+            self._check = self._loop.create_task(self._check_config(delay))
+
+    async def _check_config(self, delay: float) -> None:
+        """Read the configuration back; set again what a reboot undid (see the module docstring)."""
+        assert self._asked is not None
+        await asyncio.sleep(delay)
+        if not self.is_up or self._waiter is not None:
+            return
+        keys = tuple(key for key, _ in self._asked.fields)
+        try:
+            answer = await self._exchange(ConfigGet(keys), (Config,), 1, CONFIG_TIMEOUT)
+        except DongleLost:
+            return
+        if answer is None:
+            self._count("config_check_unanswered")
+            return
+        self._count("config_checked")
+        assert isinstance(answer.message, Config)
+        in_force = answer.message
+        undone = [(k, v) for k, v in self._asked.fields if in_force.get(k) != v]
+        if not undone:
+            return
+        self._count("reconfigured")
+        log.warning(
+            "%s: the dongle's configuration changed under the agent (did it reboot?): %s; "
+            "configuring it again",
+            self.path,
+            "; ".join(f"{k.name} {in_force.get(k)}, configured {v}" for k, v in undone),
+        )
+        try:
+            self.config = await self._configure(self._asked)
+        except DongleLost:
+            return
+        except (DongleError, ProtocolError) as exc:
+            self._lost(f"could not configure it again: {exc}")
 
     def _lost(self, reason: str) -> None:
         if self._closed:

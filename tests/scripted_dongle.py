@@ -5,7 +5,7 @@ test's directory) to the pty's slave end, and the dongle answers on the master e
 event loop, with the host codec (``firmware_bridge.protocol``). It behaves as the protocol says --
 INFO then CREDIT for every HELLO, the CONFIG echo, one TX at a time taking ``airtime`` seconds,
 then TX_DONE and CREDIT -- unless a test tells it to misbehave: stay silent, speak another version,
-echo other values, refuse the configuration, never answer a TX, or write anything at all. It
+echo other values, refuse the configuration, refuse or never answer a TX, or write anything at all. It
 checks the host too: every TX beyond the credit window it granted is counted in ``overruns``.
 
 ``unplug()`` closes the pty (the host's reads fail) and removes the path; ``replug()`` opens a new
@@ -69,6 +69,8 @@ class Script:
     #: Seconds each TX occupies the air before its TX_DONE.
     airtime: float = 0.005
     answer_tx: bool = True
+    #: Answer every TX with this NAK instead of transmitting it (a dongle out of allowance).
+    nak_tx: Nak | None = None
     send_credits: bool = True
     #: Called with every radio payload transmitted (the air between dongles).
     on_air: Callable[[bytes], None] | None = None
@@ -217,6 +219,10 @@ class ScriptedDongle:
                 fields = tuple((k, script.echo_override.get(k, v)) for k, v in message.fields)
                 self.send(Config(fields), seq)
         elif isinstance(message, Tx):
+            if script.nak_tx is not None:
+                self.send(script.nak_tx, seq)
+                self._credit()
+                return
             if len(self._queue) + self._busy >= script.info.queue_capacity:
                 self.overruns += 1
                 self.send(Nak(NakReason.QUEUE_FULL), seq)

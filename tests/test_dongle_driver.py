@@ -43,6 +43,7 @@ from firmware_bridge.protocol import (
     Hello,
     Log,
     LogLevel,
+    NakReason,
     Rx,
     Tx,
     VersionMismatch,
@@ -61,6 +62,7 @@ class Listener:
     def __init__(self) -> None:
         self.rx: list[Rx] = []
         self.unplugged_because: list[str] = []
+        self.refusals: list[tuple[NakReason, float]] = []
         self.counts: Counter[str] = Counter()
 
     def received(self, rx: Rx) -> None:
@@ -68,6 +70,9 @@ class Listener:
 
     def unplugged(self, reason: str) -> None:
         self.unplugged_because.append(reason)
+
+    def refused(self, reason: NakReason, wait: float) -> None:
+        self.refusals.append((reason, wait))
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n

@@ -1,12 +1,14 @@
 """Emulated dongles (agent.sim.dongles) on real ptys, opened with pyserial by path as a host opens
 /dev/ttyUSB0 and spoken to with the host codec (firmware_bridge.protocol): detection, the CONFIG
 echo, a frame sent on one dongle heard on another in range and not on one out of range, the
-dongle's own duty cycle, unplug and replug at the same path, garbage and a reset mid-frame.
+dongle's own duty cycle, unplug and replug at the same path, garbage and a reset mid-frame, and the
+production driver configuring a dongle again after it rebooted behind the port.
 Every wait polls for its condition with a generous deadline (a loaded 2-core CI machine).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from agent.core.airtime import LoRaModulation
 from agent.core.duty_cycle import EU868_G2
 from agent.sim.dongles import DongleEmulator
 from agent.sim.radio import RadioConfig, RadioMedium
+from firmware_bridge.driver import DongleDriver
 from firmware_bridge.protocol import (
     Config,
     ConfigKey,
@@ -213,3 +216,60 @@ def test_a_reset_mid_frame_resynchronises_and_the_dongle_boots_again(
     dropped = port.decoder.stats
     assert dropped["bad_crc"] + dropped["bad_escape"] + dropped["garbage_bytes"] > 0
     assert emulator.stats(2)["boots"] == 2
+
+
+class Listener:
+    """The driver's owner in the reboot test: what it heard and counted."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.unplugged_for: str | None = None
+
+    def received(self, rx: Rx) -> None:
+        pass
+
+    def unplugged(self, reason: str) -> None:
+        self.unplugged_for = reason
+
+    def refused(self, reason: NakReason, wait: float) -> None:
+        pass
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {DEADLINE:.0f} s"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("flashed_power", [10, 14], ids=["dongle.json-differs", "dongle.json-agrees"])
+def test_a_dongle_that_reboots_under_the_driver_is_read_back_and_configured_again(
+    tmp_path: Path, flashed_power: int
+) -> None:
+    # The dongle's flash says TX power `flashed_power`; the agent configures 14 dBm. A reboot behind
+    # a USB-serial bridge keeps the port and loses the agent's configuration.
+    medium = RadioMedium([(0, 0), (100, 0)])
+    asked = DEFAULT_CONFIG
+
+    async def scenario(emulator: DongleEmulator) -> None:
+        listener = Listener()
+        driver = DongleDriver(emulator.path(0), listener)
+        await driver.open(lambda _info: asked)
+        try:
+            assert emulator.config_in_force(0)[ConfigKey.TX_POWER_DBM] == 14
+            emulator.reset(0)
+            await _until(lambda: driver.stats["config_checked"] >= 1, "configuration read back")
+            await _until(lambda: emulator.config_in_force(0)[ConfigKey.TX_POWER_DBM] == 14, "14 dBm again")
+            assert driver.stats["reconfigured"] == (1 if flashed_power != 14 else 0)
+            assert driver.is_up and listener.unplugged_for is None
+            before = driver.stats["tx_done"]
+            assert driver.send(b"after the reboot")
+            await _until(lambda: driver.stats["tx_done"] > before, "TX_DONE after the reboot")
+        finally:
+            driver.close()
+
+    with DongleEmulator(medium, tmp_path / "dev", settings={"tx_power_dbm": flashed_power}) as emulator:
+        asyncio.run(scenario(emulator))

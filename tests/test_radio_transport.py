@@ -26,7 +26,7 @@ from agent.core.records import ConnectionType
 from agent.runtime.agent import Agent
 from agent.transports.radio import REPLUG_POLL, RadioSettingsError, RadioTransport, configuration, medium_for
 from agent.transports.radio_settings import REGION_SETTINGS, RadioSettings
-from firmware_bridge.protocol import ConfigKey, Hello, Info, RadioKind, RegionCode
+from firmware_bridge.protocol import ConfigKey, Hello, Info, Nak, NakReason, RadioKind, RegionCode, Tx
 
 T = TypeVar("T")
 
@@ -208,6 +208,28 @@ def test_an_unplugged_dongle_takes_its_interface_down_and_a_replugged_one_is_bac
                 await agent.close()
             for dongle in dongles:
                 dongle.unplug()
+
+    asyncio.run(scenario())
+
+
+def test_a_duty_cycle_refusal_from_the_dongle_pauses_the_interface_for_the_wait_it_names(
+    tmp_path: Path,
+) -> None:
+    # The dongle's own ledger says it is out of allowance for 5 s (it counted what it sent before
+    # this agent started): the engine must not keep sending frames it will refuse.
+    async def scenario() -> None:
+        dongle = ScriptedDongle(tmp_path / "ttyUSB0", Script(nak_tx=Nak(NakReason.DUTY_CYCLE, 5000))).plug()
+        agent = Agent(state_dir=tmp_path / "a", transports=[radio(dongle.path)], control_socket=False)
+        await agent.start()
+        try:
+            await eventually(lambda: agent.stats().get("interfaces.duty_cycle_refused"), "the refusal")
+            refused_at = len([f for f in dongle.frames if isinstance(f, Tx)])
+            await asyncio.sleep(3.0)  # keepalives every 0.5 s would have gone meanwhile
+            assert len([f for f in dongle.frames if isinstance(f, Tx)]) == refused_at
+            assert agent.stats()["transport.radio.tx_nak.duty_cycle"] == refused_at
+        finally:
+            await agent.close()
+            dongle.unplug()
 
     asyncio.run(scenario())
 

@@ -76,9 +76,12 @@ from agent.core.limits import (
 from agent.core.link import Link
 from agent.core.linkspec import LinkSpec
 from agent.core.medium import (
+    DEFAULT_REFUSAL_PAUSE,
     EVERYONE,
+    MAX_BUDGETS_KEPT,
     MEDIUM_HEADER_BYTES,
     SHORT_ID_BYTES,
+    AirtimeBudget,
     Interface,
     InterfaceId,
     MediumLink,
@@ -241,6 +244,8 @@ class Engine:
         # id on them, and the SNR of the medium frame being handled (for its rebroadcast delay).
         self._interfaces: dict[InterfaceId, Interface] = {}
         self._pending_interfaces: dict[Interface, None] = {}
+        # The budgets of interfaces that went down, for their return (bounded, oldest out).
+        self._budgets_kept: dict[InterfaceId, AirtimeBudget] = {}
         self._short_id = self.peer_id[:SHORT_ID_BYTES]
         self._heard_snr: float | None = None
         # New peers' records refused for want of room (bounded, oldest out), tried again when
@@ -332,7 +337,9 @@ class Engine:
         if spec.mtu < MIN_LINK_MTU:
             raise ValueError(f"medium MTU {spec.mtu} leaves link frames below {MIN_LINK_MTU} bytes")
         self._tick(now)
-        medium = Interface(interface, spec, now, self.config.flood_delay)
+        kept = self._budgets_kept.pop(interface, None)
+        budget = kept if kept is not None and kept.spec == spec else None
+        medium = Interface(interface, spec, now, self.config.flood_delay, budget)
         self._interfaces[interface] = medium
         self._own.slow_links_down(spec.keepalive_interval / 2)
         self.stats["interfaces.up"] += 1
@@ -345,10 +352,23 @@ class Engine:
         medium = self._interfaces.pop(interface, None)
         if medium is None:
             return
+        self._budgets_kept[interface] = medium.budget
+        while len(self._budgets_kept) > MAX_BUDGETS_KEPT:
+            del self._budgets_kept[next(iter(self._budgets_kept))]
         self._pending_interfaces.pop(medium, None)
         for state in list(medium.neighbours.values()):
             self.link_down(state.id, now)
         medium.neighbours.clear()
+
+    def interface_refused(self, interface: InterfaceId, wait: float, now: float) -> None:
+        """The transmitter refused a frame for its duty cycle and can send again in ``wait`` seconds
+        (0: it did not say): the interface sends nothing before then. The refused frame is lost,
+        as on the air; what matters is sent again by the usual timers."""
+        medium = self._interfaces.get(interface)
+        if medium is None:
+            return
+        medium.budget.pause_until(now + (wait if wait > 0 else DEFAULT_REFUSAL_PAUSE))
+        self.stats["interfaces.duty_cycle_refused"] += 1
 
     def receive_on(
         self,

@@ -174,9 +174,10 @@ class AirtimeBudget:
     every link on the interface, for the rest of the window).
     """
 
-    __slots__ = ("general", "model", "presence")
+    __slots__ = ("general", "model", "presence", "spec")
 
     def __init__(self, spec: MediumSpec) -> None:
+        self.spec = spec
         self.model = spec.airtime
         presence = spec.allowance * spec.presence_share
         keepalives = spec.airtime.airtime(SUMMARY_FRAME_BYTES) / spec.keepalive_interval
@@ -213,6 +214,12 @@ class AirtimeBudget:
         """Seconds of airtime in the window ending ``now``."""
         return self.presence.used(now)
 
+    def pause_until(self, until: float) -> None:
+        """Send nothing before ``until``: the transmitter itself refused a frame for its duty cycle
+        (a dongle's ledger can be stricter than ours: it counts what it sent before we knew it)."""
+        self.presence.mark_busy(until)
+        self.general.mark_busy(until)
+
 
 #: Rebroadcast copies counted at most (beyond, only records still queued are kept).
 MAX_COPIES_TRACKED: Final = 1024
@@ -221,15 +228,28 @@ MAX_COPIES_TRACKED: Final = 1024
 MAX_REFUSED: Final = 256
 #: A refused neighbour is not handshaken with again for this many keepalives.
 REFUSED_KEEPALIVES: Final = 10
+#: Budgets of interfaces that went down, kept for their return (a replugged dongle must not get a
+#: fresh allowance: the duty cycle is the transmitter's over the hour), oldest out.
+MAX_BUDGETS_KEPT: Final = 16
+#: A duty-cycle refusal that names no wait pauses the interface this long (s).
+DEFAULT_REFUSAL_PAUSE: Final = 1.0
 
 
 class Interface:
     """One broadcast interface's state: its neighbours, broadcast queue and shared budget."""
 
-    def __init__(self, interface: InterfaceId, spec: MediumSpec, now: float, flood_delay: float) -> None:
+    def __init__(
+        self,
+        interface: InterfaceId,
+        spec: MediumSpec,
+        now: float,
+        flood_delay: float,
+        budget: AirtimeBudget | None = None,
+    ) -> None:
         self.id = interface
         self.spec = spec
-        self.budget = AirtimeBudget(spec)
+        #: ``budget``: the one the interface had before it went down, when it comes back unchanged.
+        self.budget = budget if budget is not None else AirtimeBudget(spec)
         self.outbox = Outbox(LinkSpec(spec.connection_type, mtu=spec.mtu), now, flood_delay, self.budget)
         self.broadcast = Broadcast(interface)
         #: Neighbours by short id (their links live in the engine's table too).

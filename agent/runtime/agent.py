@@ -316,6 +316,12 @@ class Agent:
         self.engine.interface_down(interface, self.now())
         self._pump()
 
+    def interface_refused(self, interface: InterfaceId, wait: float) -> None:
+        if self._closed:
+            return
+        self.engine.interface_refused(interface, wait, self.now())
+        self._pump()
+
     def receive_on(
         self, interface: InterfaceId, frame: bytes, rssi: float | None = None, snr: float | None = None
     ) -> None:

@@ -40,6 +40,11 @@ class LinkHost(Protocol):
 
     def interface_down(self, interface: InterfaceId) -> None: ...
 
+    def interface_refused(self, interface: InterfaceId, wait: float) -> None:
+        """The interface's transmitter refused a frame for its duty cycle; it can send again in
+        ``wait`` seconds (0: unknown). The engine sends nothing on it until then."""
+        ...
+
     def receive_on(
         self, interface: InterfaceId, frame: bytes, rssi: float | None = None, snr: float | None = None
     ) -> None:

@@ -56,6 +56,7 @@ from firmware_bridge.protocol import (
     ConfigKey,
     ConfigSet,
     Info,
+    NakReason,
     ProtocolError,
     RadioKind,
     Rx,
@@ -196,6 +197,12 @@ class _Dongle:
             reason,
         )
         self.gone.set()
+
+    def refused(self, reason: NakReason, wait: float) -> None:
+        # Only the duty cycle says something about the air: a full queue frees up with the next
+        # TX_DONE, and a frame too long is the engine's bug (it is counted either way).
+        if reason is NakReason.DUTY_CYCLE:
+            self.transport.host.interface_refused(self.interface, wait)
 
     def count(self, name: str, n: int = 1) -> None:
         self.transport.host.count(f"radio.{name}", n)

@@ -1,0 +1,77 @@
+"""A broadcast interface's airtime budget belongs to the transmitter, not to one session of it.
+
+The engine (agent.core.engine) on one LoRa interface at EU868 g1's 1 %: a duty-cycle refusal from
+the dongle (its own ledger may know transmissions ours does not) pauses everything on the
+interface until the dongle's wait is over; an interface that goes down and comes back with the
+same medium (a dongle replugged) keeps the airtime it had spent, so replugging never buys a fresh
+allowance; one that comes back with another medium starts a budget of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from test_engine import NOW, make_node
+
+from agent.core.airtime import LoRaModulation
+from agent.core.medium import AirtimeBudget, Broadcast, MediumSpec
+
+SPEC = MediumSpec(LoRaModulation(), keepalive_interval=60.0, dead_interval=180.0)
+RADIO = "radio:/dev/ttyUSB0"
+
+
+def broadcasts_between(engine: object, start: float, end: float, step: float = 0.25) -> list[float]:
+    """Drive ``engine``'s timers from ``start`` to ``end``; when it put a frame on the interface."""
+    sent: list[float] = []
+    now = start
+    while now <= end:
+        engine.handle_timer(now)  # type: ignore[attr-defined]
+        for link, _frame in engine.datagrams_to_send(now):  # type: ignore[attr-defined]
+            if link == Broadcast(RADIO):
+                sent.append(now)
+        now += step
+    return sent
+
+
+def test_a_paused_budget_sends_nothing_before_the_pause_ends() -> None:
+    budget = AirtimeBudget(SPEC)
+    budget.pause_until(NOW + 30)
+    assert not budget.try_take(40, NOW + 29.9)
+    assert not budget.try_keepalive(12, NOW + 29.9)
+    assert budget.ready_at(40, NOW) >= NOW + 30
+    assert budget.try_keepalive(12, NOW + 30)
+
+
+def test_a_duty_cycle_refusal_silences_the_interface_until_the_dongle_can_send() -> None:
+    node = make_node("pi")
+    node.engine.interface_up(RADIO, SPEC, NOW)
+    node.engine.interface_refused(RADIO, 30.0, NOW)
+    sent = broadcasts_between(node.engine, NOW, NOW + 45)
+    assert sent, "the announce goes once the pause is over"
+    assert min(sent) >= NOW + 30
+    assert node.engine.stats["interfaces.duty_cycle_refused"] == 1
+
+
+def test_a_refusal_without_a_wait_pauses_briefly_and_one_on_an_unknown_interface_is_ignored() -> None:
+    node = make_node("pi")
+    node.engine.interface_up(RADIO, SPEC, NOW)
+    node.engine.interface_refused("radio:/dev/gone", 30.0, NOW)
+    node.engine.interface_refused(RADIO, 0.0, NOW)
+    sent = broadcasts_between(node.engine, NOW, NOW + 5)
+    assert sent and min(sent) >= NOW + 1.0
+    assert node.engine.stats["interfaces.duty_cycle_refused"] == 1
+
+
+def test_a_replugged_dongle_keeps_the_airtime_it_spent_and_another_medium_starts_afresh() -> None:
+    node = make_node("pi")
+    node.engine.interface_up(RADIO, SPEC, NOW)
+    broadcasts_between(node.engine, NOW, NOW + 5)  # the first announce
+    spent = node.engine._interfaces[RADIO].budget.used(NOW + 5)
+    assert spent > 0
+    node.engine.interface_down(RADIO, NOW + 6)
+    node.engine.interface_up(RADIO, SPEC, NOW + 7)
+    assert node.engine._interfaces[RADIO].budget.used(NOW + 7) == spent
+    node.engine.interface_down(RADIO, NOW + 8)
+    slower = dataclasses.replace(SPEC, airtime=LoRaModulation(sf=9))
+    node.engine.interface_up(RADIO, slower, NOW + 9)
+    assert node.engine._interfaces[RADIO].budget.used(NOW + 9) == 0
