@@ -828,7 +828,11 @@ def test_metadata_keys_must_be_strings(key: Any) -> None:
         validate_metadata({"outer": {key: 1}})
 
 
-@pytest.mark.parametrize("value", [b"bytes", {1, 2}, object(), 2**64, -(2**63) - 1], ids=repr)
+@pytest.mark.parametrize(
+    "value",
+    [b"bytes", {1, 2}, object(), 2**64, -(2**63) - 1],
+    ids=["bytes", "set", "object", "2**64", "below-int64"],
+)
 def test_metadata_values_must_be_json_data(value: Any) -> None:
     with pytest.raises(MetadataError):
         validate_metadata({"a": value})

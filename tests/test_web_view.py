@@ -190,7 +190,10 @@ def test_the_fleet_page_shows_a_real_mosquitto_fleet(tmp_path: Path, mosquitto: 
         argv += ["--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "fleet-state"), "--timeout", "5"]
         fleet = mesh.spawn("fleet", argv)
         page.goto(view_url(fleet))
-        assert page.locator("#kind").inner_text() == "fleet"
+        # The page says what it shows once its first document arrived (until then: "presence").
+        page.wait_for_function(
+            "() => document.querySelector('#kind').textContent === 'fleet'", timeout=SHOW_MS
+        )
         for name in ("alpha", "beta", "gamma"):
             row(page, name).wait_for(timeout=SHOW_MS)
         # Every agent sees every peer: the table says so, and so does each peer's card.
