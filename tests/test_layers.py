@@ -50,7 +50,8 @@ ALLOWED: Final[Mapping[str, frozenset[str]]] = {
         {"agent.core", "agent.config", "agent.state", "agent.sim", "agent.runtime", "agent.mqtt"}
         | {"agent.web"}
     ),
-    "firmware_bridge": frozenset({"agent.core"}),
+    # provision-node issues a node's certificate from the fleet CA directory, as fleet-ca issue does.
+    "firmware_bridge": frozenset({"agent.core", "agent.state.fleet_ca"}),
     "bench": frozenset(
         {"agent", "agent.core", "agent.api", "agent.state", "agent.sim", "agent.transports", "agent.mqtt"}
         | {"agent.config", "agent.runtime", "agent.cli", "agent.web", "firmware_bridge"}

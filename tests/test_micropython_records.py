@@ -1,13 +1,15 @@
 """The node library's card and links records under real MicroPython, against agent.core.records.
 
 Records signed on MicroPython are byte-identical to ``sign_record``'s for the same key, counter,
-expiry and body, and the host opens and verifies them; host-made records open and verify on
-MicroPython; and every malformed record is refused on MicroPython with the reason the host gives.
-One MicroPython run for the module (see tests/micropython_support.py).
+expiry and body (a fleet member's card with its certificate too), and the host opens and verifies
+them; host-made records open and verify on MicroPython; and every malformed record is refused on
+MicroPython with the reason the host gives. One MicroPython run for the module
+(see tests/micropython_support.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from micropython_support import require_micropython, run_batch
 
 from agent.core import cose
+from agent.core.certs import issue_certificate
 from agent.core.errors import RecordError
 from agent.core.records import (
     Card,
@@ -54,6 +57,17 @@ CARDS: list[tuple[int, int, str, str, str, dict[str, Any]]] = [
     (7, 8, "", "", "", {"a" * n: n for n in range(1, 30)}),
 ]
 
+#: A fleet CA's certificate for KEY, as `presence-agent fleet-ca issue` writes it.
+CERTIFICATE = issue_certificate(
+    Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64))),
+    7,
+    PUBLIC,
+    {"site": "depot-3", "role": "sensor"},
+    1_790_000_000,
+    1_900_000_000,
+).raw
+CERTIFIED_CARD = (11, 1_800_000_000, "node-dock", "MicroPython 1.27.0 esp32", "0.1.0", {"room": "dock"})
+
 TYPES = list(ConnectionType)
 CODES = {"Bluetooth": 1, "AccessPoint": 2, "P2PWiFi": 3, "WebSocket": 4, "Radio": 5}
 
@@ -74,6 +88,11 @@ LINKS.append((9, 10, [(b"\x01" * 8, ConnectionType.RADIO, None), (b"\x02" * 8, C
 
 def host_card(counter: int, expiry: int, name: str, os: str, version: str, meta: dict[str, Any]) -> bytes:
     return sign_record(KEY, PUBLIC, counter, expiry, make_card(name, os, version, meta)).raw
+
+
+def host_certified_card() -> bytes:
+    card = dataclasses.replace(make_card(*CERTIFIED_CARD[2:]), certificate=CERTIFICATE)
+    return sign_record(KEY, PUBLIC, CERTIFIED_CARD[0], CERTIFIED_CARD[1], card).raw
 
 
 def host_links(counter: int, expiry: int, entries: list[tuple[bytes, ConnectionType, int | None]]) -> bytes:
@@ -146,6 +165,8 @@ MALFORMED: list[tuple[str, bytes]] = [
     ("metadata undefined", signed(cbor2.dumps(card_fields())[:-1] + b"\xa1\x61a\xf7")),
     ("metadata other tag", signed(cbor2.dumps(card_fields())[:-1] + b"\xa1\x61a\xc1\x01")),
     ("card with 9 fields", signed([*card_fields(), 0])),
+    ("card with an empty certificate", signed([*card_fields(), b""])),
+    ("card with 10 fields", signed([*card_fields(), b"cert", b"more"])),
     ("links not a list", signed([2, PUBLIC, 5, 6, b"x"])),
     ("links entry too short", signed([2, PUBLIC, 5, 6, [b"\x01" * 8]])),
     ("links entry of 10 bytes", signed([2, PUBLIC, 5, 6, [b"\x01" * 8 + b"\x01\x00"]])),
@@ -154,7 +175,8 @@ MALFORMED: list[tuple[str, bytes]] = [
     ("65 links", signed([2, PUBLIC, 5, 6, [b"\x01" * 8 + b"\x01"] * 65])),
 ]
 #: Host-made records the node opens, one per shape (metadata, links, the cut names).
-HOST_RECORDS = [host_card(*c) for c in CARDS] + [host_links(*link) for link in LINKS]
+HOST_RECORDS = [host_card(*c) for c in CARDS] + [host_certified_card()]
+HOST_RECORDS += [host_links(*link) for link in LINKS]
 
 BATCH = """
 import ed25519, records, cose
@@ -171,7 +193,7 @@ def jsonable(value):
 def described(rec):
     if rec.kind == records.CARD:
         b = rec.body
-        body = [b.device_name, b.os, b.agent_version, b.metadata]
+        body = [b.device_name, b.os, b.agent_version, b.metadata, b.certificate]
     else:
         body = [[pid.hex(), code, dist] for pid, code, dist in rec.body]
     return [rec.kind, rec.public_key.hex(), rec.counter, rec.expiry, body, rec.verified]
@@ -180,6 +202,9 @@ key = ed25519.SigningKey(bytes.fromhex(INPUT["seed"]))
 out = {"public": key.public_key.hex(), "cards": [], "links": [], "opened": [], "refused": []}
 for counter, expiry, name, os, version, meta in INPUT["cards"]:
     out["cards"].append(records.sign_card(key, counter, expiry, name, os, version, meta).hex())
+counter, expiry, name, os, version, meta = INPUT["certified"]
+certificate = bytes.fromhex(INPUT["certificate"])
+out["certified"] = records.sign_card(key, counter, expiry, name, os, version, meta, certificate).hex()
 for counter, expiry, entries in INPUT["links"]:
     links = [(bytes.fromhex(pid), kind, dist) for pid, kind, dist in entries]
     out["links"].append(records.sign_links(key, counter, expiry, links).hex())
@@ -206,6 +231,8 @@ attempt("float metadata", records.sign_card, key, 1, 1, "n", "o", "v", {"t": 21.
 attempt("metadata not a dict", records.sign_card, key, 1, 1, "n", "o", "v", [1])
 attempt("metadata too deep", records.sign_card, key, 1, 1, "n", "o", "v", INPUT["deep"])
 attempt("metadata too large", records.sign_card, key, 1, 1, "n", "o", "v", {"x": "y" * 4090})
+attempt("certificate not bytes", records.sign_card, key, 1, 1, "n", "o", "v", {}, "cert")
+attempt("certificate over 4096 bytes", records.sign_card, key, 1, 1, "n", "o", "v", {}, bytes(4097))
 attempt("65 links", records.sign_links, key, 1, 1, [(bytes(8), 1, None)] * 65)
 attempt("bad peer id", records.sign_links, key, 1, 1, [(bytes(7), 1, None)])
 attempt("unknown type", records.sign_links, key, 1, 1, [(bytes(8), "Carrier pigeon", None)])
@@ -221,6 +248,8 @@ def results() -> Any:
     inputs = {
         "seed": SEED.hex(),
         "cards": CARDS,
+        "certified": CERTIFIED_CARD,
+        "certificate": CERTIFICATE.hex(),
         "links": [(c, e, [(p.hex(), t.value, d) for p, t, d in entries]) for c, e, entries in LINKS],
         "host_records": [raw.hex() for raw in HOST_RECORDS],
         "malformed": [(name, raw.hex()) for name, raw in MALFORMED],
@@ -243,6 +272,13 @@ def test_cards_signed_on_micropython_are_byte_identical_to_the_hosts(results: An
     assert record.body.device_name == make_card(*CARDS[index][2:]).device_name
 
 
+def test_a_fleet_members_card_signed_on_micropython_carries_its_certificate(results: Any) -> None:
+    raw = bytes.fromhex(results["certified"])
+    assert raw == host_certified_card()
+    record = decode_record(raw)
+    assert isinstance(record.body, Card) and record.body.certificate == CERTIFICATE
+
+
 @pytest.mark.parametrize("index", range(len(LINKS)), ids=[f"{len(e)} entries" for _, _, e in LINKS])
 def test_links_signed_on_micropython_are_byte_identical_to_the_hosts(results: Any, index: int) -> None:
     raw = bytes.fromhex(results["links"][index])
@@ -259,7 +295,7 @@ def test_host_records_open_and_verify_on_micropython(results: Any) -> None:
         record = decode_record(raw)
         if isinstance(record.body, Card):
             body: list[Any] = [record.body.device_name, record.body.os, record.body.agent_version]
-            body.append(thaw_metadata(record.body.metadata))
+            body += [thaw_metadata(record.body.metadata), {"hex": record.body.certificate.hex()}]
         else:
             body = [
                 [e.peer_id.hex(), CODES[e.connection_type.value], e.distance_dm] for e in record.body.entries
@@ -298,6 +334,8 @@ def test_invalid_bodies_are_refused_before_signing(results: Any) -> None:
     assert "at most 64" in errors["65 links"][1]
     assert "peer id is 8 bytes" in errors["bad peer id"][1]
     assert "unknown connection type" in errors["unknown type"][1]
+    assert "at most 4096 bytes" in errors["certificate not bytes"][1]
+    assert errors["certificate over 4096 bytes"][0] == "ValueError"
 
 
 def test_a_host_card_with_float_metadata_is_refused_on_the_node_by_design(results: Any) -> None:

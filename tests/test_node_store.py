@@ -4,7 +4,8 @@ What is checked: counters never repeat across reboots (a new CounterFile on the 
 the ceiling) and the ceiling is on flash before a counter below it is returned; a newer copy of
 the node's own record moves the counter past it, durably; power lost mid-write (a leftover
 temporary file) loses nothing; a damaged counter file is refused, never restarted; the key and
-configuration are read with defaults and refused with one line naming the file when wrong.
+configuration are read with defaults and refused with one line naming the file when wrong; a fleet
+certificate is read when present, nothing when absent (an open mesh), and refused when empty or too big.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ for text in ('[1]', '{"nmae": "x"}', '{"metadata": {"t": 1.5}}', '{"advertising_
     except ns.StoreError as e:
         errors.append(str(e))
 out["errors"] = errors
+out["no_cert"] = ns.load_certificate("absent.cert").hex()
+with open("node.cert", "wb") as f:
+    f.write(bytes.fromhex("d284") + b"cert")
+out["cert"] = ns.load_certificate("node.cert").hex()
+for name, data in (("empty.cert", b""), ("big.cert", bytes(4097))):
+    with open(name, "wb") as f:
+        f.write(data)
+    try:
+        ns.load_certificate(name)
+        out[name] = None
+    except ns.StoreError as e:
+        out[name] = str(e)
 print(json.dumps(out))
 """
 
@@ -106,3 +119,11 @@ def test_a_wrong_configuration_is_refused_with_one_line_naming_the_file(flash: A
     assert floats.startswith("bad.json: metadata:")
     assert interval == "bad.json: advertising_interval_ms must be 20..10240 (BLE's range)"
     assert not_json == "bad.json: not JSON"
+
+
+def test_the_certificate_is_read_when_present_and_a_bad_one_is_refused(flash: Any) -> None:
+    assert flash["no_cert"] == ""
+    assert flash["cert"] == b"\xd2\x84cert".hex()
+    expected = "expected a certificate of 1..4096 bytes (presence-agent fleet-ca issue)"
+    assert flash["empty.cert"] == f"empty.cert: {expected}"
+    assert flash["big.cert"] == f"big.cert: {expected}"

@@ -19,7 +19,8 @@ with its own records the router lacks, RECORDS ignored but for a newer copy of i
 loss: the counter moves past it and the record is re-signed). It holds no other peer's records.
 
 ``counters`` has ``next()`` (a fresh counter, durable before it is returned) and
-``advance_past(c)``; ``identity`` is a dict of ``name``, ``os``, ``agent_version``, ``metadata``.
+``advance_past(c)``; ``identity`` is a dict of ``name``, ``os``, ``agent_version``, ``metadata``
+and, on a fleet member, ``certificate`` (the fleet CA's, carried in the card).
 Signing happens in ``link_up``/``receive``/``tick`` when a record must change: on an ESP32 that is
 seconds of pure-Python Ed25519, so the firmware calls them from a task that may block.
 """
@@ -140,7 +141,14 @@ class Leaf:
         i = self.identity
         expiry = int(self.wall()) + RECORD_TTL_S
         raw = records.sign_card(
-            self.key, counter, expiry, i["name"], i["os"], i["agent_version"], i.get("metadata") or {}
+            self.key,
+            counter,
+            expiry,
+            i["name"],
+            i["os"],
+            i["agent_version"],
+            i.get("metadata") or {},
+            i.get("certificate") or b"",
         )
         self.stats["signatures"] += 1
         self.card = (counter, expiry, raw)

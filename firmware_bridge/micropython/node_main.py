@@ -52,6 +52,7 @@ class Node:
             "os": os_name(),
             "agent_version": FIRMWARE_VERSION,
             "metadata": self.config["metadata"],
+            "certificate": ns.load_certificate(),
         }
         self.leaf = L.Leaf(
             key,

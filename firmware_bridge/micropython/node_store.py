@@ -6,6 +6,8 @@ Files (written by ``scripts/provision-node``, except the counter, which the node
     node.json    {"name": str, "metadata": {...}, "advertising_interval_ms": int,
                   "keepalive_s": number, "dead_s": number, "router": "<peer id hex>" or absent}
     node.counter the counter ceiling, decimal ASCII: no counter at or above it was ever handed out
+    node.cert    the fleet CA's certificate for this node's key (COSE_Sign1 bytes, as
+                 ``presence-agent fleet-ca issue`` wrote it); absent on an open mesh
 
 **The counter** only grows and is never handed out twice, across reboots, crashes and re-flashes
 of the firmware (the files stay). Counters are reserved in blocks: the ceiling is raised by
@@ -102,6 +104,19 @@ def load_seed(path="node.key"):
     raw = _read(path)
     if raw is None or len(raw) != _SEED_BYTES:
         raise StoreError("%s: expected the node's 32-byte key (run scripts/provision-node)" % path)
+    return raw
+
+
+def load_certificate(path="node.cert"):
+    """The node's fleet certificate, or b"" when it has none (an open mesh)."""
+    raw = _read(path)
+    if raw is None:
+        return b""
+    if not 0 < len(raw) <= records.MAX_CERTIFICATE_BYTES:
+        raise StoreError(
+            "%s: expected a certificate of 1..%d bytes (presence-agent fleet-ca issue)"
+            % (path, records.MAX_CERTIFICATE_BYTES)
+        )
     return raw
 
 

@@ -2,7 +2,7 @@
 
 Payloads are deterministic CBOR arrays (see cbor.py), signed as COSE_Sign1 (cose.py)::
 
-    card   [1, public_key(32), counter, expiry, device_name, os, agent_version, metadata]
+    card   [1, public_key(32), counter, expiry, device_name, os, agent_version, metadata, ?certificate]
     links  [2, public_key(32), counter, expiry, [connection, ...]]
 
 * ``counter`` and ``expiry`` are uint32 (expiry in Unix seconds); the counter only
@@ -17,9 +17,12 @@ Payloads are deterministic CBOR arrays (see cbor.py), signed as COSE_Sign1 (cose
   connection type (Bluetooth 1, AccessPoint 2, P2PWiFi 3, WebSocket 4, Radio 5),
   then, only when measured, the distance in decimetres as a big-endian uint16,
   clamped to 0 .. 65535 (6553.5 m). At most 64 connections.
+* ``certificate``, only on a fleet member's card: the fleet CA's certificate for this key, as
+  ``presence-agent fleet-ca issue`` wrote it (a byte string of 1..4096 bytes, carried as it is:
+  the routers judge it, docs/THREAT_MODEL.md).
 * a signed record is at most 4096 bytes.
 
-Signing: ``sign_card(key, counter, expiry, name, os, version, metadata)`` and
+Signing: ``sign_card(key, counter, expiry, name, os, version, metadata, certificate=b"")`` and
 ``sign_links(key, counter, expiry, [(peer_id, type, distance_dm or None), ...])``
 with an ``ed25519.SigningKey``; both return the COSE_Sign1 bytes and raise
 ``ValueError`` (``MetadataError`` for metadata) for what a receiver would refuse.
@@ -45,6 +48,7 @@ MAX_METADATA_JSON_BYTES = 4096
 MAX_METADATA_DEPTH = 16
 MAX_CONNECTIONS_PER_RECORD = 64
 MAX_DISTANCE_DM = 65535
+MAX_CERTIFICATE_BYTES = MAX_RECORD_BYTES
 
 #: Wire codes of connection types, keyed by the host's spellings. Never renumber.
 CONNECTION_TYPES = {"Bluetooth": 1, "AccessPoint": 2, "P2PWiFi": 3, "WebSocket": 4, "Radio": 5}
@@ -156,11 +160,17 @@ def _uint32(name, value):
         raise ValueError("%s %r outside 0..%d" % (name, value, MAX_COUNTER))
 
 
-def card_payload(public_key, counter, expiry, device_name, os, agent_version, metadata):
+def _check_certificate(certificate):
+    if not isinstance(certificate, bytes) or len(certificate) > MAX_CERTIFICATE_BYTES:
+        raise ValueError("a certificate is a byte string of at most %d bytes" % MAX_CERTIFICATE_BYTES)
+
+
+def card_payload(public_key, counter, expiry, device_name, os, agent_version, metadata, certificate=b""):
     """The card's payload bytes (strings cut to their limits; metadata checked)."""
     _uint32("counter", counter)
     _uint32("expiry", expiry)
     _check_metadata_object(metadata)
+    _check_certificate(certificate)
     fields = [
         CARD,
         bytes(public_key),
@@ -171,6 +181,8 @@ def card_payload(public_key, counter, expiry, device_name, os, agent_version, me
         cut(agent_version, MAX_AGENT_VERSION_BYTES),
         metadata,
     ]
+    if certificate:
+        fields.append(certificate)
     return cbor.encode(fields)
 
 
@@ -205,11 +217,13 @@ def _signed(key, payload):
     return raw
 
 
-def sign_card(key, counter, expiry, device_name, os, agent_version, metadata=None):
+def sign_card(key, counter, expiry, device_name, os, agent_version, metadata=None, certificate=b""):
     """The signed card (COSE_Sign1 bytes) of ``key`` (an ``ed25519.SigningKey``)."""
     if metadata is None:
         metadata = {}
-    payload = card_payload(key.public_key, counter, expiry, device_name, os, agent_version, metadata)
+    payload = card_payload(
+        key.public_key, counter, expiry, device_name, os, agent_version, metadata, certificate
+    )
     return _signed(key, payload)
 
 
@@ -222,13 +236,15 @@ def sign_links(key, counter, expiry, links):
 
 
 class Card:
-    """A card's body: ``device_name``, ``os``, ``agent_version``, ``metadata`` (a dict)."""
+    """A card's body: ``device_name``, ``os``, ``agent_version``, ``metadata`` (a dict) and
+    ``certificate`` (``b""``: none)."""
 
-    def __init__(self, device_name, os, agent_version, metadata):
+    def __init__(self, device_name, os, agent_version, metadata, certificate=b""):
         self.device_name = device_name
         self.os = os
         self.agent_version = agent_version
         self.metadata = metadata
+        self.certificate = certificate
 
 
 class Record:
@@ -256,9 +272,16 @@ def _text(value, name, limit):
 
 
 def _card_body(fields):
-    if len(fields) != 4:
-        raise RecordError("malformed", "a card has exactly 8 fields")
-    name, os_name, version, metadata = fields
+    if len(fields) not in (4, 5):
+        raise RecordError("malformed", "a card has 8 fields, or 9 with a certificate")
+    name, os_name, version, metadata = fields[:4]
+    certificate = fields[4] if len(fields) == 5 else b""
+    if len(fields) == 5 and not (
+        isinstance(certificate, bytes) and 0 < len(certificate) <= MAX_CERTIFICATE_BYTES
+    ):
+        raise RecordError(
+            "malformed", "a card's certificate is a byte string of 1..%d bytes" % MAX_CERTIFICATE_BYTES
+        )
     if not isinstance(metadata, dict):
         raise RecordError("malformed", "card metadata must be a map")
     try:
@@ -270,6 +293,7 @@ def _card_body(fields):
         _text(os_name, "os", MAX_OS_BYTES),
         _text(version, "agent version", MAX_AGENT_VERSION_BYTES),
         metadata,
+        certificate,
     )
 
 
