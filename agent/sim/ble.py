@@ -51,6 +51,7 @@ class VirtualBluetoothUnavailable(PresenceError, ImportError):
 
 
 try:
+    from bumble import ll
     from bumble.controller import Controller
     from bumble.core import UUID as BumbleUUID
     from bumble.core import AdvertisingData, BaseBumbleError
@@ -94,10 +95,41 @@ def _uuid_str(value: BumbleUUID) -> str:
     return str(uuid.UUID(bytes=bytes(value.to_bytes(force_128=True))[::-1]))
 
 
-def _make_device(link: LocalLink, name: str) -> Device:
+class _NodeController(Controller):
+    """A node's controller, claimed by one Pi's connection request at a time (see below)."""
+
+    claimed = False
+
+    def advertising_as(self, address: Address) -> bool:
+        advertisers: list[Any] = [self.le_legacy_advertiser, *self.advertising_sets.values()]
+        return any(a.enabled and a.address == address for a in advertisers)
+
+    def on_le_connect_ind(self, packet: ll.ConnectInd) -> None:
+        self.claimed = False
+        super().on_le_connect_ind(packet)
+
+
+class _CentralController(Controller):
+    """A Pi's controller. Bumble's ``LocalLink`` delivers a connection request later than the
+    advertisement that prompted it, so two Pis that heard the same advertisement would both
+    "connect" while the node takes only the first (it stops advertising) and ignores the other,
+    which then believes it is connected. On the air the second request finds nobody listening: so
+    here a request goes only to a node still advertising and not already claimed by a request in
+    flight; the others wait for the node's next advertisement."""
+
+    def create_le_connection(self, peer_address: Address) -> None:
+        peer = self.link.find_le_controller(peer_address) if self.link is not None else None
+        if isinstance(peer, _NodeController):
+            if peer.claimed or not peer.advertising_as(peer_address):
+                return
+            peer.claimed = True
+        super().create_le_connection(peer_address)
+
+
+def _make_device(link: LocalLink, name: str, controller: type[Controller] = Controller) -> Device:
     address = _next_address()
-    controller = Controller(name, link=link, public_address=address)
-    return Device(name=name, address=Address(address), host=Host(controller, AsyncPipeSink(controller)))
+    made = controller(name, link=link, public_address=address)
+    return Device(name=name, address=Address(address), host=Host(made, AsyncPipeSink(made)))
 
 
 class VirtualRadio:
@@ -111,7 +143,7 @@ class VirtualCentral:
     """One Pi's virtual adapter, and bleak backend classes bound to it."""
 
     def __init__(self, radio: VirtualRadio, name: str = "pi", *, att_mtu: int = bp.PREFERRED_ATT_MTU) -> None:
-        self.device = _make_device(radio.link, name)
+        self.device = _make_device(radio.link, name, _CentralController)
         #: The ATT MTU this adapter asks for (23: no exchange, 20-byte frames).
         self.att_mtu = att_mtu
         self.connect_faults: deque[Exception] = deque()
@@ -119,7 +151,7 @@ class VirtualCentral:
         self.scanning = False
         self.connecting = False
         self.connects = 0
-        self.rssi: dict[str, int] = {}
+        self.rssi: dict[str, int | None] = {}
         central = self
         self.scanner_backend: type[BaseBleakScanner] = type(
             "BumbleScanner", (BumbleScanner,), {"central": central}
@@ -131,8 +163,9 @@ class VirtualCentral:
     async def power_on(self) -> None:
         await self.device.power_on()
 
-    def set_rssi(self, node: VirtualNode, dbm: int) -> None:
-        """Hear ``node``'s advertisements at ``dbm`` from now on (the virtual link has no path loss)."""
+    def set_rssi(self, node: VirtualNode, dbm: int | None) -> None:
+        """Hear ``node``'s advertisements at ``dbm`` from now on (the virtual link has no path loss);
+        ``None``: out of range, its advertisements are not heard at all."""
         self.rssi[str(node.device.random_address)] = dbm
 
     def connections(self) -> int:
@@ -187,6 +220,8 @@ class BumbleScanner(BaseBleakScanner):
         )
         address = str(advertisement.address).split("/")[0]
         rssi = self.central.rssi.get(address, advertisement.rssi)
+        if rssi is None:
+            return  # out of this adapter's range
         adv = AdvertisementData(
             names[0] if names else None, {}, service_data, uuids, None, rssi, (advertisement,)
         )
@@ -352,7 +387,7 @@ class VirtualNode:
         dead_s: float = 3.0,
     ) -> None:
         self.name = name
-        self.device = _make_device(radio.link, name)
+        self.device = _make_device(radio.link, name, _NodeController)
         #: The firmware leaf this node runs (its key, counters, card and links record).
         self.leaf = LeafNode(
             seed if seed is not None else os.urandom(32),
@@ -486,9 +521,13 @@ class VirtualNode:
             self._spawn(connection.disconnect())
 
     def _schedule(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        # next_tick is the earliest a tick may have work, measured from now: a later answer never
+        # cancels an earlier timer (frames every 0.5 s would otherwise push the keepalive away).
         at = self.leaf.next_tick(self._now())
+        if self._timer is not None:
+            if self._timer.when() <= at:
+                return
+            self._timer.cancel()
         self._timer = asyncio.get_running_loop().call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:

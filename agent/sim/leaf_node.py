@@ -152,7 +152,9 @@ class LeafNode:
         self.leaf.tick(now)
 
     def next_tick(self, now: float) -> float:
-        """The earliest time :meth:`tick` has something to do."""
+        """The earliest time :meth:`tick` may have something to do, counted from ``now``: a later
+        call may answer later (it assumes a keepalive from then), so a host keeps the earliest
+        time it was given; a tick with nothing due is harmless (``node_main`` ticks every 100 ms)."""
         return float(self.leaf.next_tick(now))
 
     def take_output(self) -> list[tuple[Hashable, bytes]]:
