@@ -1,8 +1,8 @@
-"""The BLE transport (agent/transports/ble.py) over virtual Bluetooth controllers (tests/ble_support.py).
+"""The BLE transport (agent/transports/ble.py) over virtual Bluetooth controllers (agent/sim/ble.py).
 
 A real :class:`Agent` runs the production :class:`BleTransport` unmodified, through bleak's public
 API, over Google Bumble's controllers on one in-process link; the nodes are Bumble GATT
-peripherals advertising per docs/BLE_PROFILE.md whose leaf is a host engine in the leaf role.
+peripherals advertising per docs/BLE_PROFILE.md that run the node firmware's own leaf and signer.
 Every wait polls for its condition with a generous deadline (a loaded 2-core machine).
 """
 
@@ -15,20 +15,20 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from ble_support import (
+from ble_support import wait_for
+
+from agent.config import AgentConfig
+from agent.core.distance import PathLoss
+from agent.core.records import ConnectionType
+from agent.runtime.agent import Agent
+from agent.sim.ble import (
     VirtualCentral,
     VirtualNode,
     VirtualRadio,
     aborted_by_local,
     advertise_raw,
     in_progress,
-    wait_for,
 )
-
-from agent.config import AgentConfig
-from agent.core.distance import PathLoss
-from agent.core.records import ConnectionType
-from agent.runtime.agent import Agent
 from agent.transports import ble_profile as bp
 from agent.transports.ble import BleTransport, NodeState
 from agent.transports.ble_settings import BleSettings
