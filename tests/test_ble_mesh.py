@@ -37,7 +37,13 @@ from agent.transports.lan import LanTransport
 from agent.transports.lan_settings import LanSettings
 
 BLE = ConnectionType.BLUETOOTH
-SETTINGS = BleSettings(enabled=True, reconnect_backoff_initial=0.2, reconnect_backoff_max=1.0)
+SETTINGS = BleSettings(
+    enabled=True,
+    reconnect_backoff_initial=0.2,
+    reconnect_backoff_max=1.0,
+    keepalive_interval=1.0,
+    dead_interval=3.0,
+)  # node links timed as the virtual nodes are (VirtualNode: keepalive 1 s, dead 3 s)
 #: Generous deadlines for a loaded 2-core machine; the figures are printed, not asserted.
 ATTACH = 30.0
 HANG_GUARD = 60.0
