@@ -77,6 +77,8 @@ class NodeIdentity:
     os: str = VIRTUAL_OS
     agent_version: str = FIRMWARE_VERSION
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: The fleet CA's certificate for the node's key (node.cert on a board); ``b""``: an open mesh.
+    certificate: bytes = b""
 
 
 class LeafEventKind(enum.Enum):
@@ -113,6 +115,7 @@ class LeafNode:
             "os": identity.os,
             "agent_version": identity.agent_version,
             "metadata": dict(identity.metadata),
+            "certificate": identity.certificate,
         }
         #: The firmware's ``Leaf`` itself (tests may inspect its records and stats).
         self.leaf: Any = _LEAF.Leaf(
