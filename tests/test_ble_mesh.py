@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ble_support import wait_for
+from ble_support import ATTACH, SETTINGS, wait_for
 
 from agent.config import AgentConfig
 from agent.core.records import ConnectionType
@@ -32,20 +32,11 @@ from agent.sim.ble import VirtualCentral, VirtualNode, VirtualRadio
 from agent.state.identity import load_or_create_identity
 from agent.transports import ble_profile as bp
 from agent.transports.ble import BleTransport
-from agent.transports.ble_settings import BleSettings
 from agent.transports.lan import LanTransport
 from agent.transports.lan_settings import LanSettings
 
 BLE = ConnectionType.BLUETOOTH
-SETTINGS = BleSettings(
-    enabled=True,
-    reconnect_backoff_initial=0.2,
-    reconnect_backoff_max=1.0,
-    keepalive_interval=1.0,
-    dead_interval=3.0,
-)  # node links timed as the virtual nodes are (VirtualNode: keepalive 1 s, dead 3 s)
-#: Generous deadlines for a loaded 2-core machine; the figures are printed, not asserted.
-ATTACH = 30.0
+#: The figures are printed, not asserted; this only stops a hang.
 HANG_GUARD = 60.0
 
 

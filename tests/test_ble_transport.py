@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from ble_support import wait_for
+from ble_support import ATTACH, SETTINGS, wait_for
 
 from agent.config import AgentConfig
 from agent.core.distance import PathLoss
@@ -33,17 +33,6 @@ from agent.transports import ble_profile as bp
 from agent.transports.ble import BleTransport, NodeState
 from agent.transports.ble_settings import BleSettings
 from agent.transports.rssi_window import RssiWindow
-
-#: Fast retries: the tests wait for reconnections.
-SETTINGS = BleSettings(
-    enabled=True,
-    reconnect_backoff_initial=0.2,
-    reconnect_backoff_max=1.0,
-    keepalive_interval=1.0,
-    dead_interval=3.0,
-)  # node links timed as the virtual nodes are (VirtualNode: keepalive 1 s, dead 3 s)
-#: Generous deadlines for a loaded machine.
-ATTACH = 30.0
 
 
 def peers(agent: Agent) -> set[str]:
