@@ -53,4 +53,4 @@ def test_the_radio_demo_shows_radio_connections_with_distances_and_the_lan_bridg
     radio = {(row[0], row[1]): " ".join(row[3:]) for row in rows if row[2] == "Radio"}
     assert set(radio) == {("pi-garden", "pi-kitchen"), ("pi-garage", "pi-garden"), ("pi-attic", "pi-garage")}
     assert all(distance.endswith(" km") for distance in radio.values()), radio
-    assert [row[:3] for row in rows if row[2] == "WebSocket"] == [["pi-attic", "pi-cellar", "WebSocket"]]
+    assert [row[:3] for row in rows if row[2] == "AccessPoint"] == [["pi-attic", "pi-cellar", "AccessPoint"]]

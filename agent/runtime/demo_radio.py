@@ -84,9 +84,10 @@ def run_radio_demo(make_field: FieldFactory, duration: float | None) -> int:
     """Run the radio demo; 0 when every agent stopped cleanly."""
     positions = [(i * SPACING, 0.0) for i in range(len(RADIO_NAMES))]
     everyone = len(RADIO_NAMES) + 1
-    with tempfile.TemporaryDirectory(prefix="presence-radio-demo-") as tmp, make_field(
-        Path(tmp), positions
-    ) as field:
+    with (
+        tempfile.TemporaryDirectory(prefix="presence-radio-demo-") as tmp,
+        make_field(Path(tmp), positions) as field,
+    ):
         agents: list[FieldAgent] = [
             field.spawn(f"pi-{name}", i, lan=i == len(RADIO_NAMES) - 1) for i, name in enumerate(RADIO_NAMES)
         ]

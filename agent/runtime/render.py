@@ -104,7 +104,9 @@ def _distance(meters: float | None) -> str:
 def connections_table(document: dict[str, Any]) -> str:
     """One row per connection in the graph (each once): both ends' names, its type and distance."""
     peers = [document["local_peer"], *document["remote_peers"]]
-    names = {p["peer_key_string"]: p["device_name"] or p["peer_key_string"][:12] + "…" for p in peers}
+    names: dict[str, str] = {
+        p["peer_key_string"]: p["device_name"] or p["peer_key_string"][:12] + "…" for p in peers
+    }
     seen: dict[str, dict[str, Any]] = {}
     for peer in peers:
         for connection in peer["connections"]:

@@ -60,6 +60,7 @@ class LabRadio:
         """``[radio] region`` as agent.transports.radio_settings spells it (``"EU868_G3"``)."""
         return self.region.name.upper().replace(" ", "_")
 
+
 #: Metres between neighbours of :func:`line`: SF7/125 kHz reaches about 3.2 km in the medium's model,
 #: so each node hears only its neighbours.
 LINE_SPACING: Final = 2500.0
@@ -230,4 +231,3 @@ class RadioLab:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
