@@ -26,10 +26,13 @@ graph after the change. The ratio measured / bound is what flood delays, queues,
 and the serial hops add to the air.
 
 **b. Host CPU per received radio frame.** Over windows of ``WINDOW`` s (the quiet ones of c, and
-the whole of a), an agent's CPU time (``/proc/<pid>/stat`` utime + stime) divided by the frames its
-radio transport received (``transport.radio.rx``). Every window reads every agent, in an order
-that rotates; ``lonely``'s CPU in the same window (it receives nothing) is the idle cost, so the
-marginal figure is ``(cpu - cpu_lonely) / rx``. Medians over (agent, window) pairs with frames.
+the whole of a), an agent's CPU time (its threads' run time from ``/proc/<pid>/task/*/schedstat``,
+in nanoseconds: ``/proc/<pid>/stat``'s utime + stime tick at 10 ms, too coarse for a quiet
+window) divided by the frames its radio transport received (``transport.radio.rx``). Every window
+reads every agent, in an order that rotates; ``lonely``'s CPU in the same window (it receives
+nothing, and is asked for ``status`` as often) is the idle cost, so the marginal figure is
+``(cpu - cpu_lonely) / rx``. Medians over (agent, window) pairs with frames. During a, only the
+middle agents count (the ends' graphs are polled every 50 ms).
 
 **c. Airtime per quiet hour per node.** After the changes, ``W`` quiet minutes (2 quick, 10 full):
 each dongle's transmitted airtime from the emulator's accounting (the medium's, per node), over the
@@ -41,7 +44,8 @@ after convergence.
 **d. Replug.** A line agent's dongle is unplugged (its pty closed, its symlink removed) and, once
 the agent counts it down (``transport.radio.down``), plugged back in (a new pty, a fresh core);
 the time runs from the replug to the agent counting it up again (``transport.radio.up``, polled
-every 20 ms). The agents take turns. Goal: at most 2 s.
+every 20 ms). The replug comes 1 to 1.5 s (seeded, uniform) after the agent counted it down, so
+it meets the transport's 0.5 s port poll at any phase. The agents take turns. Goal: at most 2 s.
 
 A measurement, not a test: nothing is asserted. Prints tables and writes JSON.
 """
@@ -53,6 +57,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -190,15 +195,21 @@ def own_card(document: dict[str, Any]) -> bytes:
 # ---------------------------------------------------------------- the figures
 
 
-def converge(line: list[LabAgent]) -> float:
+def converge(lab: RadioLab, line: list[LabAgent]) -> float:
     started = time.monotonic()
     everyone = {str(request(a.state_dir, {"op": "status"})["peer_key_string"]) for a in line}
-    wait_for(
-        lambda: all(peer_keys(graph(a)) == everyone for a in line),
-        CONVERGE_TIMEOUT,
-        "every line agent's graph to hold all four",
-        poll=0.5,
-    )
+    shown = [started]
+
+    def done() -> bool:
+        sizes = [len(peer_keys(graph(a))) for a in line]
+        if time.monotonic() - shown[0] >= 30:
+            shown[0] = time.monotonic()
+            progress(
+                f"graph sizes {sizes} after {shown[0] - started:.0f} s; medium {lab.emulator.medium_stats()}"
+            )
+        return sizes == [len(everyone)] * len(line)
+
+    wait_for(done, CONVERGE_TIMEOUT, "every line agent's graph to hold all four", poll=0.5)
     return time.monotonic() - started
 
 
@@ -233,10 +244,23 @@ def changes(lab: RadioLab, line: list[LabAgent], mode: Mode) -> dict[str, Any]:
     }
 
 
+def cpu_time(pid: int) -> float:
+    """A process's CPU time (s) at nanosecond resolution: the sum of its threads' run time in
+    ``/proc/<pid>/task/*/schedstat``; ``/proc/<pid>/stat``'s utime + stime (10 ms ticks) if absent."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as schedstat:
+                total += int(schedstat.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return cpu_seconds(pid)
+    return total / 1e9
+
+
 def sample(agents: list[LabAgent], order: int) -> dict[str, tuple[float, int]]:
     """(CPU seconds, frames received) of every agent, read in a rotated order."""
     rotated = agents[order % len(agents) :] + agents[: order % len(agents)]
-    return {a.name: (cpu_seconds(a.pid), stats(a).get(RX, 0)) for a in rotated}
+    return {a.name: (cpu_time(a.pid), stats(a).get(RX, 0)) for a in rotated}
 
 
 def per_frame(
@@ -302,6 +326,7 @@ def simulated_quiet_hour(radio: LabRadio) -> dict[str, Any]:
 
 
 def replugs(lab: RadioLab, line: list[LabAgent], mode: Mode) -> list[float]:
+    rng = random.Random(11)
     took = []
     for k in range(mode.replugs):
         agent = line[(k + 1) % len(line)]
@@ -313,7 +338,7 @@ def replugs(lab: RadioLab, line: list[LabAgent], mode: Mode) -> list[float]:
             10.0,
             f"{agent.name} to count its dongle down",
         )
-        time.sleep(1.0)
+        time.sleep(1.0 + rng.uniform(0.0, 0.5))  # any phase of the transport's 0.5 s port poll
         replugged = time.perf_counter()
         lab.emulator.replug(agent.node)
         wait_for(
@@ -347,17 +372,20 @@ def run(mode: Mode) -> dict[str, Any]:
         for agent in agents:
             wait_for(lambda: _answers(agent), 30.0, f"{agent.name} to answer")  # noqa: B023
         progress("agents up; waiting for the line to converge")
-        formed = converge(line)
+        formed = converge(lab, line)
         progress(f"converged after {formed:.1f} s")
 
         before = sample(agents, 0)
         change = changes(lab, line, mode)
-        active_rows = per_frame(before, sample(agents, 1), "lonely")
+        # The ends' graphs are polled every 50 ms meanwhile: only the middle agents count here.
+        middle = {a.name for a in line[1:-1]}
+        active_rows = [r for r in per_frame(before, sample(agents, 1), "lonely") if r["agent"] in middle]
 
         time.sleep(QUIET_SETTLE)
         quiet_rows, airtime = quiet(lab, agents, mode)
         replug = replugs(lab, line, mode)
         refused = [lab.emulator.stats(i)["medium_refused"] for i in range(len(LINE) + 1)]
+        medium = lab.emulator.medium_stats()
         lonely_airtime = airtime["per_node_s_per_hour"].pop("lonely")
     progress("the same line in agent.sim: one simulated quiet hour")
     simulated = simulated_quiet_hour(radio)
@@ -387,6 +415,7 @@ def run(mode: Mode) -> dict[str, Any]:
             "link_mtu": link_mtu(radio),
             "converged_after_s": rounded(formed),
             "medium_refused": refused,
+            "medium": medium,
         },
         "change_across_three_hops": change,
         "cpu_per_received_frame": {

@@ -260,6 +260,10 @@ class DongleEmulator:
 
         return self._call(run)
 
+    def medium_stats(self) -> dict[str, int]:
+        """The shared medium's counts: frames ``sent``, ``delivered``, and each loss reason."""
+        return self._call(lambda: dict(self.medium.stats))
+
     def config_in_force(self, index: int) -> dict[int, int]:
         """The CONFIG fields in force on dongle ``index`` ({ConfigKey: value})."""
         return self._call(lambda: dict(self._dongle(index).core.in_force()))
