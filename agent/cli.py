@@ -12,7 +12,7 @@
     presence-agent fleet-ca issue --dir DIR --device-key PEERKEY --metadata JSON [--days N]
     presence-agent fleet-ca revoke --dir DIR SERIAL
     presence-agent fleet-ca list --dir DIR [--json]
-    presence-agent demo [--agents N] [--duration S]
+    presence-agent demo [--agents N] [--duration S] [--radio]
     presence-agent sim ...            (python -m agent.sim)
 
 Exit codes: 0 success (and a clean stop of ``run`` on SIGTERM/SIGINT), 1 a
@@ -317,6 +317,11 @@ def _whole_number(text: str, name: str, error: type[Exception]) -> int:
 
 
 def _demo(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.radio:
+        from agent.runtime.demo_radio import run_radio_demo
+        from agent.sim.radio_lab import RadioLab
+
+        return run_radio_demo(RadioLab, args.duration)
     from agent.runtime.demo import run_demo
 
     return run_demo(args.agents, args.duration)
@@ -482,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a small real mesh on loopback and show it live")
     demo.add_argument("--agents", type=int, default=3, help="how many agent processes (2-8)")
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
+    demo.add_argument(
+        "--radio",
+        action="store_true",
+        help="five agents: a line three emulated-radio hops long (real ptys) and one behind a LAN bridge",
+    )
     demo.set_defaults(handler=_demo)
 
     sim = commands.add_parser(

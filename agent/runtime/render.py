@@ -93,3 +93,38 @@ def change_lines(
             detail = event.get("name") or ""
             subject = event.get("peer", event.get("connection", ""))
             yield f"{event['event']:<9} {subject} {detail}".rstrip()
+
+
+def _distance(meters: float | None) -> str:
+    if meters is None:
+        return "-"
+    return f"{meters / 1000:.1f} km" if meters >= 1000 else f"{meters:.0f} m"
+
+
+def connections_table(document: dict[str, Any]) -> str:
+    """One row per connection in the graph (each once): both ends' names, its type and distance."""
+    peers = [document["local_peer"], *document["remote_peers"]]
+    names: dict[str, str] = {
+        p["peer_key_string"]: p["device_name"] or p["peer_key_string"][:12] + "…" for p in peers
+    }
+    seen: dict[str, dict[str, Any]] = {}
+    for peer in peers:
+        for connection in peer["connections"]:
+            seen.setdefault(connection["id"], connection)
+
+    def name(key: str) -> str:
+        return names.get(key, key[:12] + "…")
+
+    body = sorted(
+        (
+            *sorted((name(c["peer_key_string1"]), name(c["peer_key_string2"]))),
+            c["connection_type"],
+            _distance(c["approximate_distance_in_meters"]),
+        )
+        for c in seen.values()
+    )
+    rows = [("FROM", "TO", "TYPE", "DISTANCE"), *body]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

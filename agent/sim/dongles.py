@@ -24,7 +24,8 @@ mid-frame).
 **What is counted** (:meth:`DongleEmulator.stats`): the dongle decoder's counters (what the host sent
 that it dropped), the core's counters (TX answers, NAK reasons, RX), ``host_dropped_bytes``
 (output the pty had no room for: nobody reading), ``medium_refused`` (transmissions the medium
-refused: the dongle's own ledger must make this 0), ``boots``.
+refused: the dongle's own ledger must make this 0), ``boots``, ``medium_airtime_us`` (microseconds the
+dongle's node has transmitted since the medium was made, from the medium's accounting).
 
 The medium is one channel: FREQUENCY_HZ, SYNC_WORD and TX_POWER_DBM are kept as the chip driver
 would set them but not modelled; a CONFIG_SET of another spreading factor, bandwidth, coding rate or
@@ -249,9 +250,19 @@ class DongleEmulator:
 
         def run() -> dict[str, int]:
             dongle = self._dongle(index)
-            return {**dongle.core.decoder.stats, **dongle.core.counters, **dongle.counters}
+            airtime_us = round(self.medium.airtime_used[index] * 1_000_000)
+            return {
+                **dongle.core.decoder.stats,
+                **dongle.core.counters,
+                **dongle.counters,
+                "medium_airtime_us": airtime_us,
+            }
 
         return self._call(run)
+
+    def medium_stats(self) -> dict[str, int]:
+        """The shared medium's counts: frames ``sent``, ``delivered``, and each loss reason."""
+        return self._call(lambda: dict(self.medium.stats))
 
     def config_in_force(self, index: int) -> dict[int, int]:
         """The CONFIG fields in force on dongle ``index`` ({ConfigKey: value})."""

@@ -188,6 +188,9 @@ class RadioMedium:
         #: Counts of ``sent``, ``delivered`` and each loss reason per receiver (``weak`` counts every
         #: receiver a frame did not reach, near or far).
         self.stats: Counter[str] = Counter()
+        #: Seconds each node has spent transmitting since the medium was made (never trimmed, unlike
+        #: the duty-cycle ledgers' one-hour window): what benchmarks divide by the time they watched.
+        self.airtime_used = [0.0] * len(self.positions)
         #: The losses of receivers in range, in the order they were resolved (bounded by the caller's
         #: reading: call :meth:`take_losses`).
         self._losses: list[Loss] = []
@@ -245,6 +248,7 @@ class RadioMedium:
         if not ledger.can_send(now, airtime):
             raise DutyCycleExceededError(sender, now, ledger.ready_at(now, airtime))
         ledger.record(now, airtime)
+        self.airtime_used[sender] += airtime
         end = now + airtime
         self._busy_until[sender] = end
         rssi: dict[int, float] = {}

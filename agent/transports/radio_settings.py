@@ -18,9 +18,10 @@ from dataclasses import dataclass, fields
 from typing import Any, Final
 
 from agent.core.airtime import AirtimeModel, LoRaModulation, ModulationError
+from agent.core.distance import PathLoss
 from agent.core.duty_cycle import REGIONS, Region
 from agent.core.limits import MIN_LINK_MTU
-from agent.core.media_limits import DUTY_CYCLE_SLACK
+from agent.core.media_limits import DUTY_CYCLE_SLACK, PATH_LOSS_EXPONENT, RSSI_AT_1M
 from agent.core.medium import MEDIUM_HEADER_BYTES, AirtimeBudget, MediumSpec
 from agent.core.settings import positive, rule, rule_of
 
@@ -79,6 +80,14 @@ class RadioSettings:
     keepalive_interval: float = positive(60.0)
     #: A neighbour not heard this long is gone.
     dead_interval: float = positive(180.0)
+    #: The distance model (log-distance, agent.core.distance.PathLoss) that turns a neighbour's
+    #: RSSI into the connection's distance: the RSSI at 1 m of this radio's transmit power and
+    #: antennas, and the path-loss exponent of the site. The defaults are ESPresense's (BLE
+    #: indoors); calibrate them for LoRa by reading the RSSI at a known distance.
+    rssi_at_1m_dbm: float = rule(RSSI_AT_1M, "a power in dBm (a finite number)", math.isfinite)
+    path_loss_exponent: float = rule(
+        PATH_LOSS_EXPONENT, "a number in 1..6 (2 free space, 2.7-3.5 in clutter)", lambda v: 1 <= v <= 6
+    )
 
     @property
     def region_limits(self) -> Region:
@@ -145,4 +154,5 @@ def medium_spec(
         presence_share=settings.presence_share,
         keepalive_interval=settings.keepalive_interval,
         dead_interval=settings.dead_interval,
+        path_loss=PathLoss(settings.rssi_at_1m_dbm, settings.path_loss_exponent),
     )
