@@ -28,8 +28,11 @@ behind its own duty cycle, where waiting longer helps no one. A TX leaves only w
 (:class:`~firmware_bridge.protocol.Credits`). Each is answered by TX_DONE (``tx_done``) or NAK
 (``tx_nak.<reason>``), or is lost (``tx_lost``) once :data:`LOST_TX_MARGIN` has passed after the
 moment its airtime (``airtime(len)``, set by the owner) would have ended behind the TX before
-it. When TX waits, no TX is outstanding and no CREDIT came for :data:`RESYNC_AFTER` seconds
-(CREDITs lost on the wire), a HELLO asks the dongle for a fresh CREDIT (``credit_resync``).
+it, allowing each TX the dongle's longest contention back-off
+(:data:`~firmware_bridge.limits.MAX_BACKOFF_SLOTS_PER_FRAME` slots): a TX_DONE late after
+listen-before-talk is not a lost frame. When TX waits, no TX is outstanding and no CREDIT came
+for :data:`RESYNC_AFTER` seconds (CREDITs lost on the wire), a HELLO asks the dongle for a fresh
+CREDIT (``credit_resync``).
 
 **A dongle that rebooted** behind a USB-serial bridge (watchdog, brown-out: the port stays) is
 back at its ``dongle.json`` settings with an empty queue. Boot noise or a damaged frame while up, an
@@ -66,7 +69,14 @@ import serial
 
 from agent.core.errors import PresenceError
 from agent.core.pacing import TokenBucket
-from firmware_bridge.limits import FRAME_SILENCE, HELLO_ATTEMPTS, HELLO_TIMEOUT, MAX_WIRE_FRAME
+from firmware_bridge.limits import (
+    BACKOFF_FRAME,
+    FRAME_SILENCE,
+    HELLO_ATTEMPTS,
+    HELLO_TIMEOUT,
+    MAX_BACKOFF_SLOTS_PER_FRAME,
+    MAX_WIRE_FRAME,
+)
 from firmware_bridge.ports import open_serial
 from firmware_bridge.protocol import (
     FEND,
@@ -319,7 +329,8 @@ class DongleDriver:
             payload = self._queue.popleft()
             seq = self._send(Tx(payload))
             now = self._loop.time()
-            self._air_free_at = max(now, self._air_free_at) + self.airtime(len(payload))
+            backoff = MAX_BACKOFF_SLOTS_PER_FRAME * self.airtime(BACKOFF_FRAME)
+            self._air_free_at = max(now, self._air_free_at) + backoff + self.airtime(len(payload))
             self._outstanding[seq] = self._air_free_at + LOST_TX_MARGIN
             self._count("tx_sent")
 

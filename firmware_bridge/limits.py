@@ -36,3 +36,11 @@ FRAME_SILENCE: Final = 0.1
 HELLO_TIMEOUT: Final = 1.0
 #: How many HELLOs a host sends before giving up on a port (a dongle may still be booting).
 HELLO_ATTEMPTS: Final = 3
+#: The dongle's contention back-off (dongle.py, kept equal by tests/test_dongle.py): 1..BACKOFF_SLOTS
+#: slots of a BACKOFF_FRAME-byte frame's airtime after each transmission and per listen-before-talk
+#: deferral, at most MAX_LBT_DEFERRALS of those per frame.
+BACKOFF_SLOTS: Final = 8
+BACKOFF_FRAME: Final = 32
+MAX_LBT_DEFERRALS: Final = 8
+#: The longest a frame can wait at the head of a dongle's queue, in back-off slots.
+MAX_BACKOFF_SLOTS_PER_FRAME: Final = (1 + MAX_LBT_DEFERRALS) * BACKOFF_SLOTS

@@ -131,6 +131,12 @@ def test_the_firmware_airtime_constants_are_the_hosts() -> None:
     assert DUTY.WINDOW_S == media_limits.DUTY_CYCLE_WINDOW
 
 
+def test_the_firmware_back_off_is_the_one_the_driver_allows_for() -> None:
+    assert DONGLE.BACKOFF_SLOTS == limits.BACKOFF_SLOTS
+    assert DONGLE.BACKOFF_FRAME == limits.BACKOFF_FRAME
+    assert DONGLE.MAX_LBT_DEFERRALS == limits.MAX_LBT_DEFERRALS
+
+
 def test_the_firmware_region_table_is_the_hosts() -> None:
     assert set(DUTY.REGIONS) == {int(code) for code in RegionCode}
     for code, name in REGION_NAMES.items():
