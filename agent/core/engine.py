@@ -78,7 +78,6 @@ from agent.core.link import Link
 from agent.core.linkspec import LinkSpec
 from agent.core.medium import (
     EVERYONE,
-    MEDIUM_HEADER_BYTES,
     SHORT_ID_BYTES,
     Interface,
     InterfaceId,
@@ -87,6 +86,7 @@ from agent.core.medium import (
     medium_frame,
     parse_medium_frame,
 )
+from agent.core.mesh_seal import MESH_OVERHEAD, MeshSeal
 from agent.core.occupancy import ANCHORED, MANY, STORE, Claim, Occupancy, Standing
 from agent.core.outbox import ONE_RECORD_OVERHEAD, Outbox, transfer_time
 from agent.core.own_records import CounterSource, OwnRecords, links_record
@@ -218,6 +218,7 @@ class Engine:
         held_records: Iterable[bytes] = (),
         wall: Callable[[float], float] = same_clock,
         membership: Membership | None = None,
+        mesh_key: bytes | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self._private_key = private_key
@@ -240,6 +241,9 @@ class Engine:
         trusted = membership is not None
         self._sealing = self.config.sealing or (Sealing.REQUIRE if trusted else Sealing.OFFER)
         self._encrypt = self.config.encrypt if self.config.encrypt is not None else trusted
+        # Broadcast interfaces seal every frame under the fleet's mesh key, when one is given.
+        self._mesh_key = mesh_key
+        self._counters = counters
 
         self._links: dict[LinkId, Link] = {}
         self._establishments = 0  # links established so far: each one's rank in the links record
@@ -348,7 +352,17 @@ class Engine:
         if spec.mtu < MIN_LINK_MTU:
             raise ValueError(f"medium MTU {spec.mtu} leaves link frames below {MIN_LINK_MTU} bytes")
         self._tick(now)
+        if self._mesh_key is not None:
+            spec = dataclasses.replace(spec, seal_overhead=MESH_OVERHEAD)
+            if spec.mtu < MIN_LINK_MTU:
+                raise ValueError(f"a sealed medium's MTU leaves link frames below {MIN_LINK_MTU} bytes")
         medium = Interface(interface, spec, now, self.config.flood_delay)
+        if self._mesh_key is not None:
+            # The epoch comes from the durable counter: it grows across restarts, so a frame
+            # counter is never reused under this sender's key.
+            epoch = self._counters.next_counter()
+            medium.seal = MeshSeal(self._mesh_key, self._short_id, epoch, self._encrypt)
+            self.stats["interfaces.sealed"] += 1
         self._interfaces[interface] = medium
         self._own.slow_links_down(spec.keepalive_interval / 2)
         self.stats["interfaces.up"] += 1
@@ -380,13 +394,19 @@ class Engine:
         if medium is None:
             self.stats["frames.dropped_no_link"] += 1
             return
+        if data[:SHORT_ID_BYTES] == self._short_id:
+            self.stats["medium.own_echo"] += 1
+            return
+        if medium.seal is not None:
+            try:
+                data = medium.seal.open(data)
+            except SessionError as exc:
+                self.stats[exc.reason.medium_counter] += 1
+                return
         try:
             sender, dest, frame = parse_medium_frame(data)
         except WireError:
             self.stats["frames.malformed"] += 1
-            return
-        if sender == self._short_id:
-            self.stats["medium.own_echo"] += 1
             return
         state = medium.neighbours.get(sender)
         if state is None:
@@ -421,7 +441,7 @@ class Engine:
         if medium is None:
             return transfer_time(spec, size)
         frames = -(-size // (spec.mtu - FRAGMENT_HEADER_BYTES))
-        return frames * medium.spec.airtime.airtime(spec.mtu + MEDIUM_HEADER_BYTES)
+        return frames * medium.spec.airtime.airtime(spec.mtu + medium.spec.header_bytes)
 
     def _reopen_neighbour(self, state: Link, now: float) -> Link | None:
         """A neighbour on a medium started a new handshake (it restarted, or gave up on ours):
@@ -648,14 +668,14 @@ class Engine:
         for interface in list(self._pending_interfaces):
             keepalive = interface.take_keepalive(now)
             if keepalive is not None:
-                out.append((interface.broadcast, medium_frame(self._short_id, EVERYONE, keepalive)))
+                out.append((interface.broadcast, self._on_air(interface, EVERYONE, keepalive)))
                 self._sent(keepalive, interface, now)
             broadcast = interface.outbox
             if broadcast.only_records_waiting(now):
                 broadcast.wake_at = broadcast.records_due
                 continue
             for frame in broadcast.drain(now):
-                out.append((interface.broadcast, medium_frame(self._short_id, EVERYONE, frame)))
+                out.append((interface.broadcast, self._on_air(interface, EVERYONE, frame)))
                 self._sent(frame, interface, now)
             if not broadcast.has_output() and interface.keepalive is None:
                 self._pending_interfaces.pop(interface, None)
@@ -671,7 +691,7 @@ class Engine:
                     out.append((state.id, frame))
                 else:
                     assert isinstance(state.id, MediumLink)
-                    out.append((medium.broadcast, medium_frame(self._short_id, state.id.short_id, frame)))
+                    out.append((medium.broadcast, self._on_air(medium, state.id.short_id, frame)))
                 self._sent(frame, medium, now)
             if not outbox.has_output():
                 self._pending.pop(state, None)
@@ -694,6 +714,11 @@ class Engine:
                     remote = peer_key_string(state.remote_key) if state.remote_key else None
                     self._events.append(CloseLink(state.id, text, remote, state.close_retry_at, reason))
         return out
+
+    def _on_air(self, medium: Interface, dest: bytes, frame: bytes) -> bytes:
+        """A link frame as it goes on a broadcast interface: ids, and the mesh seal if any."""
+        data = medium_frame(self._short_id, dest, frame)
+        return medium.seal.seal(data) if medium.seal is not None else data
 
     def _sent(self, frame: bytes, medium: Interface | None, now: float) -> None:
         self.stats["frames.sent"] += 1

@@ -3,7 +3,8 @@
 A rejected record is counted as ``records.rejected.<reason>`` (arriving in
 RECORDS or loaded from the store) or ``handshake.rejected.<reason>`` (a HELLO
 card); a frame a sealed link drops as ``session.rejected.<reason>``
-(:class:`SessionReason`); a closed link as its :class:`CloseReason` value.
+(:class:`SessionReason`), one a sealed broadcast interface drops as
+``medium.rejected.<reason>``; a closed link as its :class:`CloseReason` value.
 Nothing else names these counters.
 """
 
@@ -67,6 +68,11 @@ class SessionReason(enum.StrEnum):
     @property
     def counter(self) -> str:
         return f"session.rejected.{self.value}"
+
+    @property
+    def medium_counter(self) -> str:
+        """The counter of a frame a broadcast interface's mesh seal dropped (agent.core.mesh_seal)."""
+        return f"medium.rejected.{self.value}"
 
 
 class CloseReason(enum.Enum):

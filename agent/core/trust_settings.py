@@ -10,6 +10,8 @@
     encrypt = "auto"                # sealed frames encrypted: "on", "off"; "auto" = "on" with ca_keys
     unsealed_leaves = false         # "require" still takes a plain link to a leaf (a MicroPython
                                     # node cannot seal)
+    mesh_key = ""                   # the fleet's mesh key (seals radio frames); "" = <state_dir>/mesh.key
+                                    # if present (`fleet-ca init` makes DIR/mesh.key: copy it there, 0600)
 
 With ``ca_keys`` empty the mesh is open, as by default; ``sealing``, ``encrypt`` and
 ``unsealed_leaves`` apply with or without it. :mod:`agent.config`
@@ -28,12 +30,14 @@ from agent.core.limits import MAX_TRUSTED_CA_KEYS
 from agent.core.session import Sealing
 from agent.core.settings import rule
 
-__all__ = ["CERTIFICATE_FILE", "REVOCATION_LIST_FILE", "TrustSettings", "is_key_string"]
+__all__ = ["CERTIFICATE_FILE", "MESH_KEY_FILE", "REVOCATION_LIST_FILE", "TrustSettings", "is_key_string"]
 
 #: This device's certificate in the state directory, unless ``[trust] certificate`` says otherwise.
 CERTIFICATE_FILE: Final = "device.cert"
 #: A revocation list in the state directory, loaded at start if present.
 REVOCATION_LIST_FILE: Final = "revoked.cose"
+#: The fleet's mesh key in the state directory, loaded at start if present (it seals radio frames).
+MESH_KEY_FILE: Final = "mesh.key"
 
 _KEY_PREFIX: Final = "pk"
 
@@ -73,6 +77,7 @@ class TrustSettings:
     )
     encrypt: str = rule("auto", 'one of "auto", "on", "off"', lambda v: v in ("auto", "on", "off"))
     unsealed_leaves: bool = False
+    mesh_key: str = ""
 
     @property
     def enabled(self) -> bool:
