@@ -31,6 +31,11 @@ per frame is reported, with the bytes per frame. **Seal and open** times
 :mod:`agent.core.session` alone on frames of 12, 223 and 1400 bytes (a SUMMARY,
 a links record's RECORDS frame, a full LAN frame).
 
+**LoRa** (``lora``): what the fleet mesh key's seal (:mod:`agent.core.mesh_seal`,
+16 bytes a frame) costs on the air, by the Semtech time-on-air formula at SF7
+and SF12 (125 kHz, 4/5): a broadcast SUMMARY keepalive (20 bytes plain) and a
+full frame; and seal plus open of a medium frame on this CPU.
+
 A measurement, not a test: nothing is asserted. Prints tables and writes JSON.
 """
 
@@ -47,9 +52,12 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.core.airtime import LoRaModulation
 from agent.core.certs import FleetTrust, issue_certificate, raw_public_key
 from agent.core.engine import Engine, EngineConfig, LinkSpec, Membership
 from agent.core.events import ConnectionRequested
+from agent.core.medium import MEDIUM_HEADER_BYTES
+from agent.core.mesh_seal import MESH_OVERHEAD, MeshSeal
 from agent.core.records import ConnectionType, make_card
 from agent.core.session import Sealing, SessionOffer, derive_session
 from agent.core.wire import SEALED_OVERHEAD
@@ -196,6 +204,7 @@ def measure(
         "frames": measure_frames(max(10, repetitions // 4), frames, on_progress),
         "seal": measure_seal(repetitions * 10),
         "seal_overhead_bytes": SEALED_OVERHEAD,
+        "lora": measure_lora(repetitions * 10),
     }
 
 
@@ -259,6 +268,39 @@ def measure_seal(repetitions: int) -> list[dict[str, Any]]:
     return rows
 
 
+def measure_lora(repetitions: int) -> dict[str, Any]:
+    """Airtime of plain and mesh-sealed frames at SF7 and SF12, and the seal's CPU per frame."""
+    summary = MEDIUM_HEADER_BYTES + 12  # ids, frame byte, CBOR array, type, 8-byte summary
+    rows = []
+    for sf in (7, 12):
+        modulation = LoRaModulation(sf=sf)
+        for frame, plain in (("SUMMARY", summary), ("full frame", modulation.mtu - MESH_OVERHEAD)):
+            rows.append(
+                {
+                    "sf": sf,
+                    "frame": frame,
+                    "plain_bytes": plain,
+                    "sealed_bytes": plain + MESH_OVERHEAD,
+                    "plain_ms": rounded(modulation.airtime(plain) * 1000),
+                    "sealed_ms": rounded(modulation.airtime(plain + MESH_OVERHEAD) * 1000),
+                }
+            )
+    key = os.urandom(32)
+    cpu = []
+    for encrypt in (False, True):
+        sender, receiver = MeshSeal(key, b"SEND", 1, encrypt), MeshSeal(key, b"RECV", 1, encrypt)
+        for size in (summary, 200):
+            data = b"SEND" + bytes(4) + os.urandom(size - MEDIUM_HEADER_BYTES)
+            times = []
+            for _ in range(repetitions):
+                started = time.perf_counter()
+                receiver.open(sender.seal(data))
+                times.append(time.perf_counter() - started)
+            mode = "encrypted" if encrypt else "authenticated"
+            cpu.append({"mode": mode, "frame_bytes": size, "median_us": rounded(median(times) * 1e6)})
+    return {"overhead_bytes": MESH_OVERHEAD, "airtime": rows, "seal": cpu}
+
+
 def table(result: dict[str, Any]) -> str:
     lines = [f"{'trust':<6} {'sealing':<14} {'handshake':<14} {'median ms':>10} {'bytes':>7} {'frames':>7}"]
     for row in result["rows"]:
@@ -271,6 +313,14 @@ def table(result: dict[str, Any]) -> str:
     lines += ["", f"{'seal + open':<14} {'bytes':>6} {'us':>8}"]
     for row in result["seal"]:
         lines.append(f"{row['mode']:<14} {row['frame_bytes']:>6} {row['median_us']:>8}")
+    lora = result["lora"]
+    lines += ["", f"{'LoRa':<4} {'frame':<11} {'bytes':>11} {'airtime ms':>18}"]
+    for row in lora["airtime"]:
+        sizes = f"{row['plain_bytes']} -> {row['sealed_bytes']}"
+        times = f"{row['plain_ms']} -> {row['sealed_ms']}"
+        lines.append(f"SF{row['sf']:<2} {row['frame']:<11} {sizes:>11} {times:>18}")
+    for row in lora["seal"]:
+        lines.append(f"mesh seal + open {row['mode']:<14} {row['frame_bytes']:>4} B {row['median_us']:>8} us")
     return "\n".join(lines)
 
 

@@ -58,7 +58,9 @@ from agent.core.records import (
 from agent.core.session import Sealing
 from agent.core.wire import (
     FRAGMENT_HEADER_BYTES,
+    FRAME_AUTHENTICATED,
     FRAME_FRAGMENT,
+    FRAME_SEALED,
     FRAME_WHOLE,
     ROUTER,
     Hello,
@@ -410,7 +412,10 @@ def whole_message_kind(frame: bytes) -> MessageType | None:
 
 
 def malformed_counter(frame: bytes, mtu: int) -> str | None:
-    """The counter a frame that is not a well-formed message or fragment must land in."""
+    """The counter a frame that is not a well-formed message or fragment must land in (on a
+    link without a session: a sealed frame's type is one it cannot open)."""
+    if frame and frame[0] in (FRAME_SEALED, FRAME_AUTHENTICATED):
+        return "session.rejected.no_session"
     if not frame or len(frame) > mtu or frame[0] not in (FRAME_WHOLE, FRAME_FRAGMENT):
         return "frames.malformed"
     if frame[0] == FRAME_FRAGMENT:

@@ -508,7 +508,8 @@ class Engine:
         distance_dm: int | Unchanged | None = UNCHANGED,
     ) -> None:
         """The transport learned more about an up link: a negotiated MTU, a new distance. A
-        changed distance is an update of the link (the links record is re-signed), not a new link."""
+        changed distance is an update of the link (the links record is re-signed), not a new link.
+        ``ValueError`` for an MTU below the minimum (45 on a link that offered a session)."""
         state = self._links.get(link)
         if state is None:
             return
