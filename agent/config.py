@@ -115,8 +115,8 @@ class AgentConfig:
     trust: TrustSettings = field(default_factory=TrustSettings)
 
     def engine_config(self) -> EngineConfig:
-        """The engine's timings from ``[lan]`` and ``[presence]`` (and the table's bounds); everything
-        else keeps the engine default.
+        """The engine's timings from ``[lan]`` and ``[presence]`` (and the table's bounds), and
+        sealing from ``[trust]``; everything else keeps the engine default.
 
         ``refresh_before_expiry`` follows ``record_ttl`` (a quarter of it, the
         engine's own ratio) so a short TTL never leaves a record due for
@@ -131,6 +131,9 @@ class AgentConfig:
             refresh_before_expiry=self.presence.record_ttl / 4,
             max_peers=self.presence.max_peers,
             max_held_bytes=self.presence.max_held_bytes,
+            sealing=self.trust.sealing_mode,
+            encrypt=self.trust.encrypt_frames,
+            unsealed_leaves=self.trust.unsealed_leaves,
         )
 
 

@@ -27,6 +27,10 @@ spreads (min, max, quartiles) are reported over the repetitions.
 Duplicates: the same frames fed again to the same engine (flood echoes), which
 the engine drops by a byte-exact lookup. Each repetition builds a fresh engine
 outside the timed region.
+
+The links are plain (``sealing`` off), so the frames are exactly the records'
+bytes: this figure is the record path. What sealing adds per frame (one open,
+5-7 us) is measured by ``python -m bench.trust``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent import __version__
 from agent.core import cose, ed25519
-from agent.core.engine import Engine, LinkSpec
+from agent.core.engine import Engine, EngineConfig, LinkSpec
 from agent.core.events import ConnectionRequested
 from agent.core.records import (
     ConnectionType,
@@ -55,6 +59,7 @@ from agent.core.records import (
     sign_record,
     verify_record,
 )
+from agent.core.session import Sealing
 from agent.core.wire import FRAME_WHOLE, MessageType, encode_message
 from agent.state.store import MemoryCounter
 from bench.common import TIMES, Mode, goal, median, progress, ratio, rounded
@@ -127,6 +132,7 @@ def _engine(rng: random.Random, name: str) -> Engine:
         card=make_card(name, "Linux", __version__, {}),
         now=NOW,
         rng=rng.randbytes,
+        config=EngineConfig(sealing=Sealing.OFF),
     )
 
 

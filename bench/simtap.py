@@ -22,8 +22,12 @@ from typing import Any
 from agent.core.records import RecordKind, open_record
 from agent.core.wire import (
     FRAGMENT_HEADER_BYTES,
+    FRAME_AUTHENTICATED,
     FRAME_FRAGMENT,
+    FRAME_SEALED,
     FRAME_WHOLE,
+    SEALED_HEADER_BYTES,
+    SEALED_TAG_BYTES,
     MessageType,
     decode_hello,
     decode_message,
@@ -95,10 +99,14 @@ def summarize(frames: Iterable[Transmission]) -> FrameSummary:
     partial_types: dict[tuple[int, int, int], str] = {}
     partials: dict[tuple[int, int, int], dict[int, bytes]] = {}
     for tapped in frames:
-        frame = tapped.frame
         count += 1
-        total += len(frame)
+        total += len(tapped.frame)
         airtime += tapped.airtime
+        # A sealed frame without encryption (trust off) is counted as the frame it carries,
+        # its seal's bytes included; an encrypted one cannot be read ("sealed").
+        frame = tapped.frame
+        if frame[:1] == bytes([FRAME_AUTHENTICATED]):
+            frame = frame[SEALED_HEADER_BYTES:-SEALED_TAG_BYTES]
         message: bytes | None = None
         if frame[:1] == bytes([FRAME_WHOLE]):
             message = frame[1:]
@@ -116,9 +124,11 @@ def summarize(frames: Iterable[Transmission]) -> FrameSummary:
             if len(held) == parts:
                 message = b"".join(held[i] for i in range(parts))
                 del partials[key]
+        elif frame[:1] == bytes([FRAME_SEALED]):
+            kind = "sealed"
         else:
             kind = "unknown"
-        bytes_by_type[kind] = bytes_by_type.get(kind, 0) + len(frame)
+        bytes_by_type[kind] = bytes_by_type.get(kind, 0) + len(tapped.frame)
         airtime_by_type[kind] = airtime_by_type.get(kind, 0.0) + tapped.airtime
         if message is not None and kind == MessageType.RECORDS.name:
             _, fields = decode_message(message)

@@ -9,6 +9,7 @@ import pytest
 from agent.config import AgentConfig, ConfigError, load_config, parse_config
 from agent.core.engine import EngineConfig
 from agent.core.errors import PresenceError
+from agent.core.session import Sealing
 
 HW_CONFIGS = Path(__file__).resolve().parent.parent / "hw_configs"
 PROFILES = sorted(HW_CONFIGS.glob("*.toml"))
@@ -322,3 +323,22 @@ def test_the_ble_table_is_read_and_checked() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_config(f"[ble]\n{bad}\n", "hw.toml")
         assert caught.value.key == key
+
+
+def test_sealing_follows_trust_unless_trust_says_otherwise_with_or_without_a_ca() -> None:
+    default = parse_config("", "site.toml").engine_config()
+    assert (default.sealing, default.encrypt, default.unsealed_leaves) == (None, None, False)
+    config = parse_config(
+        '[trust]\nsealing = "require"\nencrypt = "on"\nunsealed_leaves = true\n', "site.toml"
+    ).engine_config()
+    assert (config.sealing, config.encrypt, config.unsealed_leaves) == (Sealing.REQUIRE, True, True)
+    assert (
+        parse_config('[trust]\nsealing = "off"\nencrypt = "off"\n', "site.toml").engine_config().encrypt
+        is False
+    )
+
+
+@pytest.mark.parametrize("line", ['sealing = "maybe"', 'encrypt = "yes"', "unsealed_leaves = 1"])
+def test_a_sealing_setting_out_of_its_values_stops_the_agent_with_one_line(line: str) -> None:
+    with pytest.raises(ConfigError, match=r"trust\.(sealing|encrypt|unsealed_leaves)"):
+        parse_config(f"[trust]\n{line}\n", "site.toml")

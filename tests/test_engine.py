@@ -55,9 +55,12 @@ from agent.core.records import (
     open_record,
     sign_record,
 )
+from agent.core.session import Sealing
 from agent.core.wire import (
     FRAGMENT_HEADER_BYTES,
+    FRAME_AUTHENTICATED,
     FRAME_FRAGMENT,
+    FRAME_SEALED,
     FRAME_WHOLE,
     ROUTER,
     Hello,
@@ -113,6 +116,12 @@ class Node:
 _rng_seeds = itertools.count(1)
 
 
+def plain(config: EngineConfig | None) -> EngineConfig:
+    """``config`` with sealing off unless it says otherwise."""
+    config = config or EngineConfig()
+    return config if config.sealing is not None else replace(config, sealing=Sealing.OFF)
+
+
 def make_node(
     name: str = "a",
     *,
@@ -122,6 +131,9 @@ def make_node(
     now: float = NOW,
 ) -> Node:
     """A fresh engine with a new key, an in-memory counter and a seeded RNG."""
+    # These tests forge and read link frames by hand, so their links are plain unless a test
+    # asks for sealing (sealed links: tests/test_session.py, tests/test_sealed_links.py).
+    config = plain(config)
     private_key = Ed25519PrivateKey.generate()
     engine = Engine(
         private_key=private_key,
@@ -400,7 +412,10 @@ def whole_message_kind(frame: bytes) -> MessageType | None:
 
 
 def malformed_counter(frame: bytes, mtu: int) -> str | None:
-    """The counter a frame that is not a well-formed message or fragment must land in."""
+    """The counter a frame that is not a well-formed message or fragment must land in (on a
+    link without a session: a sealed frame's type is one it cannot open)."""
+    if frame and frame[0] in (FRAME_SEALED, FRAME_AUTHENTICATED):
+        return "session.rejected.no_session"
     if not frame or len(frame) > mtu or frame[0] not in (FRAME_WHOLE, FRAME_FRAGMENT):
         return "frames.malformed"
     if frame[0] == FRAME_FRAGMENT:
@@ -492,7 +507,21 @@ def test_a_frame_longer_than_the_link_mtu_is_counted_and_dropped_even_if_well_fo
     assert a.engine.held_record_count() == held + 1
 
 
-@pytest.mark.parametrize("type_byte", [0x02, 0x7F, 0xFF])
+@pytest.mark.parametrize("type_byte", [0x02, 0x03])
+def test_a_sealed_frame_on_a_plain_link_is_counted_and_ignored(type_byte: int) -> None:
+    wire, a, _, link = established_pair()
+    held = a.engine.held_record_count()
+
+    a.engine.receive(
+        link, bytes([type_byte]) + bytes(8) + records_message(stranger_card()) + bytes(16), wire.now
+    )
+
+    assert a.engine.stats["session.rejected.no_session"] == 1
+    assert a.engine.stats["messages.malformed"] == 0
+    assert a.engine.held_record_count() == held
+
+
+@pytest.mark.parametrize("type_byte", [0x04, 0x7F, 0xFF])
 def test_a_frame_type_other_than_whole_or_fragment_is_counted_and_ignored(type_byte: int) -> None:
     wire, a, _, link = established_pair()
     held = a.engine.held_record_count()

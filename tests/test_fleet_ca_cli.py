@@ -50,6 +50,8 @@ def test_init_issue_list_revoke_list(capsys: pytest.CaptureFixture[str], tmp_pat
     ca_key = init(capsys, ca)
     assert (ca / "ca.key").stat().st_mode & 0o777 == 0o600
     assert ca.stat().st_mode & 0o777 == 0o700
+    # The fleet's mesh key, a secret copied to every device (it seals radio frames).
+    assert (ca / "mesh.key").stat().st_mode & 0o777 == 0o600 and len((ca / "mesh.key").read_bytes()) == 32
 
     first = issue(capsys, ca, DEVICE, "--metadata", '{"site": "depot-3", "role": "gateway"}')
     second = issue(capsys, ca, OTHER, "--metadata", '{"site": "depot-4"}', "--days", "2")

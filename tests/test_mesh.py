@@ -17,7 +17,16 @@ from agent.api import ConnectionRequestAuthorization, PresenceGraph
 from agent.core import cose
 from agent.core.errors import MetadataTooLargeError
 from agent.core.records import RecordKind, open_record
-from agent.core.wire import FRAME_WHOLE, MessageType, decode_hello, decode_message, encode_message
+from agent.core.wire import (
+    FRAME_AUTHENTICATED,
+    FRAME_WHOLE,
+    SEALED_HEADER_BYTES,
+    SEALED_TAG_BYTES,
+    MessageType,
+    decode_hello,
+    decode_message,
+    encode_message,
+)
 from agent.sim import (
     LORA,
     ClosedLink,
@@ -48,10 +57,13 @@ def sees(observer: SimPeer, target: SimPeer, sim: Simulation) -> bool:
 
 
 def relay_frame(sim: Simulation, receiver: SimPeer, records: list[bytes]) -> None:
-    """Deliver RECORDS on one of ``receiver``'s established links, as if a neighbour relayed them."""
+    """Deliver RECORDS on one of ``receiver``'s established links, as if a neighbour relayed them
+    (sealed under the neighbour's session, as its engine would send them)."""
     link, _, _ = receiver.engine.established_links()[0]
     frame = bytes([FRAME_WHOLE]) + encode_message(MessageType.RECORDS, *records)
-    receiver.engine.receive(link, frame, sim.now)
+    neighbour = sim._wires[link].other(receiver)  # type: ignore[call-overload]
+    session = neighbour.engine._links[link].session
+    receiver.engine.receive(link, session.seal(frame) if session is not None else frame, sim.now)
     sim.pump(receiver)
 
 
@@ -375,10 +387,14 @@ def test_a_quiet_mesh_sends_only_small_keepalives_whatever_its_size() -> None:
 
 
 def cards_in(sent: list[Transmission]) -> int:
-    """Signed cards these (whole, LAN-sized) frames carried: in HELLOs by value and in RECORDS."""
+    """Signed cards these (whole, LAN-sized) frames carried: in HELLOs by value and in RECORDS.
+    Links are sealed without encryption (trust is off), so the inner frames read in the clear."""
     count = 0
     for t in sent:
-        kind, fields = decode_message(t.frame[1:])
+        frame = (
+            t.frame[SEALED_HEADER_BYTES:-SEALED_TAG_BYTES] if t.frame[0] == FRAME_AUTHENTICATED else t.frame
+        )
+        kind, fields = decode_message(frame[1:])
         if kind is MessageType.HELLO:
             count += int(decode_hello(fields).reference is None)
         elif kind is MessageType.RECORDS:

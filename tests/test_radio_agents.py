@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +24,7 @@ import pytest
 from agent.core.airtime import LoRaModulation
 from agent.core.duty_cycle import EU868_G3
 from agent.core.records import ConnectionType
+from agent.core.trust_settings import MESH_KEY_FILE
 from agent.runtime.agent import Agent
 from agent.sim.dongles import DongleEmulator
 from agent.sim.radio import RadioConfig, RadioMedium
@@ -66,12 +68,28 @@ def test_two_radio_agents_over_emulated_dongles_converge_and_share_a_change(tmp_
     run_line(tmp_path, LINE[:2])
 
 
+def test_two_radio_agents_holding_the_fleet_mesh_key_seal_every_frame_and_still_converge(
+    tmp_path: Path,
+) -> None:
+    mesh_key = os.urandom(32)
+    for i in range(2):
+        state = tmp_path / f"pi{i}"
+        state.mkdir(mode=0o700)
+        (state / MESH_KEY_FILE).write_bytes(mesh_key)
+        (state / MESH_KEY_FILE).chmod(0o600)
+    agents = run_line(tmp_path, LINE[:2])
+    for agent in agents:
+        stats = agent.engine.stats
+        assert stats["medium.rejected.bad_tag"] == stats["medium.rejected.malformed"] == 0
+        assert stats["interfaces.sealed"] == 1 and stats["links.established"] >= 1
+
+
 @pytest.mark.slow  # about 75 s on 2 cores: the four agents forming over SF7; scripts/soak runs it
 def test_radio_only_agents_on_a_line_converge_and_a_change_crosses_three_hops(tmp_path: Path) -> None:
     run_line(tmp_path, LINE)
 
 
-def run_line(tmp_path: Path, line: list[tuple[float, float]]) -> None:
+def run_line(tmp_path: Path, line: list[tuple[float, float]]) -> list[Agent]:
     """Agents on ``line``: they converge, the far end's change reaches the near end, the channel
     never refuses a frame."""
     medium = RadioMedium(line, RadioConfig.lora(LoRaModulation()), seed=5, region=EU868_G3)
@@ -86,6 +104,7 @@ def run_line(tmp_path: Path, line: list[tuple[float, float]]) -> None:
             )
             for i, path in enumerate(emulator.paths)
         ]
+        ran.extend(agents)
         for agent in agents:
             await agent.start()
         try:
@@ -110,6 +129,7 @@ def run_line(tmp_path: Path, line: list[tuple[float, float]]) -> None:
             for agent in agents:
                 await agent.close()
 
+    ran: list[Agent] = []
     with DongleEmulator(medium, tmp_path / "dev") as emulator:
         asyncio.run(scenario())
         assert emulator.crash is None
@@ -117,3 +137,4 @@ def run_line(tmp_path: Path, line: list[tuple[float, float]]) -> None:
             stats = emulator.stats(node)
             print(f"dongle {node}: {stats}")
             assert stats["medium_refused"] == 0  # the channel never met a frame beyond the 1 %
+    return ran

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from agent.core.errors import RecordError
-from agent.core.reasons import CloseReason, RejectReason
+from agent.core.reasons import CloseReason, RejectReason, SessionReason
 
 
 @pytest.mark.parametrize("reason", list(RejectReason), ids=str)
@@ -79,6 +79,7 @@ def test_close_counters_never_change() -> None:
         "UNTRUSTED": "handshake.untrusted",
         "REFUSED_BY_REMOTE": "handshake.refused_by_remote",
         "WITHDRAWN": "links.withdrawn",
+        "UNSEALED": "handshake.unsealed",
     }
 
 
@@ -89,3 +90,14 @@ def test_a_bad_proof_close_is_counted_as_the_bad_proof_handshake_rejection() -> 
 def test_no_other_close_counter_collides_with_a_rejection_counter() -> None:
     rejections = {r.record_counter for r in RejectReason} | {r.handshake_counter for r in RejectReason}
     assert {r.counter for r in CloseReason} & rejections == {CloseReason.BAD_PROOF.counter}
+
+
+def test_a_frame_a_sealed_link_drops_is_counted_under_session_rejected_and_its_value() -> None:
+    assert {r.name: r.counter for r in SessionReason} == {
+        "MALFORMED": "session.rejected.malformed",
+        "BAD_TAG": "session.rejected.bad_tag",
+        "REPLAYED": "session.rejected.replayed",
+        "TOO_OLD": "session.rejected.too_old",
+        "NO_SESSION": "session.rejected.no_session",
+        "UNSEALED": "session.rejected.unsealed",
+    }

@@ -45,7 +45,7 @@ from agent.core.records import Card, Envelope, Links, Record, make_card, sign_re
 from agent.core.trust import HINTS
 from agent.core.wire import Deny, MessageType, parse_fields
 from agent.state.store import MemoryCounter
-from tests.test_engine import DAY, LAN, NOW, Node, Wire, decode_frames, deliver, records_message
+from tests.test_engine import DAY, LAN, NOW, Node, Wire, decode_frames, deliver, plain, records_message
 
 SITE = {"site": "depot-3", "role": "gateway"}
 
@@ -110,6 +110,9 @@ def member(
     config: EngineConfig | None = None,
 ) -> Member:
     """An engine trusting ``trusted`` (``None``: trust off) with the certificate ``certify(its key)``."""
+    # These tests forge and read link frames by hand, so their links are plain unless a test
+    # gives a config (sealed links: tests/test_session.py, tests/test_sealed_links.py).
+    config = config or plain(None)
     private_key = Ed25519PrivateKey.generate()
     key = raw_public_key(private_key)
     membership = None

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.config import ConfigError, parse_config
 from agent.core.certs import issue_certificate, raw_public_key, sign_revocation_list
 from agent.core.keys import peer_key_string
-from agent.core.trust_settings import CERTIFICATE_FILE, REVOCATION_LIST_FILE, TrustSettings
-from agent.state.trust_files import TrustFileError, load_fleet_trust, load_membership
+from agent.core.trust_settings import CERTIFICATE_FILE, MESH_KEY_FILE, REVOCATION_LIST_FILE, TrustSettings
+from agent.state.trust_files import TrustFileError, load_fleet_trust, load_membership, load_mesh_key
 
 NOW = 1_800_000_000
 CA = Ed25519PrivateKey.generate()
@@ -106,3 +106,37 @@ def test_a_viewer_gets_the_ca_keys_without_a_state_directory() -> None:
     fleet = load_fleet_trust(TrustSettings(ca_keys=(CA_KEY,)))
     assert fleet is not None and fleet.verify(certificate(), NOW, DEVICE).metadata["site"] == "depot-3"
     assert load_fleet_trust(TrustSettings()) is None
+
+
+# ---------------------------------------------------------------- the fleet mesh key
+
+
+def test_the_mesh_key_is_read_from_the_state_dir_if_present_with_or_without_a_ca(tmp_path: Path) -> None:
+    assert load_mesh_key(TrustSettings(), tmp_path) is None
+    (tmp_path / MESH_KEY_FILE).write_bytes(bytes(range(32)))
+    (tmp_path / MESH_KEY_FILE).chmod(0o600)
+    assert load_mesh_key(TrustSettings(), tmp_path) == bytes(range(32))
+    assert load_mesh_key(TrustSettings(ca_keys=(CA_KEY,)), tmp_path) == bytes(range(32))
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "says"),
+    [
+        (bytes(31), 0o600, "is not a mesh key"),
+        (bytes(33), 0o600, "over 32 bytes"),
+        (bytes(32), 0o644, "chmod 600"),
+    ],
+)
+def test_an_unusable_mesh_key_stops_the_start_with_one_line(
+    tmp_path: Path, content: bytes, mode: int, says: str
+) -> None:
+    path = tmp_path / "fleet.meshkey"
+    path.write_bytes(content)
+    path.chmod(mode)
+    with pytest.raises(TrustFileError, match=says):
+        load_mesh_key(TrustSettings(mesh_key=str(path)), tmp_path)
+
+
+def test_a_named_mesh_key_that_is_missing_stops_the_start(tmp_path: Path) -> None:
+    with pytest.raises(TrustFileError, match="cannot read"):
+        load_mesh_key(TrustSettings(mesh_key=str(tmp_path / "absent")), tmp_path)

@@ -20,7 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.core.engine import Engine, LinkSpec
-from agent.core.limits import MAX_MESSAGE_BYTES, MIN_LINK_MTU, NONCE_BYTES, PROTOCOL_VERSION
+from agent.core.limits import (
+    HANDSHAKE_CONTEXT,
+    MAX_MESSAGE_BYTES,
+    MIN_LINK_MTU,
+    NONCE_BYTES,
+    PROTOCOL_VERSION,
+    SESSION_PROOF_CONTEXT,
+)
 from agent.core.records import ConnectionType, RecordKind, make_card
 from agent.core.wire import (
     AFTER_HANDSHAKE,
@@ -50,8 +57,10 @@ from agent.core.wire import (
     encode_message,
     frames_for,
     max_message_bytes,
+    message_type,
     parse_fields,
     parse_message,
+    proof_message,
     read_digest_entry,
 )
 from agent.state.store import MemoryCounter
@@ -310,6 +319,7 @@ def test_trailing_bytes_after_a_message_are_refused() -> None:
 #: Stands in for a signed card: anything but 13 bytes long is taken as one (and verified later).
 CARD = b"\xd2\x84" + b"c" * 140
 PEER = bytes(range(1, 9))
+ROUTER_CAPS = Capabilities()
 
 
 def test_a_hello_encodes_version_nonce_card_and_capabilities_in_order() -> None:
@@ -318,6 +328,48 @@ def test_a_hello_encodes_version_nonce_card_and_capabilities_in_order() -> None:
     assert kind is MessageType.HELLO
     assert fields == (PROTOCOL_VERSION, nonce, CARD, [0, MAX_MESSAGE_BYTES])
     assert decode_hello(fields) == Hello(nonce, CARD, None, Capabilities(Role.ROUTER, MAX_MESSAGE_BYTES))
+
+
+def test_a_session_offer_rides_as_the_capabilities_third_item_so_a_hello_keeps_four_fields() -> None:
+    offer = bytes(range(32))
+    _, fields = decode_message(encode_hello(NONCE, CARD, ROUTER_CAPS, offer))
+    assert len(fields) == 4 and fields[3] == [0, MAX_MESSAGE_BYTES, offer]
+    assert decode_hello(fields).session_key == offer
+    assert Hello(NONCE, CARD, None, ROUTER_CAPS, offer).encode() == encode_hello(
+        NONCE, CARD, ROUTER_CAPS, offer
+    )
+
+
+@pytest.mark.parametrize("offer", [b"", bytes(31), bytes(33), 7, "k" * 32], ids=repr)
+def test_a_session_offer_that_is_not_32_bytes_is_malformed(offer: object) -> None:
+    with pytest.raises(WireError, match=r"session offer|capabilities"):
+        decode_hello((PROTOCOL_VERSION, NONCE, CARD, [0, MAX_MESSAGE_BYTES, offer]))
+
+
+def test_capabilities_of_four_items_are_malformed() -> None:
+    with pytest.raises(WireError):
+        decode_hello((PROTOCOL_VERSION, NONCE, CARD, [0, MAX_MESSAGE_BYTES, bytes(32), 1]))
+
+
+def test_a_proof_binds_both_offers_only_when_the_signer_offered_one() -> None:
+    nonce, signer, verifier = b"n" * 16, b"s" * 32, b"v" * 32
+    assert proof_message(nonce, signer, verifier) == HANDSHAKE_CONTEXT + nonce + signer + verifier
+    both = proof_message(nonce, signer, verifier, b"S" * 32, b"V" * 32)
+    assert both == SESSION_PROOF_CONTEXT + nonce + signer + verifier + b"S" * 32 + b"V" * 32
+    # The verifier offered none (or an attacker stripped it): still a form of its own.
+    only_signer = proof_message(nonce, signer, verifier, b"S" * 32)
+    assert len({proof_message(nonce, signer, verifier), both, only_signer}) == 3
+
+
+@pytest.mark.parametrize("kind", list(MessageType))
+@pytest.mark.parametrize("extra", [0, 30])
+def test_the_type_of_an_encoded_message_is_read_without_decoding_it(kind: MessageType, extra: int) -> None:
+    assert message_type(encode_message(kind, *([b"x"] * extra))) == kind
+
+
+@pytest.mark.parametrize("data", [b"", b"\x81", b"\xa1\x01\x02", b"\x82\x18\x20\x00"], ids=repr)
+def test_bytes_that_do_not_start_as_a_message_have_no_type(data: bytes) -> None:
+    assert message_type(data) is None
 
 
 def test_a_leaf_says_so_and_names_the_largest_message_it_takes() -> None:

@@ -23,7 +23,8 @@ The parts, each with one job and its own tests:
 * :mod:`~agent.core.sync` — SUMMARY/DIGEST policy;
 * :mod:`~agent.core.reachability` — the edge rule, hops, departure grace;
 * :mod:`~agent.core.outbox` and :mod:`~agent.core.pacing` — queues, batching, send budget;
-* :mod:`~agent.core.framing` — fragmenter and reassembler.
+* :mod:`~agent.core.framing` — fragmenter and reassembler;
+* :mod:`~agent.core.session` — the session key a handshake agrees, sealed frames, the replay window.
 
 This module wires them: dispatch of typed messages, own records (signing,
 refresh, recovery), and the graph. :meth:`Engine.receive` catches only the
@@ -66,9 +67,9 @@ from agent.core.handshake import Handshake, Phase
 from agent.core.holdings import Holdings, Shortfall
 from agent.core.keys import peer_id, peer_key_string
 from agent.core.limits import (
-    HANDSHAKE_CONTEXT,
     MAX_RECORD_BYTES,
     MIN_LINK_MTU,
+    MIN_SEALED_MTU,
     NONCE_BYTES,
     PEER_ID_BYTES,
     PUBLIC_KEY_BYTES,
@@ -79,7 +80,6 @@ from agent.core.medium import (
     DEFAULT_REFUSAL_PAUSE,
     EVERYONE,
     MAX_BUDGETS_KEPT,
-    MEDIUM_HEADER_BYTES,
     SHORT_ID_BYTES,
     AirtimeBudget,
     Interface,
@@ -89,11 +89,12 @@ from agent.core.medium import (
     medium_frame,
     parse_medium_frame,
 )
+from agent.core.mesh_seal import MESH_OVERHEAD, MeshSeal
 from agent.core.occupancy import ANCHORED, MANY, STORE, Claim, Occupancy, Standing
 from agent.core.outbox import ONE_RECORD_OVERHEAD, Outbox, transfer_time
 from agent.core.own_records import CounterSource, OwnRecords, links_record
 from agent.core.reachability import Reachability, hop_counts
-from agent.core.reasons import CloseReason, RejectReason
+from agent.core.reasons import CloseReason, RejectReason, SessionReason
 from agent.core.records import (
     CONNECTION_TYPE_CODES,
     EMPTY_METADATA,
@@ -106,11 +107,13 @@ from agent.core.records import (
     Record,
     RecordKind,
 )
+from agent.core.session import Sealing, SessionError, SessionOffer, derive_session, is_sealed_frame
 from agent.core.sync import DIGEST_HEADROOM, SyncState, digest_messages, records_to_offer
 from agent.core.trust import HINTS, LineLimiter, Membership, Trust
 from agent.core.view import LocalEdge, build_graph
 from agent.core.wire import (
     AFTER_HANDSHAKE,
+    BEFORE_SESSION,
     FRAGMENT_HEADER_BYTES,
     FRAME_WHOLE,
     ROUTER,
@@ -131,6 +134,7 @@ from agent.core.wire import (
     digest_entry,
     encode_hello,
     parse_fields,
+    proof_message,
 )
 
 __all__ = ["CounterSource", "Engine", "EngineConfig", "LinkSpec", "Membership", "RecordCodec", "same_clock"]
@@ -191,6 +195,13 @@ class EngineConfig:
     max_digest_bytes: int = 8192
     #: Router (holds the mesh, floods) or leaf (holds only its own records; wire.Role).
     role: Role = Role.ROUTER
+    #: Sealed point-to-point links (agent.core.session.Sealing); ``None``: ``require`` with
+    #: fleet trust on, else ``offer``.
+    sealing: Sealing | None = None
+    #: Sealed frames are encrypted (else authenticated only); ``None``: encrypted with trust on.
+    encrypt: bool | None = None
+    #: ``require`` still takes a plain link to a leaf (a MicroPython node cannot seal).
+    unsealed_leaves: bool = False
 
 
 class Engine:
@@ -210,6 +221,7 @@ class Engine:
         held_records: Iterable[bytes] = (),
         wall: Callable[[float], float] = same_clock,
         membership: Membership | None = None,
+        mesh_key: bytes | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self._private_key = private_key
@@ -229,6 +241,12 @@ class Engine:
         if membership is not None:
             card = dataclasses.replace(card, certificate=membership.certificate)
             self._own_certificate = self._check_own_certificate(now)
+        trusted = membership is not None
+        self._sealing = self.config.sealing or (Sealing.REQUIRE if trusted else Sealing.OFFER)
+        self._encrypt = self.config.encrypt if self.config.encrypt is not None else trusted
+        # Broadcast interfaces seal every frame under the fleet's mesh key, when one is given.
+        self._mesh_key = mesh_key
+        self._counters = counters
 
         self._links: dict[LinkId, Link] = {}
         self._establishments = 0  # links established so far: each one's rank in the links record
@@ -321,6 +339,8 @@ class Engine:
             last_rx=now,
             medium=medium,
         )
+        if medium is None and self._sealing is not Sealing.OFF and spec.mtu >= MIN_SEALED_MTU:
+            state.handshake.offer = SessionOffer.from_seed(self._rng(32))
         self._links[link] = state
         self.stats["links.opened"] += 1
         # A peer whose card we hold shares a mesh with us, so it most likely holds ours:
@@ -337,9 +357,19 @@ class Engine:
         if spec.mtu < MIN_LINK_MTU:
             raise ValueError(f"medium MTU {spec.mtu} leaves link frames below {MIN_LINK_MTU} bytes")
         self._tick(now)
+        if self._mesh_key is not None:
+            spec = dataclasses.replace(spec, seal_overhead=MESH_OVERHEAD)
+            if spec.mtu < MIN_LINK_MTU:
+                raise ValueError(f"a sealed medium's MTU leaves link frames below {MIN_LINK_MTU} bytes")
         kept = self._budgets_kept.pop(interface, None)
         budget = kept if kept is not None and kept.spec == spec else None
         medium = Interface(interface, spec, now, self.config.flood_delay, budget)
+        if self._mesh_key is not None:
+            # The epoch comes from the durable counter: it grows across restarts, so a frame
+            # counter is never reused under this sender's key.
+            epoch = self._counters.next_counter()
+            medium.seal = MeshSeal(self._mesh_key, self._short_id, epoch, self._encrypt)
+            self.stats["interfaces.sealed"] += 1
         self._interfaces[interface] = medium
         self._own.slow_links_down(spec.keepalive_interval / 2)
         self.stats["interfaces.up"] += 1
@@ -384,13 +414,19 @@ class Engine:
         if medium is None:
             self.stats["frames.dropped_no_link"] += 1
             return
+        if data[:SHORT_ID_BYTES] == self._short_id:
+            self.stats["medium.own_echo"] += 1
+            return
+        if medium.seal is not None:
+            try:
+                data = medium.seal.open(data)
+            except SessionError as exc:
+                self.stats[exc.reason.medium_counter] += 1
+                return
         try:
             sender, dest, frame = parse_medium_frame(data)
         except WireError:
             self.stats["frames.malformed"] += 1
-            return
-        if sender == self._short_id:
-            self.stats["medium.own_echo"] += 1
             return
         state = medium.neighbours.get(sender)
         if state is None:
@@ -425,7 +461,7 @@ class Engine:
         if medium is None:
             return transfer_time(spec, size)
         frames = -(-size // (spec.mtu - FRAGMENT_HEADER_BYTES))
-        return frames * medium.spec.airtime.airtime(spec.mtu + MEDIUM_HEADER_BYTES)
+        return frames * medium.spec.airtime.airtime(spec.mtu + medium.spec.header_bytes)
 
     def _reopen_neighbour(self, state: Link, now: float) -> Link | None:
         """A neighbour on a medium started a new handshake (it restarted, or gave up on ours):
@@ -492,7 +528,8 @@ class Engine:
         distance_dm: int | Unchanged | None = UNCHANGED,
     ) -> None:
         """The transport learned more about an up link: a negotiated MTU, a new distance. A
-        changed distance is an update of the link (the links record is re-signed), not a new link."""
+        changed distance is an update of the link (the links record is re-signed), not a new link.
+        ``ValueError`` for an MTU below the minimum (45 on a link that offered a session)."""
         state = self._links.get(link)
         if state is None:
             return
@@ -500,9 +537,13 @@ class Engine:
         if mtu is not None and mtu != state.spec.mtu:
             if mtu < MIN_LINK_MTU:
                 raise ValueError(f"link MTU {mtu} is below the minimum {MIN_LINK_MTU}")
+            if state.handshake.offer is not None and mtu < MIN_SEALED_MTU:
+                raise ValueError(f"a sealed link's MTU {mtu} is below the minimum {MIN_SEALED_MTU}")
             state.spec = dataclasses.replace(state.spec, mtu=mtu)
             state.outbox.set_mtu(mtu)
             state.reassembler.mtu = mtu
+            if state.sealed_reassembler is not None:
+                state.sealed_reassembler.mtu = state.outbox.frame_mtu
         if not isinstance(distance_dm, Unchanged) and distance_dm != state.spec.distance_dm:
             state.spec = dataclasses.replace(state.spec, distance_dm=distance_dm)
             if state.established:
@@ -517,14 +558,32 @@ class Engine:
             self.stats["frames.dropped_no_link"] += 1
             return
         self._tick(now)
-        state.last_rx = now
         self.stats["frames.received"] += 1
         self.stats["bytes.received"] += len(frame)
-        data = state.reassembler.message(frame, now)
+        session = state.session
+        sealed = is_sealed_frame(frame)
+        if sealed:
+            if session is None or state.sealed_reassembler is None:
+                self.stats[SessionReason.NO_SESSION.counter] += 1
+                return
+            try:
+                inner = session.open(frame)
+            except SessionError as exc:
+                self.stats[exc.reason.counter] += 1
+                return
+            state.last_rx = now  # only an authenticated frame keeps a sealed link alive
+            data = state.sealed_reassembler.message(inner, now)
+        else:
+            if session is None:
+                state.last_rx = now
+            data = state.reassembler.message(frame, now)
         if data is None:
             return
         try:
             kind, fields = decode_message(data)
+            if session is not None and not sealed and kind not in BEFORE_SESSION:
+                self.stats[SessionReason.UNSEALED.counter] += 1
+                return
             if kind in AFTER_HANDSHAKE and not state.established:
                 self.stats["messages.before_handshake"] += 1
                 return
@@ -630,14 +689,14 @@ class Engine:
         for interface in list(self._pending_interfaces):
             keepalive = interface.take_keepalive(now)
             if keepalive is not None:
-                out.append((interface.broadcast, medium_frame(self._short_id, EVERYONE, keepalive)))
+                out.append((interface.broadcast, self._on_air(interface, EVERYONE, keepalive)))
                 self._sent(keepalive, interface, now)
             broadcast = interface.outbox
             if broadcast.only_records_waiting(now):
                 broadcast.wake_at = broadcast.records_due
                 continue
             for frame in broadcast.drain(now):
-                out.append((interface.broadcast, medium_frame(self._short_id, EVERYONE, frame)))
+                out.append((interface.broadcast, self._on_air(interface, EVERYONE, frame)))
                 self._sent(frame, interface, now)
             if not broadcast.has_output() and interface.keepalive is None:
                 self._pending_interfaces.pop(interface, None)
@@ -653,7 +712,7 @@ class Engine:
                     out.append((state.id, frame))
                 else:
                     assert isinstance(state.id, MediumLink)
-                    out.append((medium.broadcast, medium_frame(self._short_id, state.id.short_id, frame)))
+                    out.append((medium.broadcast, self._on_air(medium, state.id.short_id, frame)))
                 self._sent(frame, medium, now)
             if not outbox.has_output():
                 self._pending.pop(state, None)
@@ -676,6 +735,11 @@ class Engine:
                     remote = peer_key_string(state.remote_key) if state.remote_key else None
                     self._events.append(CloseLink(state.id, text, remote, state.close_retry_at, reason))
         return out
+
+    def _on_air(self, medium: Interface, dest: bytes, frame: bytes) -> bytes:
+        """A link frame as it goes on a broadcast interface: ids, and the mesh seal if any."""
+        data = medium_frame(self._short_id, dest, frame)
+        return medium.seal.seal(data) if medium.seal is not None else data
 
     def _sent(self, frame: bytes, medium: Interface | None, now: float) -> None:
         self.stats["frames.sent"] += 1
@@ -835,7 +899,13 @@ class Engine:
             self._broadcast_hello(state, now)
             return
         ref = digest_entry(card.peer_id, card.kind, card.counter)
-        hello = encode_hello(state.handshake.nonce, ref if by_reference else card.raw, self._capabilities)
+        offer = state.handshake.offer
+        hello = encode_hello(
+            state.handshake.nonce,
+            ref if by_reference else card.raw,
+            self._capabilities,
+            offer.public if offer is not None else None,
+        )
         resend_after = 4 * self._transfer_time(state.spec, state.medium, len(hello))
         state.handshake.sent_hello(hello, by_reference, resend_after, now)
         self._send_control(state, hello)
@@ -874,7 +944,7 @@ class Engine:
             if not state.established:
                 # Its new round while ours with it is under way: prove ourselves over its new nonce.
                 self.stats["medium.proof_renewed"] += 1
-                signed = HANDSHAKE_CONTEXT + hello.nonce + self.public_key + hs.remote_key
+                signed = proof_message(hello.nonce, self.public_key, hs.remote_key)
                 hs.remote_nonce, hs.proof = hello.nonce, Proof(self._private_key.sign(signed)).encode()
                 self._answer(state, hs.proof, now)
                 return
@@ -917,10 +987,10 @@ class Engine:
                 hs.move(Phase.CARD_REQUESTED)
             self._send_control(state, CardRequest().encode())
             return
-        signature = self._private_key.sign(
-            HANDSHAKE_CONTEXT + hello.nonce + self.public_key + card.public_key
-        )
-        hs.card_accepted(card, hello.nonce, Proof(signature).encode())
+        own_offer = hs.offer.public if hs.offer is not None else None
+        hs.remote_offer = hello.session_key
+        signed = proof_message(hello.nonce, self.public_key, card.public_key, own_offer, hello.session_key)
+        hs.card_accepted(card, hello.nonce, Proof(self._private_key.sign(signed)).encode())
         self._answer(state, hs.proof, now)
         if hs.early_proof is not None:
             self._on_proof(state, Proof(hs.early_proof), now)
@@ -980,7 +1050,8 @@ class Engine:
         if hs.phase is not Phase.PROVING or hs.remote_key is None or hs.remote_card is None:
             self.stats["handshake.unexpected_proof"] += 1
             return
-        signed = HANDSHAKE_CONTEXT + hs.nonce + hs.remote_key + self.public_key
+        own_offer = hs.offer.public if hs.offer is not None else None
+        signed = proof_message(hs.nonce, hs.remote_key, self.public_key, hs.remote_offer, own_offer)
         if not ed25519.verify(hs.remote_key, signed, proof.signature):
             if state.medium is not None:
                 # On a shared channel a proof over an earlier nonce of ours (a neighbour still
@@ -988,6 +1059,8 @@ class Engine:
                 self.stats["handshake.rejected.bad_proof"] += 1
                 return
             self._close(state, CloseReason.BAD_PROOF, now)
+            return
+        if not self._start_session(state, now):
             return
         hs.move(Phase.DECIDING)
         card = hs.remote_card.body
@@ -1000,6 +1073,38 @@ class Engine:
             connection_type=state.spec.connection_type,
         )
         self._events.append(ConnectionRequested(state.id, request))
+
+    def _start_session(self, state: Link, now: float) -> bool:
+        """The remote proved its key (and both offers): seal the link if both ends offered, or
+        refuse a plain one this peer requires sealed. ``False``: the link is closing."""
+        hs = state.handshake
+        assert hs.remote_key is not None
+        if hs.offer is not None and hs.remote_offer is not None:
+            try:
+                session = derive_session(
+                    hs.offer,
+                    hs.remote_offer,
+                    own_key=self.public_key,
+                    remote_key=hs.remote_key,
+                    own_nonce=hs.nonce,
+                    remote_nonce=hs.remote_nonce,
+                    encrypt=self._encrypt,
+                )
+            except ValueError as exc:  # a small-order X25519 key: no secret is agreed
+                self.stats["handshake.rejected.bad_session_key"] += 1
+                self._close(state, CloseReason.HANDSHAKE_REFUSED, now, detail=f"session offer: {exc}")
+                return False
+            state.session = session
+            state.sealed_reassembler = Reassembler(state.spec.mtu - session.overhead, self.stats)
+            state.outbox.seal_with(session)
+            self.stats["links.sealed"] += 1
+            return True
+        exempt = state.medium is not None or (state.to_leaf and self.config.unsealed_leaves)
+        if self._sealing is Sealing.REQUIRE and not exempt:
+            self._close(state, CloseReason.UNSEALED, now)
+            return False
+        self.stats["links.unsealed"] += 1
+        return True
 
     def _on_deny(self, state: Link, deny: Deny, now: float) -> None:
         if deny.reason is not None:
@@ -1451,6 +1556,8 @@ class Engine:
             self._withdraw_untrusted(now)  # certificates expired since
         for state in self._links.values():
             state.reassembler.sweep(now, functools.partial(self._reassembly_allowance, state))
+            if state.sealed_reassembler is not None:
+                state.sealed_reassembler.sweep(now, functools.partial(self._reassembly_allowance, state))
         self._held.drop_unused_keys()
         self._occupancy.prune(self._held.keys)
 
@@ -1478,7 +1585,7 @@ class Engine:
             digests = [Digest(pid, pid, b"".join(self._held.digest_entries_of(pid)))]
         else:
             room = min(self.config.max_digest_bytes, state.remote_capabilities.max_message - DIGEST_HEADROOM)
-            digests = digest_messages(self._held.digest_entries(), state.spec.mtu, room)
+            digests = digest_messages(self._held.digest_entries(), state.outbox.frame_mtu, room)
         state.outbox.send_digests([d.encode() for d in digests])
         self._pending[state] = None
 

@@ -26,8 +26,10 @@ class Fragmenter:
         self.mtu = mtu
         self._next_id = 0
 
-    def frames(self, message: bytes) -> list[bytes]:
-        frames = frames_for(message, self.mtu, self._next_id)
+    def frames(self, message: bytes, mtu: int | None = None) -> list[bytes]:
+        """``message``'s frames of at most ``mtu`` bytes (default: the link MTU; a sealed link
+        cuts them shorter, to leave room for the seal)."""
+        frames = frames_for(message, mtu or self.mtu, self._next_id)
         self._next_id = (self._next_id + 1) % 256
         return frames
 

@@ -28,6 +28,7 @@ from typing import Final
 
 from agent.core.certs import Certificate
 from agent.core.records import Record
+from agent.core.session import SessionOffer
 from agent.core.wire import Accept
 
 
@@ -82,6 +83,10 @@ class Handshake:
         self.remote_certificate: Certificate | None = None
         #: The key a HELLO card claimed before it was verified (for the log of a refusal only).
         self.claimed_key: bytes | None = None
+        #: Our session offer on this link (``None``: we offer none), and the remote's (from the
+        #: HELLO whose card we accepted).
+        self.offer: SessionOffer | None = None
+        self.remote_offer: bytes | None = None
 
     # ---------------------------------------------------------------- phases
 

@@ -31,6 +31,16 @@ PROTOCOL_VERSION: Final = 3
 HANDSHAKE_CONTEXT: Final = b"presence-agent/link-proof/v1"
 #: Handshake nonce length.
 NONCE_BYTES: Final = 16
+#: Domain separation for link proofs that bind session offers (agent.core.session).
+SESSION_PROOF_CONTEXT: Final = b"presence-agent/link-proof/v2"
+#: Domain separation of the session key schedule (HKDF-SHA256's info).
+SESSION_CONTEXT: Final = b"presence-agent/link-session/v1"
+#: A session offer: an X25519 public key.
+SESSION_KEY_BYTES: Final = 32
+#: Frames received out of order are accepted within this many counters of the newest (once each).
+REPLAY_WINDOW: Final = 64
+#: A sealed link's MTU is at least this: a sealed frame's 25 bytes and a smallest link frame.
+MIN_SEALED_MTU: Final = 45
 
 #: Largest message reassembled from fragments (a full digest is split below this).
 MAX_MESSAGE_BYTES: Final = 65536

@@ -18,6 +18,7 @@ from agent.core.wire import ROUTER, Capabilities, Role
 if TYPE_CHECKING:
     from agent.core.distance import LinkQuality
     from agent.core.medium import Interface
+    from agent.core.session import Session
 
 
 @dataclass(eq=False, slots=True)
@@ -49,6 +50,11 @@ class Link:
     answered_at: float = -math.inf
     #: Handshake answers held back a random moment (a medium): (when, message), in order.
     delayed: list[tuple[float, bytes]] = field(default_factory=list)
+    #: The session the handshake agreed (``None``: a plain link, or not agreed yet).
+    session: Session | None = None
+    #: Reassembles the inner frames of sealed frames: apart from the plain frames' reassembler,
+    #: so a plain fragment injected with a sealed message's id cannot spoil it.
+    sealed_reassembler: Reassembler | None = None
 
     @property
     def established(self) -> bool:

@@ -10,6 +10,8 @@ link with its own handshake, reassembly, sync state and liveness.
 **Frame on a broadcast interface**::
 
     sender(4) ‖ dest(4) ‖ link frame          (wire.py: whole message or fragment)
+    sender(4) ‖ dest(4) ‖ counter(8) ‖ link frame ‖ tag(8)   with a fleet mesh key
+                                               (agent.core.mesh_seal states the bytes)
 
 ``sender`` is the first four bytes of the sender's peer id, ``dest`` a
 neighbour's, or ``00000000`` for everyone. A neighbour's HELLO card must
@@ -58,6 +60,7 @@ from agent.core.wire import WireError
 
 if TYPE_CHECKING:
     from agent.core.link import Link
+    from agent.core.mesh_seal import MeshSeal
 
 SHORT_ID_BYTES: Final = 4
 MEDIUM_HEADER_BYTES: Final = 2 * SHORT_ID_BYTES
@@ -112,6 +115,9 @@ class MediumSpec:
     #: Neighbours on this interface at all, at most (each costs a handshake, airtime and a links
     #: record entry; past it, new senders are ignored until one leaves).
     max_neighbours: int = 32
+    #: Bytes a seal adds to every frame (agent.core.mesh_seal; 0: frames are not sealed). The
+    #: engine sets it when it holds a fleet mesh key.
+    seal_overhead: int = 0
 
     def __post_init__(self) -> None:
         if self.airtime.mtu <= MEDIUM_HEADER_BYTES + 16:
@@ -127,7 +133,12 @@ class MediumSpec:
     @property
     def mtu(self) -> int:
         """The link frames' MTU: the medium's, less the sender and destination ids."""
-        return self.airtime.mtu - MEDIUM_HEADER_BYTES
+        return self.airtime.mtu - self.header_bytes
+
+    @property
+    def header_bytes(self) -> int:
+        """What a medium frame carries besides its link frame: ids, and the seal if any."""
+        return MEDIUM_HEADER_BYTES + self.seal_overhead
 
     def rebroadcast_after(self, snr: float | None, jitter: float) -> float:
         """The delay before rebroadcasting a record heard at ``snr`` (``None``: our own, at once);
@@ -174,19 +185,21 @@ class AirtimeBudget:
     every link on the interface, for the rest of the window).
     """
 
-    __slots__ = ("general", "model", "presence", "spec")
+    __slots__ = ("_header", "general", "model", "presence", "spec")
 
     def __init__(self, spec: MediumSpec) -> None:
         self.spec = spec
         self.model = spec.airtime
+        self._header = spec.header_bytes
         presence = spec.allowance * spec.presence_share
-        keepalives = spec.airtime.airtime(SUMMARY_FRAME_BYTES) / spec.keepalive_interval
+        summary = SUMMARY_FRAME_BYTES + spec.seal_overhead
+        keepalives = spec.airtime.airtime(summary) / spec.keepalive_interval
         general = max(presence / 4, presence - KEEPALIVE_RESERVE * keepalives)
         self.presence = DutyCycle(presence, spec.window, spec.dwell)
         self.general = DutyCycle(general, spec.window, spec.dwell)
 
     def _airtime(self, cost: float) -> float:
-        return self.model.airtime(int(cost) + MEDIUM_HEADER_BYTES)
+        return self.model.airtime(int(cost) + self._header)
 
     def try_take(self, cost: float, now: float) -> bool:
         airtime = self._airtime(cost)
@@ -252,6 +265,8 @@ class Interface:
         self.budget = budget if budget is not None else AirtimeBudget(spec)
         self.outbox = Outbox(LinkSpec(spec.connection_type, mtu=spec.mtu), now, flood_delay, self.budget)
         self.broadcast = Broadcast(interface)
+        #: The fleet mesh key's seal of every frame on this interface (``None``: plain frames).
+        self.seal: MeshSeal | None = None
         #: Neighbours by short id (their links live in the engine's table too).
         self.neighbours: dict[bytes, Link] = {}
         #: Copies heard of each record queued for rebroadcast (the first reception counts).
@@ -295,7 +310,7 @@ class Interface:
         if frame is None:
             return None
         if not self.budget.try_keepalive(len(frame), now):
-            airtime = self.spec.airtime.airtime(len(frame) + MEDIUM_HEADER_BYTES)
+            airtime = self.spec.airtime.airtime(len(frame) + self.spec.header_bytes)
             self.keepalive_at = max(now + 0.001, self.budget.presence.ready_at(now, airtime))
             return None
         self.keepalive = self.keepalive_at = None
@@ -308,7 +323,7 @@ class Interface:
     def hello_gap(self, hello_len: int) -> float:
         """The least time between two broadcast HELLOs: four frames' airtime, times the
         neighbours sharing the channel (each answers with a PROOF)."""
-        return 4 * self.spec.airtime.airtime(hello_len + MEDIUM_HEADER_BYTES) * (1 + len(self.neighbours))
+        return 4 * self.spec.airtime.airtime(hello_len + self.spec.header_bytes) * (1 + len(self.neighbours))
 
     @property
     def summary_due(self) -> float:

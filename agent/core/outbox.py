@@ -10,6 +10,11 @@ RECORDS count: a keepalive just sent must not hold back the next flood hop).
 Every frame is paid for from the link's :class:`~agent.core.pacing.TokenBucket`
 at its length plus the link's per-frame overhead.
 
+Once the link's handshake agreed a session (:meth:`Outbox.seal_with`), every
+message but HELLO, PROOF and CARD_REQUEST (``wire.BEFORE_SESSION``) is cut into
+frames 25 bytes shorter than the MTU and each is sealed as it leaves, so
+counters go out in the order they were drawn.
+
 A control message or DIGEST already waiting is not queued again: a
 retransmission (HELLO, PROOF, ``ACCEPT 1``) or a repeated DIGEST that finds its
 twin still unsent adds nothing. On a LAN nothing waits long enough to matter;
@@ -23,13 +28,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.core.framing import Fragmenter
 from agent.core.linkspec import LinkSpec
 from agent.core.pacing import TokenBucket
 from agent.core.records import RecordKind
-from agent.core.wire import FRAGMENT_HEADER_BYTES, Records
+from agent.core.wire import BEFORE_SESSION, FRAGMENT_HEADER_BYTES, Records, message_type
+
+if TYPE_CHECKING:
+    from agent.core.session import Session
 
 RecordKey = tuple[bytes, RecordKind]
 
@@ -79,7 +87,9 @@ class Outbox:
         self._digests: deque[bytes] = deque()
         self._links: dict[RecordKey, bytes] = {}
         self._cards: dict[RecordKey, bytes] = {}
-        self._frames: deque[bytes] = deque()
+        #: Frames cut and not yet sent, each with whether it is sealed as it leaves.
+        self._frames: deque[tuple[bytes, bool]] = deque()
+        self._session: Session | None = None
         self.records_due = 0.0
         #: When the last RECORDS message left (never: minus infinity).
         self.last_records_tx = -math.inf
@@ -95,6 +105,15 @@ class Outbox:
             self._frames.clear()
         self.spec = replace(self.spec, mtu=mtu)
         self._fragmenter.mtu = mtu
+
+    def seal_with(self, session: Session) -> None:
+        """The handshake agreed ``session``: seal every later message but the handshake's own."""
+        self._session = session
+
+    @property
+    def frame_mtu(self) -> int:
+        """The largest frame a message is cut into: the MTU, less a seal's bytes once sealed."""
+        return self.spec.mtu - (self._session.overhead if self._session is not None else 0)
 
     # ---------------------------------------------------------------- queueing
 
@@ -152,15 +171,20 @@ class Outbox:
                 message = self._next_message(now)
                 if message is None:
                     break
-                self._frames.extend(self._fragmenter.frames(message))
-            frame = self._frames[0]
-            cost = len(frame) + overhead
+                session = self._session
+                if session is not None and message_type(message) not in BEFORE_SESSION:
+                    cut = self._fragmenter.frames(message, self.frame_mtu)
+                    self._frames.extend((frame, True) for frame in cut)
+                else:
+                    self._frames.extend((frame, False) for frame in self._fragmenter.frames(message))
+            frame, sealed = self._frames[0]
+            cost = len(frame) + overhead + (self._session.overhead if sealed and self._session else 0)
             if not self.budget.try_take(cost, now):
                 # At least a millisecond on: a driver's timer may not be finer.
                 self.wake_at = max(now + 0.001, self.budget.ready_at(cost, now))
                 break
             self._frames.popleft()
-            out.append(frame)
+            out.append(self._session.seal(frame) if sealed and self._session else frame)
             self.last_tx = now
         return out
 
@@ -182,7 +206,7 @@ class Outbox:
 
     def _records_message(self, queue: dict[RecordKey, bytes]) -> bytes:
         # Pack as many records as fit one frame; a record bigger than a frame goes alone.
-        room = self.spec.mtu - _RECORDS_HEADROOM
+        room = self.frame_mtu - _RECORDS_HEADROOM
         batch: list[bytes] = []
         used = 0
         for key in list(queue):

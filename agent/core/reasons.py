@@ -1,9 +1,11 @@
-"""Why a record is rejected and why a link is closed: the enums behind the stats keys.
+"""Why a record is rejected, a frame dropped or a link closed: the enums behind the stats keys.
 
 A rejected record is counted as ``records.rejected.<reason>`` (arriving in
 RECORDS or loaded from the store) or ``handshake.rejected.<reason>`` (a HELLO
-card); a closed link as its :class:`CloseReason` value. Nothing else names
-these counters.
+card); a frame a sealed link drops as ``session.rejected.<reason>``
+(:class:`SessionReason`), one a sealed broadcast interface drops as
+``medium.rejected.<reason>``; a closed link as its :class:`CloseReason` value.
+Nothing else names these counters.
 """
 
 from __future__ import annotations
@@ -46,6 +48,33 @@ class RejectReason(enum.StrEnum):
         return f"handshake.rejected.{self.value}"
 
 
+class SessionReason(enum.StrEnum):
+    """Why a frame on a sealed link (``agent.core.session``) was dropped. The link stays up."""
+
+    #: Not a sealed frame's layout (too short for its header and tag).
+    MALFORMED = "malformed"
+    #: The tag does not verify: injected, altered, or sealed under another link's keys.
+    BAD_TAG = "bad_tag"
+    #: Its counter was accepted before on this link: a replay (or a duplicate).
+    REPLAYED = "replayed"
+    #: Its counter is older than the replay window: it cannot be told from a replay.
+    TOO_OLD = "too_old"
+    #: A sealed frame on a link that agreed no session (yet): nothing can open it.
+    NO_SESSION = "no_session"
+    #: A plain frame whose message a sealed link only takes sealed (anything but HELLO, PROOF
+    #: and CARD_REQUEST, which go before the keys exist).
+    UNSEALED = "unsealed"
+
+    @property
+    def counter(self) -> str:
+        return f"session.rejected.{self.value}"
+
+    @property
+    def medium_counter(self) -> str:
+        """The counter of a frame a broadcast interface's mesh seal dropped (agent.core.mesh_seal)."""
+        return f"medium.rejected.{self.value}"
+
+
 class CloseReason(enum.Enum):
     """Why the engine closed a link. ``value`` is the counter, ``text`` what the log says."""
 
@@ -63,6 +92,9 @@ class CloseReason(enum.Enum):
     REFUSED_BY_REMOTE = ("handshake.refused_by_remote", "remote refused this peer's certificate")
     #: Trust on: an admitted peer's certificate was revoked, or expired, since.
     WITHDRAWN = ("links.withdrawn", "remote's certificate was revoked or expired")
+    #: This peer requires sealed links (trust on, or ``sealing = "required"``) and the remote
+    #: offered no session key.
+    UNSEALED = ("handshake.unsealed", "remote does not seal its frames, and this peer requires it")
 
     @property
     def counter(self) -> str:

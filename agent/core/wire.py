@@ -5,7 +5,16 @@ exceeds the link's MTU. Byte 0 says what follows:
 
 * ``0x00`` + message: a whole message;
 * ``0x01`` + msg_id(1) + index(1) + count(1) + chunk: one fragment of a
-  message too big for one frame (at most 255 fragments).
+  message too big for one frame (at most 255 fragments);
+* ``0x02`` + counter(8) + ChaCha20-Poly1305(inner frame) + tag(16): a *sealed*
+  frame, whose inner frame is one of the two above, encrypted;
+* ``0x03`` + counter(8) + inner frame + tag(16): the same, authenticated but
+  not encrypted (a link agreed to seal without confidentiality).
+
+Sealed frames exist only on a link whose handshake agreed a session
+(:mod:`agent.core.session` seals and opens them and states the nonce, the key
+schedule and the replay window); an inner frame is at most the link MTU less
+:data:`SEALED_OVERHEAD` (25) bytes.
 
 A *message* is a deterministic CBOR array whose first item is its type:
 
@@ -29,10 +38,15 @@ big-endian)``: it names one record. DIGEST ``entries`` is one byte string of
 them, sorted, covering every record the sender holds for peer ids in ``[lo,
 hi]``.
 
-HELLO's fourth field (version 3) says what the sender is: ``[role, max_message]``, role
-0 a router (holds the mesh, floods) or 1 a leaf (holds only its own records: it is sent
-no floods, and its SUMMARY and DIGEST cover only its own records), and the largest
-message it reassembles (256..65536 bytes; nothing larger is sent to it once HELLO is in).
+HELLO's fourth field (version 3) says what the sender is: ``[role, max_message,
+?session_key]``, role 0 a router (holds the mesh, floods) or 1 a leaf (holds only its own
+records: it is sent no floods, and its SUMMARY and DIGEST cover only its own records), and
+the largest message it reassembles (256..65536 bytes; nothing larger is sent to it once
+HELLO is in). The optional third item is the sender's *session offer*: a fresh X25519
+public key (32 bytes) for this link, which the PROOFs bind (below). It rides inside the
+capabilities, not as a fifth HELLO field, because a MicroPython leaf (LEAF_PROFILE.md)
+takes exactly four fields and ignores the capabilities' contents; a host older than the
+session offer refuses it as malformed, so hosts upgrade together (or turn sealing off).
 
 HELLO's third field is the sender's signed card (*by value*), or the card's
 digest entry (*by reference*, 13 bytes, so never a valid card): a sender that
@@ -50,7 +64,13 @@ is ignored, as every version so far did, so the field needs no version bump. It
 is unauthenticated, for the refused side's log only.
 
 The link proof is an Ed25519 signature over ``HANDSHAKE_CONTEXT +
-verifier_nonce + signer_key + verifier_key``. HELLO is resent until the
+verifier_nonce + signer_key + verifier_key`` from a signer that offered no
+session key, and over ``SESSION_PROOF_CONTEXT + verifier_nonce + signer_key +
+verifier_key + signer_session_key(32) + verifier_session_key(32 or 0)`` from
+one that did (:func:`proof_message`): each side signs both offers as it saw
+them, so an on-path attacker who replaces or strips either one breaks a PROOF.
+A signer that offered a key never signs the first form, so stripping an offer
+cannot pass for a peer that never offers (a leaf). HELLO is resent until the
 remote's PROOF arrives; after admitting, our ACCEPT is resent as ``ACCEPT 1``
 until the remote's ACCEPT arrives. ``ACCEPT 1`` is answered with a plain
 ACCEPT, never with another ``ACCEPT 1``. Resends back off from one second (or
@@ -70,17 +90,29 @@ import cbor2
 
 from agent.core.certs import TrustReason
 from agent.core.limits import (
+    HANDSHAKE_CONTEXT,
     MAX_MESSAGE_BYTES,
     NONCE_BYTES,
     PEER_ID_BYTES,
     PROTOCOL_VERSION,
+    SESSION_KEY_BYTES,
+    SESSION_PROOF_CONTEXT,
     SIGNATURE_BYTES,
 )
 from agent.core.records import RecordKind
 
 FRAME_WHOLE: Final = 0x00
 FRAME_FRAGMENT: Final = 0x01
+#: A sealed frame, encrypted; and one authenticated only (see the module docstring).
+FRAME_SEALED: Final = 0x02
+FRAME_AUTHENTICATED: Final = 0x03
 FRAGMENT_HEADER_BYTES: Final = 4
+#: A sealed frame's header: its type byte and the sender's 64-bit frame counter (big-endian).
+SEALED_HEADER_BYTES: Final = 9
+#: The Poly1305 tag that ends a sealed frame.
+SEALED_TAG_BYTES: Final = 16
+#: What sealing adds to a frame: header and tag.
+SEALED_OVERHEAD: Final = SEALED_HEADER_BYTES + SEALED_TAG_BYTES
 MAX_FRAGMENTS: Final = 255
 DIGEST_ENTRY_BYTES: Final = 13
 SUMMARY_BYTES: Final = 8
@@ -176,25 +208,38 @@ class Hello:
     #: (peer id, counter) of a card sent by reference, else ``None``.
     reference: tuple[bytes, int] | None
     capabilities: Capabilities = ROUTER
+    #: The sender's session offer (an X25519 public key for this link), else ``None``.
+    session_key: bytes | None = None
 
     def encode(self) -> bytes:
-        return encode_hello(self.nonce, self.card, self.capabilities)
+        return encode_hello(self.nonce, self.card, self.capabilities, self.session_key)
 
 
-def encode_hello(nonce: bytes, card: bytes, capabilities: Capabilities = ROUTER) -> bytes:
-    """A HELLO carrying ``card``: the signed card or its :func:`digest_entry`."""
-    return encode_message(MessageType.HELLO, PROTOCOL_VERSION, nonce, card, capabilities.encode())
+def encode_hello(
+    nonce: bytes, card: bytes, capabilities: Capabilities = ROUTER, session_key: bytes | None = None
+) -> bytes:
+    """A HELLO carrying ``card`` (the signed card or its :func:`digest_entry`) and, when given,
+    a session offer as the capabilities' third item."""
+    caps: list[int | bytes] = [*capabilities.encode()]
+    if session_key is not None:
+        caps.append(session_key)
+    return encode_message(MessageType.HELLO, PROTOCOL_VERSION, nonce, card, caps)
 
 
-def _capabilities(value: Any) -> Capabilities:
-    if not (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)):
-        raise WireError("HELLO capabilities are [role, max_message]")
-    role, max_message = value
+def _capabilities(value: Any) -> tuple[Capabilities, bytes | None]:
+    if not (isinstance(value, list) and len(value) in (2, 3) and all(type(v) is int for v in value[:2])):
+        raise WireError("HELLO capabilities are [role, max_message, ?session_key]")
+    role, max_message = value[:2]
     if role not in (Role.ROUTER, Role.LEAF):
         raise WireError(f"HELLO role must be 0 (router) or 1 (leaf), got {role if 0 <= role < 256 else '?'}")
     if not MIN_MAX_MESSAGE <= max_message <= MAX_MESSAGE_BYTES:
         raise WireError(f"HELLO max_message must be in {MIN_MAX_MESSAGE}..{MAX_MESSAGE_BYTES}")
-    return Capabilities(Role(role), max_message)
+    session_key = value[2] if len(value) == 3 else None
+    if session_key is not None and not (
+        isinstance(session_key, bytes) and len(session_key) == SESSION_KEY_BYTES
+    ):
+        raise WireError(f"a HELLO session offer is a {SESSION_KEY_BYTES}-byte X25519 key")
+    return Capabilities(Role(role), max_message), session_key
 
 
 def decode_hello(fields: tuple[Any, ...]) -> Hello:
@@ -204,13 +249,34 @@ def decode_hello(fields: tuple[Any, ...]) -> Hello:
     _, nonce, card, capabilities = fields
     if not (isinstance(nonce, bytes) and len(nonce) == NONCE_BYTES and isinstance(card, bytes)):
         raise WireError("HELLO needs a 16-byte nonce and a card")
-    caps = _capabilities(capabilities)
+    caps, session_key = _capabilities(capabilities)
     if len(card) != DIGEST_ENTRY_BYTES:
-        return Hello(nonce, card, None, caps)
+        return Hello(nonce, card, None, caps, session_key)
     peer, kind, counter = read_digest_entry(card)
     if kind != RecordKind.CARD:
         raise WireError("a HELLO's record reference must name a card")
-    return Hello(nonce, card, (peer, counter), caps)
+    return Hello(nonce, card, (peer, counter), caps, session_key)
+
+
+def proof_message(
+    verifier_nonce: bytes,
+    signer_key: bytes,
+    verifier_key: bytes,
+    signer_session_key: bytes | None = None,
+    verifier_session_key: bytes | None = None,
+) -> bytes:
+    """What a PROOF signs (the module docstring): the first form without a signer's session
+    offer, else the second, binding both offers as the signer saw them."""
+    if signer_session_key is None:
+        return HANDSHAKE_CONTEXT + verifier_nonce + signer_key + verifier_key
+    return (
+        SESSION_PROOF_CONTEXT
+        + verifier_nonce
+        + signer_key
+        + verifier_key
+        + signer_session_key
+        + (verifier_session_key or b"")
+    )
 
 
 class UnsupportedVersionError(WireError):
@@ -325,6 +391,20 @@ Message: TypeAlias = Hello | Proof | Accept | Deny | Records | Summary | Digest 
 
 #: Messages that only an established link may carry.
 AFTER_HANDSHAKE: Final = frozenset({MessageType.RECORDS, MessageType.SUMMARY, MessageType.DIGEST})
+
+#: Messages a sealed link still takes in plain frames: they go before the session keys
+#: exist (and their repeats after). Anything else on a sealed link must come sealed.
+BEFORE_SESSION: Final = frozenset({MessageType.HELLO, MessageType.PROOF, MessageType.CARD_REQUEST})
+
+
+def message_type(message: bytes) -> int | None:
+    """The type of an encoded message without decoding it (``None`` if it does not start as
+    a message does: a CBOR array head, then a small integer)."""
+    if len(message) < 2:
+        return None
+    head = message[0]
+    at = 1 if 0x81 <= head <= 0x97 else 2 if head == 0x98 else 3 if head == 0x99 else 0
+    return message[at] if at and len(message) > at and message[at] < 24 else None
 
 
 def parse_message(data: bytes) -> Message:

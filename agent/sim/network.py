@@ -282,8 +282,11 @@ class Simulation:
         config: EngineConfig | None = None,
         start: float = DEFAULT_START,
         handler_timeout: float = 10.0,
+        mesh_key: bytes | None = None,
     ) -> None:
         self.rng = random.Random(seed)
+        #: The fleet mesh key every peer added gets (broadcast frames sealed), unless it is an outsider.
+        self.mesh_key = mesh_key
         self.config = config or EngineConfig()
         self.now = start
         self.codec = SharedCodec()
@@ -303,8 +306,11 @@ class Simulation:
 
     # ------------------------------------------------------------------ building
 
-    def add_peer(self, name: str | None = None, metadata: dict[str, Any] | None = None) -> SimPeer:
-        """A new peer with a fresh key (drawn from the seeded RNG)."""
+    def add_peer(
+        self, name: str | None = None, metadata: dict[str, Any] | None = None, *, outsider: bool = False
+    ) -> SimPeer:
+        """A new peer with a fresh key (drawn from the seeded RNG); an ``outsider`` lacks the
+        simulation's mesh key."""
         index = len(self.peers)
         private_key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
         public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -320,6 +326,7 @@ class Simulation:
             config=self.config,
             codec=self.codec,
             wall=clock,
+            mesh_key=None if outsider else self.mesh_key,
         )
         peer = SimPeer(index, name, engine)
         clock.peer = peer

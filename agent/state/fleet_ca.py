@@ -6,6 +6,9 @@ Layout of ``DIR`` (mode 0700; keep it offline, on the operator's machine)::
     counters.json        {"next_serial": N, "next_revocation_counter": M}
     certs/<serial>.cert  each certificate issued, its COSE_Sign1 bytes (serial zero-padded to 10 digits)
     revoked.cose         the newest revocation list (absent until the first revoke)
+    mesh.key             the fleet's mesh key: 32 random bytes, 0600, made once by ``init``; copied
+                         to every device beside its certificate (it seals radio frames,
+                         agent.core.mesh_seal); a secret, unlike everything else the CA hands out
     lock                 held (flock) by every command, so two never interleave
 
 **Serials and list counters are never reused**, even after ``kill -9``: the
@@ -49,6 +52,7 @@ from agent.core.certs import (
 )
 from agent.core.errors import PresenceError
 from agent.core.limits import MAX_COUNTER, MAX_RECORD_BYTES, MAX_REVOKED_SERIALS
+from agent.core.mesh_seal import MESH_KEY_BYTES
 from agent.core.records import Metadata
 from agent.state.layout import GROUP_OTHER_BITS, ensure_state_dir, fsync_dir
 
@@ -56,6 +60,7 @@ CA_KEY_FILE: Final = "ca.key"
 COUNTERS_FILE: Final = "counters.json"
 CERTS_DIR: Final = "certs"
 REVOCATION_FILE: Final = "revoked.cose"
+MESH_KEY_FILE: Final = "mesh.key"
 LOCK_FILE: Final = "lock"
 CERT_SUFFIX: Final = ".cert"
 _CERT_NAME: Final = re.compile(r"[0-9]{10}\.cert")
@@ -232,6 +237,7 @@ def init_ca(directory: Path) -> FleetCa:
         )
         if not _create(directory / CA_KEY_FILE, pem, 0o600):
             raise FleetCaError(f"{directory / CA_KEY_FILE} appeared meanwhile; it was NOT replaced")
+        _create(directory / MESH_KEY_FILE, os.urandom(MESH_KEY_BYTES), 0o600)
         return FleetCa(directory, key, lock_fd)
     except BaseException:
         os.close(lock_fd)

@@ -25,7 +25,7 @@ from agent.core.records import Metadata, make_card, parse_metadata_json
 from agent.core.trust_settings import TrustSettings
 from agent.state.identity import Identity, load_or_create_identity
 from agent.state.store import StateStore, StoreError
-from agent.state.trust_files import load_membership
+from agent.state.trust_files import load_membership, load_mesh_key
 
 
 @dataclass(eq=False)
@@ -78,6 +78,7 @@ def open_local_peer(
     """
     identity = load_or_create_identity(state_dir)  # refuses to make a key beside an existing store
     membership = load_membership(trust, state_dir, identity.public_key) if trust is not None else None
+    mesh_key = load_mesh_key(trust, state_dir) if trust is not None else None
     store = StateStore.open(state_dir, identity.public_key)  # refuses another identity's store
     try:
         if device_name:
@@ -97,6 +98,7 @@ def open_local_peer(
             held_records=store.load_records(),
             wall=wall,
             membership=membership,
+            mesh_key=mesh_key,
         )
     except BaseException:
         store.close()

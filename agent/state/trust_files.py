@@ -20,6 +20,7 @@ so in the log, and peers refuse it until it is renewed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Final
 
@@ -27,10 +28,17 @@ from agent.core.certs import CertificateError, FleetTrust, TrustReason, open_cer
 from agent.core.errors import PeerKeyError, PresenceError
 from agent.core.keys import peer_key_string, public_key_from_string
 from agent.core.limits import MAX_CERTIFICATE_BYTES
+from agent.core.mesh_seal import MESH_KEY_BYTES
 from agent.core.trust import Membership
-from agent.core.trust_settings import CERTIFICATE_FILE, REVOCATION_LIST_FILE, TrustSettings, is_key_string
+from agent.core.trust_settings import (
+    CERTIFICATE_FILE,
+    MESH_KEY_FILE,
+    REVOCATION_LIST_FILE,
+    TrustSettings,
+    is_key_string,
+)
 
-__all__ = ["TrustFileError", "load_fleet_trust", "load_membership"]
+__all__ = ["TrustFileError", "load_fleet_trust", "load_membership", "load_mesh_key"]
 
 #: Key files are one line; nothing this small needs more.
 _MAX_KEY_FILE_BYTES: Final = 1024
@@ -47,6 +55,25 @@ def load_membership(settings: TrustSettings, state_dir: Path, public_key: bytes)
     fleet = _fleet(settings)
     certificate = _certificate(settings, state_dir, fleet, public_key)
     return Membership(_with_revocation_list(settings, state_dir, fleet), certificate)
+
+
+def load_mesh_key(settings: TrustSettings, state_dir: Path) -> bytes | None:
+    """The fleet's mesh key (``[trust] mesh_key``, else ``<state_dir>/mesh.key`` if present), or
+    ``None``: radio frames are then not sealed. With or without a CA."""
+    if settings.mesh_key:
+        path = Path(settings.mesh_key).expanduser()
+    else:
+        path = state_dir / MESH_KEY_FILE
+        if not path.exists():
+            return None
+    if os.name == "posix" and path.exists() and path.stat().st_mode & 0o077:
+        raise TrustFileError(f"mesh key {path} is readable by group or others: chmod 600 it (it is a secret)")
+    key = _read(path, MESH_KEY_BYTES, "a mesh key")
+    if len(key) != MESH_KEY_BYTES:
+        raise TrustFileError(
+            f"{path} is not a mesh key ({MESH_KEY_BYTES} bytes, as `fleet-ca init` writes it)"
+        )
+    return key
 
 
 def load_fleet_trust(settings: TrustSettings) -> FleetTrust | None:
