@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 from test_engine import NOW, Node, Wire, make_node
 
-from agent.core.engine import Engine
-from agent.core.events import LinkId
+from agent.core.engine import Engine, EngineConfig
+from agent.core.events import CloseLink, LinkId
 from agent.core.keys import peer_key_string
 from agent.core.linkspec import LinkSpec
+from agent.core.reasons import CloseReason
 from agent.core.records import ConnectionType, Links, RecordKind
+from agent.core.session import Sealing
 from agent.core.wire import frames_for
 from agent.sim.firmware import load
 from agent.sim.leaf_node import LeafEvent, LeafNode, NodeIdentity
@@ -95,8 +97,8 @@ def leaf_of(node: Node) -> LeafNode:
     return engine.node
 
 
-def mesh(mtu: int = 244) -> tuple[Wire, Node, Node, Node, LinkId]:
-    r1, r2 = make_node("r1"), make_node("r2")
+def mesh(mtu: int = 244, config: EngineConfig | None = None) -> tuple[Wire, Node, Node, Node, LinkId]:
+    r1, r2 = make_node("r1", config=config), make_node("r2", config=config)
     node = make_leaf_node()
     wire = Wire(r1, r2, node)
     leaf_of(node).leaf.wall.wire = wire
@@ -131,6 +133,26 @@ def test_a_node_appears_in_every_routers_graph_with_its_card_and_a_bluetooth_con
     # The connection counts in a graph two hops away: both ends list it.
     router = {peer_key_string(r1.key)}
     assert wire.run_until(lambda: connected_to(r2.engine, wire.now, node.key) == router, 10)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [EngineConfig(sealing=Sealing.OFFER), EngineConfig(sealing=Sealing.REQUIRE, unsealed_leaves=True)],
+    ids=["routers-offer-sessions", "routers-require-them-but-take-leaves"],
+)
+def test_a_node_attaches_to_routers_that_offer_sealed_sessions(config: EngineConfig) -> None:
+    # A router that offers a session signs its PROOF over its offer (link-proof/v2): the node,
+    # which never seals, checks that form, and the link stays plain.
+    wire, r1, r2, node, _ = mesh(config=config)
+    assert wire.run_until(lambda: all(peer_named(r.engine, wire.now, node.key) for r in (r1, r2)), 10)
+    assert r1.engine.stats["links.unsealed"] >= 1 and r1.engine.stats["links.sealed"] >= 1  # r1-node, r1-r2
+
+
+def test_a_router_that_requires_sealed_links_refuses_a_node_unless_told_to_take_leaves() -> None:
+    wire, r1, _r2, node, _ = mesh(config=EngineConfig(sealing=Sealing.REQUIRE))
+    wire.run(5)
+    assert peer_named(r1.engine, wire.now, node.key) is None
+    assert any(c.cause is CloseReason.UNSEALED for c in wire.events_of(r1, CloseLink))
 
 
 def test_a_metadata_change_on_the_node_reaches_every_router() -> None:

@@ -18,7 +18,9 @@ from test_node_leaf import BLE, LeafEngine, WireClock
 from test_trust import Ca, certified, deny_reasons, member
 
 from agent.core.certs import TrustReason
+from agent.core.engine import EngineConfig
 from agent.core.linkspec import LinkSpec
+from agent.core.session import Sealing
 from agent.sim.leaf_node import LeafNode, NodeIdentity
 
 IDENTITY = {"site": "depot-3", "role": "sensor", "serial": "N-0042"}
@@ -35,7 +37,9 @@ def public_key(seed: bytes) -> bytes:
 
 
 def fleet_with(node: Node, ca: Ca) -> tuple[Wire, Any, Any]:
-    r1, r2 = member("r1", [ca], certified(ca)), member("r2", [ca], certified(ca))
+    # As a site with trust on runs (README): sealed links required, nodes taken plain.
+    config = EngineConfig(sealing=Sealing.REQUIRE, unsealed_leaves=True)
+    r1, r2 = (member(name, [ca], certified(ca), config) for name in ("r1", "r2"))
     wire = Wire(r1, r2, node)
     node.engine.node.leaf.wall.wire = wire  # type: ignore[attr-defined]
     wire.connect(r1, r2)
@@ -57,6 +61,7 @@ def test_a_certified_node_is_admitted_and_every_router_shows_its_identity() -> N
     wire, r1, r2 = fleet_with(node, ca)
     assert identity_seen(r1, wire.now, node) == IDENTITY
     assert identity_seen(r2, wire.now, node) == IDENTITY
+    assert r1.engine.stats["links.sealed"] >= 1 and r1.engine.stats["links.unsealed"] == 1  # r2 / the node
 
 
 def test_an_uncertified_node_or_one_with_anothers_certificate_is_refused_with_the_reason() -> None:

@@ -43,6 +43,9 @@ CARD_REQUEST = 8
 PROTOCOL_VERSION = 3
 ROLE_LEAF = 1
 PROOF_CONTEXT = b"presence-agent/link-proof/v1"
+#: A router that offers a sealed session signs its PROOF over this context and its offer too.
+SESSION_PROOF_CONTEXT = b"presence-agent/link-proof/v2"
+SESSION_KEY_BYTES = 32
 NONCE_BYTES = 16
 ENTRY_BYTES = 13
 BLUETOOTH = 1
@@ -83,6 +86,16 @@ def frames_for(message, msg_id, mtu):
     ]
 
 
+def _session_offer(capabilities):
+    """The router's session key in its HELLO's capabilities ``[role, max, ?key]``, or None. A leaf
+    never seals (it offers none), but must know the key to check the router's PROOF."""
+    if isinstance(capabilities, list) and len(capabilities) == 3:
+        key = capabilities[2]
+        if isinstance(key, bytes) and len(key) == SESSION_KEY_BYTES:
+            return key
+    return None
+
+
 class _Link:
     def __init__(self, link, mtu, now, connection_type, expected):
         self.id = link
@@ -92,6 +105,7 @@ class _Link:
         self.nonce = b""
         self.remote_key = None
         self.remote_nonce = None
+        self.remote_offer = None  # the router's session key from its HELLO, if it offered one
         self.proof = None  # our PROOF message, kept for repeated HELLOs
         self.early_proof = None
         self.remote_proved = False
@@ -329,7 +343,7 @@ class Leaf:
     def _on_hello(self, link, fields, now):
         if len(fields) != 4:
             raise ValueError("HELLO")
-        version, nonce, card, _capabilities = fields  # a host router takes 64 KiB: all we send
+        version, nonce, card, capabilities = fields  # a host router takes 64 KiB: all we send
         if version != PROTOCOL_VERSION:
             self._close(link, "version mismatch", now)
             return
@@ -359,6 +373,7 @@ class Leaf:
             return
         link.remote_key = record.public_key
         link.remote_nonce = nonce
+        link.remote_offer = _session_offer(capabilities)
         signed = PROOF_CONTEXT + nonce + self.public_key + link.remote_key
         link.proof = cbor.encode([PROOF, self.key.sign(signed)])
         self.stats["signatures"] += 1
@@ -374,6 +389,11 @@ class Leaf:
         if link.remote_proved:
             return
         signed = PROOF_CONTEXT + link.nonce + link.remote_key + self.public_key
+        if link.remote_offer is not None:
+            # A router that offered a session binds its offer (and ours: none) into its PROOF, so
+            # an offer stripped on the way cannot pass for a router that never offers.
+            signed = SESSION_PROOF_CONTEXT + link.nonce + link.remote_key + self.public_key
+            signed += link.remote_offer
         if not ed25519.verify(link.remote_key, signed, signature):
             self._close(link, "bad proof", now)
             return
