@@ -577,10 +577,11 @@ class VirtualAir:
         self,
         name: str,
         metadata: Mapping[str, Any],
-        heard: Mapping[VirtualCentral, int | None],
+        heard: Mapping[Any, int | None],
         keepalive_s: float,
         dead_s: float,
     ) -> VirtualNode:
+        """A node (not started yet) heard by each adapter of ``heard`` (made by :meth:`adapter`)."""
         made = VirtualNode(
             self.radio,
             name,
@@ -590,6 +591,8 @@ class VirtualAir:
             advertising_interval_ms=self.advertising_interval_ms,
         )
         for central, dbm in heard.items():
+            if not isinstance(central, VirtualCentral):
+                raise TypeError(f"{central!r} is not an adapter of the virtual air")
             central.set_rssi(made, dbm)
         return made
 
