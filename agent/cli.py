@@ -12,7 +12,7 @@
     presence-agent fleet-ca issue --dir DIR --device-key PEERKEY --metadata JSON [--days N]
     presence-agent fleet-ca revoke --dir DIR SERIAL
     presence-agent fleet-ca list --dir DIR [--json]
-    presence-agent demo [--agents N] [--duration S] [--radio]
+    presence-agent demo [--agents N] [--duration S] [--radio | --ble [--nodes N]]
     presence-agent sim ...            (python -m agent.sim)
 
 Exit codes: 0 success (and a clean stop of ``run`` on SIGTERM/SIGINT), 1 a
@@ -322,6 +322,12 @@ def _demo(args: argparse.Namespace, rest: list[str]) -> int:
         from agent.sim.radio_lab import RadioLab
 
         return run_radio_demo(RadioLab, args.duration)
+    if args.ble:
+        # Bumble's virtual air is in-process only: the Pis run here (agent.runtime.ble_demo).
+        from agent.runtime.ble_demo import run_ble_demo
+        from agent.sim.ble import VirtualAir
+
+        return run_ble_demo(VirtualAir(), args.nodes, args.duration)
     from agent.runtime.demo import run_demo
 
     return run_demo(args.agents, args.duration)
@@ -487,11 +493,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a small real mesh on loopback and show it live")
     demo.add_argument("--agents", type=int, default=3, help="how many agent processes (2-8)")
     demo.add_argument("--duration", type=float, help="stop after this many seconds (default: Ctrl-C)")
-    demo.add_argument(
+    medium = demo.add_mutually_exclusive_group()
+    medium.add_argument(
         "--radio",
         action="store_true",
         help="five agents: a line three emulated-radio hops long (real ptys) and one behind a LAN bridge",
     )
+    medium.add_argument(
+        "--ble",
+        action="store_true",
+        help="three in-process Pis with BLE nodes on virtual Bluetooth (needs the dev extra: bumble)",
+    )
+    demo.add_argument("--nodes", type=int, default=3, help="with --ble: how many virtual nodes (1-3)")
     demo.set_defaults(handler=_demo)
 
     sim = commands.add_parser(

@@ -385,8 +385,11 @@ class VirtualNode:
         seed: bytes | None = None,
         keepalive_s: float = 1.0,
         dead_s: float = 3.0,
+        advertising_interval_ms: int = 100,
     ) -> None:
         self.name = name
+        #: node.json's ``advertising_interval_ms`` (a board defaults to 250; fast here for the tests).
+        self.advertising_interval_ms = advertising_interval_ms
         self.device = _make_device(radio.link, name, _NodeController)
         #: The firmware leaf this node runs (its key, counters, card and links record).
         self.leaf = LeafNode(
@@ -450,8 +453,8 @@ class VirtualNode:
             await self.device.start_advertising(
                 advertising_data=bp.advertising_data(self.advertised_id, counter),
                 scan_response_data=bp.scan_response(self.name),
-                advertising_interval_min=100,
-                advertising_interval_max=100,
+                advertising_interval_min=self.advertising_interval_ms,
+                advertising_interval_max=self.advertising_interval_ms,
             )
             self._advertised = counter
 
@@ -549,6 +552,49 @@ class VirtualNode:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class VirtualAir:
+    """Adapters and nodes on one :class:`VirtualRadio`: what ``agent.runtime.ble_demo`` is given
+    (its ``BluetoothAir``) by ``presence-agent demo --ble`` and ``bench/ble.py``. The radio is
+    made with the first adapter, inside the running loop."""
+
+    def __init__(self, advertising_interval_ms: int = 250) -> None:
+        self._radio: VirtualRadio | None = None
+        #: The nodes' advertising interval (node.json's default: 250 ms).
+        self.advertising_interval_ms = advertising_interval_ms
+
+    @property
+    def radio(self) -> VirtualRadio:
+        if self._radio is None:
+            self._radio = VirtualRadio()
+        return self._radio
+
+    def adapter(self, name: str) -> VirtualCentral:
+        return VirtualCentral(self.radio, name)
+
+    def node(
+        self,
+        name: str,
+        metadata: Mapping[str, Any],
+        heard: Mapping[Any, int | None],
+        keepalive_s: float,
+        dead_s: float,
+    ) -> VirtualNode:
+        """A node (not started yet) heard by each adapter of ``heard`` (made by :meth:`adapter`)."""
+        made = VirtualNode(
+            self.radio,
+            name,
+            metadata=metadata,
+            keepalive_s=keepalive_s,
+            dead_s=dead_s,
+            advertising_interval_ms=self.advertising_interval_ms,
+        )
+        for central, dbm in heard.items():
+            if not isinstance(central, VirtualCentral):
+                raise TypeError(f"{central!r} is not an adapter of the virtual air")
+            central.set_rssi(made, dbm)
+        return made
 
 
 async def advertise_raw(radio: VirtualRadio, payload: bytes) -> Device:
