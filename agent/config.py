@@ -6,7 +6,8 @@ the table of keys; ``hw_configs/*.toml`` are profiles per hardware setup)::
     [agent]     name, state_dir, log_level
     [lan]       interfaces, multicast group and ports, beacon/keepalive/dead timing, limits
     [radio]     USB radio dongles: ports, region, LoRa modulation or ESP-NOW channel (off by default)
-    [ble]       BLE nodes: enabled, adapter, max_connections, scan_mode, rssi window, reconnect back-off
+    [ble]       BLE nodes: enabled, adapter, max_connections, scan_mode, rssi window, reconnect back-off,
+                a node link's keepalive and dead interval
     [presence]  departure_grace, record_ttl, handler_timeout
     [mqtt]      the mirror to an MQTT broker: broker URL, credentials, TLS, topics (off by default)
     [view]      the live web page of this agent's graph: enabled, listen, max_clients (off by default)
@@ -224,6 +225,13 @@ def _check_relations(config: AgentConfig, source: str) -> None:
             "ble.reconnect_backoff_max",
             f"expected a number >= ble.reconnect_backoff_initial ({ble.reconnect_backoff_initial:g}), "
             f"got {ble.reconnect_backoff_max:g}",
+        )
+    if ble.dead_interval <= ble.keepalive_interval:
+        raise ConfigError(
+            source,
+            "ble.dead_interval",
+            f"expected a number > ble.keepalive_interval ({ble.keepalive_interval:g}), "
+            f"got {ble.dead_interval:g}",
         )
     lan = config.lan
     if lan.dead_interval <= lan.keepalive_interval:

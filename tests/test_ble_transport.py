@@ -1,8 +1,8 @@
-"""The BLE transport (agent/transports/ble.py) over virtual Bluetooth controllers (tests/ble_support.py).
+"""The BLE transport (agent/transports/ble.py) over virtual Bluetooth controllers (agent/sim/ble.py).
 
 A real :class:`Agent` runs the production :class:`BleTransport` unmodified, through bleak's public
 API, over Google Bumble's controllers on one in-process link; the nodes are Bumble GATT
-peripherals advertising per docs/BLE_PROFILE.md whose leaf is a host engine in the leaf role.
+peripherals advertising per docs/BLE_PROFILE.md that run the node firmware's own leaf and signer.
 Every wait polls for its condition with a generous deadline (a loaded 2-core machine).
 """
 
@@ -15,29 +15,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from ble_support import (
+from ble_support import ATTACH, SETTINGS, wait_for
+
+from agent.config import AgentConfig
+from agent.core.distance import PathLoss
+from agent.core.records import ConnectionType
+from agent.runtime.agent import Agent
+from agent.sim.ble import (
     VirtualCentral,
     VirtualNode,
     VirtualRadio,
     aborted_by_local,
     advertise_raw,
     in_progress,
-    wait_for,
 )
-
-from agent.config import AgentConfig
-from agent.core.distance import PathLoss
-from agent.core.records import ConnectionType
-from agent.runtime.agent import Agent
 from agent.transports import ble_profile as bp
 from agent.transports.ble import BleTransport, NodeState
 from agent.transports.ble_settings import BleSettings
 from agent.transports.rssi_window import RssiWindow
-
-#: Fast retries: the tests wait for reconnections.
-SETTINGS = BleSettings(enabled=True, reconnect_backoff_initial=0.2, reconnect_backoff_max=1.0)
-#: Generous deadlines for a loaded machine.
-ATTACH = 30.0
 
 
 def peers(agent: Agent) -> set[str]:
@@ -114,6 +109,38 @@ def test_a_node_switched_off_is_a_link_down_and_leaves_the_graph(tmp_path: Path)
             assert agent.engine.established_links() == []
             assert agent.stats()["transport.ble.disconnected"] == 1
             assert transport.state_of(node.advertised_id) is NodeState.SEEN
+
+    run(scenario)
+
+
+def test_node_links_are_timed_by_ble_not_by_the_lan(tmp_path: Path) -> None:
+    # The node sends a keepalive every 3 s: with the LAN's 2 s dead interval (this agent's [lan]
+    # defaults) its link would be declared dead between keepalives; [ble]'s 9 s keeps it up.
+    slow = dataclasses.replace(SETTINGS, keepalive_interval=3.0, dead_interval=9.0)
+
+    async def scenario() -> None:
+        radio = VirtualRadio()
+        async with pi(tmp_path, radio, slow) as (agent, _transport, central):
+            (node,) = await nodes(radio, central, 1, keepalive_s=3.0, dead_s=9.0)
+            await wait_for(lambda: connection_to(agent, node) != [], ATTACH, "the node attached")
+            opened = agent.engine.stats["links.opened"]
+            await asyncio.sleep(7.0)  # two of the node's keepalive gaps, each longer than 2 s
+            assert agent.engine.stats.get("links.closed", 0) == 0
+            assert agent.engine.stats["links.opened"] == opened
+            assert connection_to(agent, node) != []
+
+    run(scenario)
+
+
+def test_a_node_that_arrives_while_another_is_connected_is_served_too(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        radio = VirtualRadio()
+        async with pi(tmp_path, radio) as (agent, _transport, central):
+            (first,) = await nodes(radio, central, 1)
+            await wait_for(lambda: first.peer_key_string in peers(agent), ATTACH, "the first node")
+            (second,) = await nodes(radio, central, 1)
+            await wait_for(lambda: second.peer_key_string in peers(agent), ATTACH, "the second node")
+            assert central.connections() == 2
 
     run(scenario)
 

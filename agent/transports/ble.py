@@ -21,14 +21,17 @@ back-offs; when it gives up, or a connection is lost, the node is tried again af
 exponential back-off (``reconnect_backoff_*``), which an established link resets.
 
 **Links.** A connected node is one link: ``LinkSpec(BLUETOOTH, mtu, distance, expected_peer=its
-advertised peer id)``; the handshake refuses any other key. The link comes up, then the Pi
-subscribes to the frame channel, then frames are written (write without response), so the node's
-first notification always finds the link up and the node never gets a write before it knows the
-link. The MTU is the characteristic's ``max_write_without_response_size`` (a frame per write); a
-later larger value updates the link. The distance is the log-distance model
-(:class:`agent.core.distance.PathLoss`) of the window's RSSI, reported when it moved enough
-(:class:`agent.core.distance.DistanceReporter`) as an update of the link, never a new link. A
-disconnect is ``link_down``. At most :data:`MAX_QUEUED_FRAMES` frames wait per link; beyond it
+advertised peer id, keepalive and dead interval from [ble])``; the handshake refuses any other
+key. The leaf profile does not negotiate the intervals, so ``[ble]``'s must be the nodes' own
+(node.json ``keepalive_s``/``dead_s``; both default to 5 s / 15 s), never the LAN's. The link
+comes up, then the Pi subscribes to the frame channel, then frames are written (write without
+response), so the node's first notification always finds the link up and the node never gets a
+write before it knows the link. The MTU is the characteristic's
+``max_write_without_response_size`` (a frame per write); a later larger value updates the link.
+The distance is the log-distance model (:class:`agent.core.distance.PathLoss`) of the window's
+RSSI, reported when it moved enough (:class:`agent.core.distance.DistanceReporter`) as an update
+of the link, never a new link. A disconnect is ``link_down``. At most :data:`MAX_QUEUED_FRAMES`
+frames wait per link; beyond it
 frames are dropped and counted (``ble.send_dropped``): the leaf protocol repairs with DIGEST.
 """
 
@@ -442,6 +445,8 @@ class BleTransport:
                 mtu=link.mtu,
                 distance_dm=None if distance is None else round(distance * 10),
                 expected_peer=node.peer_id,
+                keepalive_interval=self.settings.keepalive_interval,
+                dead_interval=self.settings.dead_interval,
             ),
         )
         link.writer = asyncio.ensure_future(self._write_frames(node, link))

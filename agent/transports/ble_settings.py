@@ -52,3 +52,9 @@ class BleSettings:
     reconnect_backoff_max: float = positive(60.0)
     #: One connection attempt (bleak's connect and service discovery) gives up after this long.
     connect_timeout: float = positive(20.0)
+    #: A node link's keepalive and dead interval: the leaf profile does not negotiate them, so they
+    #: equal the node firmware's (``keepalive_s`` / ``dead_s`` in its node.json, defaults 5 s and
+    #: 15 s: a node may sign for seconds on an ESP32 and must not be dropped meanwhile). A node
+    #: switched off leaves sooner: its connection ends at the BLE supervision timeout.
+    keepalive_interval: float = positive(5.0)
+    dead_interval: float = positive(15.0)

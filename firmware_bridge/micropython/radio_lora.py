@@ -45,6 +45,26 @@ PREAMBLE_MIN = 6
 PREAMBLE_MAX = 65535
 
 
+def optional_pin(pins, name):
+    """``machine.Pin(pins[name])``, or None where dongle.json leaves the pin out (on the board only)."""
+    from machine import Pin
+
+    return Pin(pins[name]) if pins.get(name) is not None else None
+
+
+def spi_bus(pins):
+    """The board's SPI bus to the radio from dongle.json ``pins`` (on the board only)."""
+    from machine import SPI, Pin
+
+    return SPI(
+        pins.get("spi", 1),
+        baudrate=2000000,
+        sck=Pin(pins["sck"]),
+        mosi=Pin(pins["mosi"]),
+        miso=Pin(pins["miso"]),
+    )
+
+
 class LoRaSettings:
     """The fields in force on one chip; ``settle(asked)`` applies what the chip can."""
 

@@ -12,7 +12,7 @@ verified on hardware** (it compiles with mpy-cross and follows the driver's READ
 """
 
 from airtime import LORA_SF_MIN, SX126X
-from radio_lora import LoRaRadio, LoRaSettings
+from radio_lora import LoRaRadio, LoRaSettings, optional_pin, spi_bus
 
 KIND = 2  # serial protocol RadioKind.SX126X
 FREQUENCY_RANGE = (150000000, 960000000)
@@ -28,31 +28,19 @@ def settings():
     return LoRaSettings(SX126X, FREQUENCY_RANGE, LORA_SF_MIN, clamp_power)
 
 
-def _pin(pins, name):
-    from machine import Pin
-
-    return Pin(pins[name]) if pins.get(name) is not None else None
-
-
 def make_radio(pins):
     """The radio on the board's SPI bus and pins (dongle.json ``pins``)."""
     from lora import SX1262
-    from machine import SPI, Pin
+    from machine import Pin
 
-    spi = SPI(
-        pins.get("spi", 1),
-        baudrate=2000000,
-        sck=Pin(pins["sck"]),
-        mosi=Pin(pins["mosi"]),
-        miso=Pin(pins["miso"]),
-    )
+    spi = spi_bus(pins)
     modem = SX1262(
         spi,
         Pin(pins["cs"]),
         busy=Pin(pins["busy"]),
-        dio1=_pin(pins, "dio1"),
+        dio1=optional_pin(pins, "dio1"),
         dio2_rf_sw=pins.get("dio2_rf_sw", True),
         dio3_tcxo_millivolts=pins.get("dio3_tcxo_millivolts"),
-        reset=_pin(pins, "reset"),
+        reset=optional_pin(pins, "reset"),
     )
     return LoRaRadio(KIND, modem, settings())

@@ -13,7 +13,7 @@ mpy-cross and follows the driver's README).
 """
 
 from airtime import SX127X
-from radio_lora import LoRaRadio, LoRaSettings
+from radio_lora import LoRaRadio, LoRaSettings, optional_pin, spi_bus
 
 KIND = 1  # serial protocol RadioKind.SX127X
 FREQUENCY_RANGE = (137000000, 1020000000)
@@ -31,26 +31,18 @@ def settings(pa_boost=True):
     return LoRaSettings(SX127X, FREQUENCY_RANGE, SF_MIN, lambda dbm: clamp_power(dbm, pa_boost))
 
 
-def _pin(pins, name):
-    from machine import Pin
-
-    return Pin(pins[name]) if pins.get(name) is not None else None
-
-
 def make_radio(pins):
     """The radio on the board's SPI bus and pins (dongle.json ``pins``)."""
     from lora import SX1276
-    from machine import SPI, Pin
+    from machine import Pin
 
-    spi = SPI(
-        pins.get("spi", 1),
-        baudrate=2000000,
-        sck=Pin(pins["sck"]),
-        mosi=Pin(pins["mosi"]),
-        miso=Pin(pins["miso"]),
-    )
+    spi = spi_bus(pins)
     tx_ant = pins.get("tx_ant", "PA_BOOST")
     modem = SX1276(
-        spi, Pin(pins["cs"]), dio0=_pin(pins, "dio0"), dio1=_pin(pins, "dio1"), reset=_pin(pins, "reset")
+        spi,
+        Pin(pins["cs"]),
+        dio0=optional_pin(pins, "dio0"),
+        dio1=optional_pin(pins, "dio1"),
+        reset=optional_pin(pins, "reset"),
     )
     return LoRaRadio(KIND, modem, settings(tx_ant.upper() == "PA_BOOST"), {"tx_ant": tx_ant})
