@@ -521,9 +521,10 @@ def run(mode: Mode) -> dict[str, Any]:
         goals.append(
             goal(
                 f"{label}: duty cycle, worst node and rolling hour",
-                r["duty_cycle"]["max_fraction"],
-                ALLOWANCE,
+                r["duty_cycle"]["max_fraction"] * 100,
+                ALLOWANCE * 100,
                 at_most=True,
+                unit="%",
             )
         )
         d = r["departure"]
