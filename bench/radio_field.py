@@ -55,9 +55,9 @@ from agent.core.airtime import LoRaModulation
 from agent.core.engine import Engine
 from agent.core.events import LinkId
 from agent.core.linkspec import LinkSpec
-from agent.core.medium import MEDIUM_HEADER_BYTES, MediumSpec, quiet_keepalive
+from agent.core.medium import MEDIUM_HEADER_BYTES, MediumSpec, parse_medium_frame, quiet_keepalive
 from agent.core.records import ConnectionType, RecordKind
-from agent.core.wire import MessageType, encode_message
+from agent.core.wire import FRAME_WHOLE, MessageType, decode_message, encode_message
 from agent.sim import LinkModel, RadioTransmission, SimPeer, Simulation, Transmission, build
 from agent.sim.leaf_node import LeafNode, NodeIdentity
 from agent.sim.network import _SimOutputs
@@ -163,6 +163,22 @@ def _graph_keys(peer: SimPeer, now: float) -> set[str]:
     return {p.peer_key_string for p in peer.engine.graph(now).peers()}
 
 
+def message_type(frame: bytes) -> str:
+    """What a frame on the air carries: its message type, or ``fragment`` for a piece of one."""
+    _, _, link_frame = parse_medium_frame(frame)
+    if link_frame[0] != FRAME_WHOLE:
+        return "fragment"
+    return decode_message(link_frame[1:])[0].name
+
+
+def airtime_by_type(sent: Sequence[tuple[float, int, float, bytes]]) -> dict[str, float]:
+    """Airtime on the air per message type, summed over every node (s)."""
+    out: dict[str, float] = defaultdict(float)
+    for _, _, airtime, frame in sent:
+        out[message_type(frame)] += airtime
+    return {k: rounded(v) or 0.0 for k, v in sorted(out.items())}
+
+
 def max_rolling(sent: Sequence[tuple[float, float]], window: float = HOUR) -> float:
     """The most airtime any window of ``window`` s holds (windows starting at a transmission)."""
     best = total = 0.0
@@ -214,6 +230,7 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
         sim.run_for(STEP)
         curve.append([rounded((sim.now - t0) / HOUR) or 0.0, rounded(held()) or 0.0])
     formed_s = sim.now - t0
+    formation_frames = len(sent)
     wall_note(f"formed {curve[-1][1]:.3f} in {formed_s / HOUR:g} h")
     sim.run_for(SETTLE)
     result: dict[str, Any] = {
@@ -238,6 +255,7 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
     # 3. the quiet hour
     mark = len(sent)
     start = sim.now
+    dead_before = sum(p.engine.stats["links.dead"] for p in peers)
     sim.run_for(HOUR)
     per_node = [0.0] * cond.n
     for _, node, airtime, _ in sent[mark:]:
@@ -246,6 +264,8 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
         "max_airtime_s": rounded(max(per_node)),
         "median_airtime_s": rounded(statistics.median(per_node)),
         "frames": len(sent) - mark,
+        "airtime_by_type_s": airtime_by_type(sent[mark:]),
+        "links_dead": sum(p.engine.stats["links.dead"] for p in peers) - dead_before,
         "window_s": rounded(sim.now - start),
     }
 
@@ -296,6 +316,8 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
             "transmissions_per_node": rounded(carrying / cond.n),
             "per_link_transmissions_per_node": rounded(per_link),
             "ratio_to_per_link": rounded(carrying / cond.n / per_link),
+            "rebroadcast_delay_s": list(spec.rebroadcast_delay),
+            "airtime_by_type_s": airtime_by_type(sent[mark:]),
         }
     result["changes"] = changes
 
@@ -342,6 +364,7 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
         "half_duplex": medium.stats["half_duplex"],
         "dropped_by_loss": medium.dropped,
         "delivered": medium.stats["delivered"],
+        "formation_airtime_by_type_s": airtime_by_type(sent[:formation_frames]),
         "links_dead": sum(p.engine.stats["links.dead"] for p in peers if p.alive),
     }
     sim.close()
