@@ -95,6 +95,10 @@ def conditions(mode: Mode) -> list[Condition]:
     if mode.quick:
         return [Condition("8 Pis, SF7", 8, 7, 0.0, 6)]
     return [
+        Condition("8 Pis, SF7", 8, 7, 0.0, 12),
+        Condition("8 Pis, SF7, 10 % loss", 8, 7, 0.1, 12),
+        Condition("8 Pis, SF10", 8, 10, 0.0, 48),
+        Condition("8 Pis, SF10, 10 % loss", 8, 10, 0.1, 48),
         Condition("30 Pis, SF7", 30, 7, 0.0, 24),
         Condition("30 Pis, SF7, 10 % loss", 30, 7, 0.1, 24),
         Condition("30 Pis, SF10", 30, 10, 0.0, 48),
@@ -271,9 +275,6 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
 
     # 1 and 2: a metadata change, then a link change
     hops = fld.radio_hops(origin_index)
-    per_link = (
-        len(neighbours[origin_index]) + sum(len(x) - 1 for i, x in enumerate(neighbours) if i != origin_index)
-    ) / cond.n
     slot = 4.5 * medium.airtime(32)
     key = origin.engine.public_key
     changes: dict[str, Any] = {}
@@ -298,12 +299,17 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
             functools.partial(_all_hold, [peers[i] for i in targets], key, kind, record.counter),
             CHANGE_TIMEOUT,
         )
-        reach = None if took is None else sim.now - t_change
+        reach = None if took is None or not targets else sim.now - t_change
         sim.run_for(TAIL)
         chunks = [record.raw[i : i + 32] for i in range(0, len(record.raw) - 31, 32)]
         carrying = sum(1 for _, _, _, frame in sent[mark:] if any(c in frame for c in chunks))
         frame_bytes = MEDIUM_HEADER_BYTES + 1 + len(encode_message(MessageType.RECORDS, record.raw))
         far = max((hops[i] for i in targets), default=0)
+        # Per node that had to get the record: the origin and every peer that held its last one.
+        flooders = [origin_index, *targets]
+        per_link = (len(neighbours[origin_index]) + sum(len(neighbours[i]) - 1 for i in targets)) / len(
+            flooders
+        )
         bound = far * (medium.airtime(frame_bytes) + slot)
         changes[change] = {
             "record_bytes": len(record.raw),
@@ -313,9 +319,9 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
             "hop_optimal_s": rounded(bound),
             "ratio_to_hop_optimal": rounded(ratio(reach, bound)) if reach is not None else None,
             "transmissions": carrying,
-            "transmissions_per_node": rounded(carrying / cond.n),
-            "per_link_transmissions_per_node": rounded(per_link),
-            "ratio_to_per_link": rounded(carrying / cond.n / per_link),
+            "transmissions_per_node": rounded(carrying / len(flooders)) if targets else None,
+            "per_link_transmissions_per_node": rounded(per_link) if targets else None,
+            "ratio_to_per_link": rounded(carrying / len(flooders) / per_link) if targets else None,
             "rebroadcast_delay_s": list(spec.rebroadcast_delay),
             "airtime_by_type_s": airtime_by_type(sent[mark:]),
         }
@@ -510,7 +516,7 @@ def run(mode: Mode) -> dict[str, Any]:
         progress(f"figure 8: leaves at {n} peers: wall {time.perf_counter() - wall:.0f} s")
     goals = []
     for r in runs:
-        label = r["label"]
+        label = f"{r['label']} ({r['formation']['fraction_held'] * 100:.0f} % formed)"
         for change in ("metadata", "link"):
             c = r["changes"][change]
             goals.append(

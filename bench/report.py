@@ -1490,6 +1490,11 @@ def _fig8(fig: dict[str, Any]) -> list[str]:
             f"{seconds(r['quiet_hour']['max_airtime_s'])} / {seconds(r['quiet_hour']['median_airtime_s'])}"
         ),
     )
+    row("quiet hour: airtime by type, all nodes", lambda r: _by_type(r["quiet_hour"]["airtime_by_type_s"]))
+    row(
+        "formation: airtime by type, all nodes",
+        lambda r: _by_type(r["duty_cycle"]["formation_airtime_by_type_s"]),
+    )
     row(
         "duty cycle: worst node, any rolling hour",
         lambda r: (
@@ -1531,6 +1536,12 @@ def _fig8(fig: dict[str, Any]) -> list[str]:
         ],
     )
     return out + _goal_lines(fig["goals"])
+
+
+def _by_type(airtime: dict[str, float]) -> str:
+    """``SUMMARY 32.6 s, RECORDS 1.4 s`` (largest first)."""
+    ranked = sorted(airtime.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{kind} {seconds(value)}" for kind, value in ranked) or "-"
 
 
 def _fig8_summary(fig8: dict[str, Any]) -> list[tuple[str, ...]]:
