@@ -319,9 +319,12 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
             "hop_optimal_s": rounded(bound),
             "ratio_to_hop_optimal": rounded(ratio(reach, bound)) if reach is not None else None,
             "transmissions": carrying,
-            "transmissions_per_node": rounded(carrying / len(flooders)) if targets else None,
+            # A change that never reached everyone has no per-record count (it is still spreading).
+            "transmissions_per_node": rounded(carrying / len(flooders)) if reach is not None else None,
             "per_link_transmissions_per_node": rounded(per_link) if targets else None,
-            "ratio_to_per_link": rounded(carrying / len(flooders) / per_link) if targets else None,
+            "ratio_to_per_link": (
+                rounded(carrying / len(flooders) / per_link) if reach is not None else None
+            ),
             "rebroadcast_delay_s": list(spec.rebroadcast_delay),
             "airtime_by_type_s": airtime_by_type(sent[mark:]),
         }
