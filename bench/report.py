@@ -122,6 +122,7 @@ def make_plots(results: dict[str, Any], directory: Path) -> dict[str, str] | Non
         "fig4": _plot_lora,
         "fig5": _plot_processes,
         "fig6": _plot_lanmesh,
+        "fig8": _plot_radio_field,
     }
     return {key: plot(plt, figures[key], directory) for key, plot in plotters.items() if ran(figures[key])}
 
@@ -299,7 +300,9 @@ def _runs(results: dict[str, Any]) -> dict[tuple[str, str, str], list[str]]:
 def goal_rows(results: dict[str, Any]) -> list[list[str]]:
     """Every goal with a number: figure, goal, measured, target, result."""
     rows = []
-    for key in ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6"):
+    for key in ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig8"):
+        if key not in results["figures"]:
+            continue  # results from before the figure existed
         for g in results["figures"][key].get("goals", ()):
             rows.append([f"Figure {key[3:]}", g["name"], _goal_value(g), _goal_target(g), verdict(g["met"])])
     return rows
@@ -393,6 +396,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None, plots_rel: s
         "fig5": _fig5,
         "fig6": _fig6,
         "fig7": _fig7,
+        "fig8": _fig8,
     }
     for key, section in sections.items():
         if key not in f:
@@ -1141,7 +1145,8 @@ def _method_notes() -> list[str]:
         "## How this is measured",
         "",
         "- `bench/` holds the suite: `sizes.py` (figure 1), `ingest.py` (2), `propagation.py` (3), "
-        "`lora.py` (4), `processes.py` (5), `lanmesh.py` (6), `baseline.py` (the push-pull gossip "
+        "`lora.py` (4), `processes.py` (5), `lanmesh.py` (6), `mirror.py` (7), `radio_field.py` (8), "
+        "`baseline.py` (the push-pull gossip "
         "baseline), `simtap.py` (the simulator with a frame tap and redialling), `report.py` (this page). "
         "`python -m bench --only fig5,fig6` measures some figures only (the page then says which "
         "were left out); with `--merge` it keeps the other figures' results from `bench/results.json` "
@@ -1176,6 +1181,7 @@ def summary_table(results: dict[str, Any]) -> str:
         "fig5": _fig5_summary,
         "fig6": _fig6_summary,
         "fig7": _fig7_summary,
+        "fig8": _fig8_summary,
     }
     rows: list[tuple[str, ...]] = []
     for key, summary in summaries.items():
@@ -1401,3 +1407,154 @@ def finite(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return all(finite(v) for v in value)
     return True
+
+
+# ---------------------------------------------------------------- figure 8
+
+
+def _plot_radio_field(plt: Any, fig8: dict[str, Any], directory: Path) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for run in fig8["fields"]:
+        curve = run["formation"]["curve"]
+        axes[0].plot([h for h, _ in curve], [f for _, f in curve], label=run["label"])
+    axes[0].set_xlabel("virtual hours")
+    axes[0].set_ylabel("graph entries held (fraction of n x n)")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_title("formation")
+    axes[0].legend(fontsize=7)
+    leaves = fig8["leaves"]
+    ns = [r["peers"] for r in leaves]
+    for mtu in ("20", "244"):
+        axes[1].plot(
+            ns, [r["by_mtu"][mtu]["median_bytes_per_hour"] for r in leaves], marker="o", label=f"MTU {mtu}"
+        )
+    axes[1].set_xscale("log")
+    axes[1].set_ylim(bottom=0)
+    axes[1].set_xlabel("peers behind the router")
+    axes[1].set_title("bytes per hour a leaf receives (median)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Figure 8: LoRa field on one channel; leaves on a router")
+    return _save(plt, fig, directory, "fig8_radio_field.png")
+
+
+def _fig8(fig: dict[str, Any]) -> list[str]:
+    out = [
+        "## Figure 8: a LoRa field on one broadcast channel, and leaves on a router",
+        "",
+        "**Subject:** Pis at seeded random positions (`agent.sim.radio_field`, the first seed 3..5 hops "
+        "across), each the real engine on one simulated broadcast channel (`agent.sim.radio.RadioMedium`: "
+        "collisions and capture, half-duplex radios, EU868 g1 1 % per transmitter, which raises if "
+        "exceeded; 10 % loss drops each surviving reception with probability 0.1). Virtual time. "
+        "Formation runs until every peer holds every peer or the cap; the figures are then measured on "
+        "the field as formed. Transmissions: frames on the air carrying a piece of the record, from the "
+        "change to 120 s after it reached every peer that held the previous one. Hop-optimal: hops to the "
+        "farthest such peer x (airtime of the frame + the dongle's mean back-off). "
+        f"**Baseline:** {fig['baseline']}. **Goal:** {fig['goal']}.",
+        "",
+    ]
+    header = ["measure"] + [r["label"] for r in fig["fields"]]
+    rows: list[list[str]] = []
+
+    def row(name: str, cell: Any) -> None:
+        rows.append([name] + [cell(r) for r in fig["fields"]])
+
+    row("diameter (hops) / mean degree", lambda r: f"{r['diameter_hops']} / {num(r['mean_degree'], 1)}")
+    row("keepalive / dead interval", lambda r: f"{r['keepalive_s']:g} s / {r['dead_interval_s']:g} s")
+    row(
+        "formed: graph entries held, after",
+        lambda r: (
+            f"{r['formation']['fraction_held'] * 100:.1f} % after {r['formation']['hours']:g} h"
+            + ("" if r["formation"]["formed"] else f" (cap {r['formation']['cap_hours']:g} h)")
+        ),
+    )
+    for change in ("metadata", "link"):
+        row(
+            f"{change}: transmissions per node (per-link flooding)",
+            lambda r, c=change: (
+                f"{num(r['changes'][c]['transmissions_per_node'], 2)} "
+                f"({num(r['changes'][c]['per_link_transmissions_per_node'], 2)}; "
+                f"{times(r['changes'][c]['ratio_to_per_link'])})"
+            ),
+        )
+        row(
+            f"{change}: time to every peer (hop-optimal)",
+            lambda r, c=change: (
+                f"{seconds(r['changes'][c]['time_s'])} "
+                f"({seconds(r['changes'][c]['hop_optimal_s'])}, {r['changes'][c]['hops_to_farthest']} hops; "
+                f"{times(r['changes'][c]['ratio_to_hop_optimal'], 0)})"
+            ),
+        )
+    row(
+        "quiet hour airtime per node: worst / median",
+        lambda r: (
+            f"{seconds(r['quiet_hour']['max_airtime_s'])} / {seconds(r['quiet_hour']['median_airtime_s'])}"
+        ),
+    )
+    row("quiet hour: airtime by type, all nodes", lambda r: _by_type(r["quiet_hour"]["airtime_by_type_s"]))
+    row(
+        "formation: airtime by type, all nodes",
+        lambda r: _by_type(r["duty_cycle"]["formation_airtime_by_type_s"]),
+    )
+    row(
+        "duty cycle: worst node, any rolling hour",
+        lambda r: (
+            f"{r['duty_cycle']['max_fraction'] * 100:.3f} % (of {r['duty_cycle']['allowance'] * 100:g} %)"
+        ),
+    )
+    row(
+        "powered-off node gone from every graph (limit)",
+        lambda r: (
+            f"{seconds(r['departure']['time_s'])} ({seconds(r['departure']['limit_s'])}; Meshtastic "
+            f"{seconds(r['departure']['meshtastic_online_window_s'])})"
+        ),
+    )
+    row(
+        "frames / collisions / lost to loss / links dead",
+        lambda r: (
+            f"{num(r['duty_cycle']['frames'])} / {num(r['duty_cycle']['collisions'])} / "
+            f"{num(r['duty_cycle']['dropped_by_loss'])} / {num(r['duty_cycle']['links_dead'])}"
+        ),
+    )
+    out += _table(header, rows)
+    out += [
+        f"**Leaves:** one router with 8 firmware leaves (`agent.sim.leaf_node`), 4 on a 20-byte and 4 on a "
+        "244-byte Bluetooth MTU, in a LAN mesh behind it (random geometric, 30 s keepalives) that churns "
+        "one metadata change per 10 peers; bytes each leaf received in "
+        f"{fig['leaf_window_s']:g} virtual seconds, scaled to an hour.",
+        "",
+    ]
+    out += _table(
+        ["peers behind the router", "MTU 20: B/h (median / max)", "MTU 244: B/h (median / max)"],
+        [
+            [num(r["peers"])]
+            + [
+                f"{num(r['by_mtu'][m]['median_bytes_per_hour'])} / "
+                f"{num(r['by_mtu'][m]['max_bytes_per_hour'])}"
+                for m in ("20", "244")
+            ]
+            for r in fig["leaves"]
+        ],
+    )
+    return out + _goal_lines(fig["goals"])
+
+
+def _by_type(airtime: dict[str, float]) -> str:
+    """``SUMMARY 32.6 s, RECORDS 1.4 s`` (largest first)."""
+    ranked = sorted(airtime.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{kind} {seconds(value)}" for kind, value in ranked) or "-"
+
+
+def _fig8_summary(fig8: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for r in fig8["fields"]:
+        m = r["changes"]["metadata"]
+        rows.append(
+            (
+                "8 radio field",
+                f"{r['label']}: tx/node per record",
+                num(m["transmissions_per_node"], 2),
+                num(m["per_link_transmissions_per_node"], 2),
+                times(m["ratio_to_per_link"]),
+            )
+        )
+    return rows

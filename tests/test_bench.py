@@ -18,7 +18,7 @@ from bench.baseline import CARD, LINKS, GossipMesh
 from bench.simtap import BenchSimulation, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASURED = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7")
+MEASURED = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8")
 
 
 def _reject_constant(name: str) -> float:
@@ -109,12 +109,20 @@ def test_quick_mode_writes_well_formed_results(quick_run: tuple[Path, Path, str]
             assert median[f"median_{key}"] > 0
     mqtt = figures["fig7"]  # CI installs mosquitto, so the figure is measured there
     assert mqtt["own_view_ms"] > 0 and mqtt["remote_view_ms"] > 0 and mqtt["broker_floor_ms"] > 0
+    field = figures["fig8"]
+    (radio,) = field["fields"]  # quick mode: one small SF7 field
+    assert radio["formation"]["curve"][0][0] == 0 and radio["formation"]["fraction_held"] > 0
+    for change in ("metadata", "link"):
+        assert radio["changes"][change]["per_link_transmissions_per_node"] > 0
+    assert 0 < radio["duty_cycle"]["max_fraction"] <= radio["duty_cycle"]["allowance"]
+    assert [r["peers"] for r in field["leaves"]] == [10, 100]
+    assert all(isinstance(g["met"], bool) for g in field["goals"])
 
 
 def test_quick_mode_writes_the_page_and_a_summary(quick_run: tuple[Path, Path, str]) -> None:
     _, doc, stdout = quick_run
     text = doc.read_text(encoding="utf-8")
-    for number in range(1, 8):
+    for number in range(1, 9):
         assert f"## Figure {number}: " in text
     assert "Left out of this run" not in text
     assert "Baseline:" in text
@@ -127,6 +135,7 @@ def test_quick_mode_writes_the_page_and_a_summary(quick_run: tuple[Path, Path, s
             "fig4_lora.png",
             "fig5_processes.png",
             "fig6_lan.png",
+            "fig8_radio_field.png",
         ]
     else:
         assert "matplotlib is not importable" in text

@@ -72,7 +72,16 @@ class DwellTimeError(DutyCycleError):
 class DutyCycle:
     """A rolling-window airtime ledger for one transmitter (see the module docstring for the rule)."""
 
-    __slots__ = ("_busy_until", "_entries", "allowance", "dwell", "fraction", "max_entries", "window")
+    __slots__ = (
+        "_busy_until",
+        "_entries",
+        "_total",
+        "allowance",
+        "dwell",
+        "fraction",
+        "max_entries",
+        "window",
+    )
 
     def __init__(
         self,
@@ -99,6 +108,7 @@ class DutyCycle:
         #: Seconds of airtime any window of ``window`` seconds may hold.
         self.allowance = allowance_fraction * self.window
         self._entries: deque[tuple[float, float]] = deque()  # (start, airtime), in order
+        self._total = 0.0  # the entries' airtime, summed afresh on every record
         self._busy_until = -math.inf
 
     def __repr__(self) -> str:
@@ -198,6 +208,7 @@ class DutyCycle:
         self._busy_until = now + airtime
         if len(self._entries) > self.max_entries:
             self._merge_closest()
+        self._total = sum(a for _, a in self._entries)
 
     def mark_busy(self, until: float) -> None:
         """The radio is busy until ``until`` with a frame another ledger accounts for."""
@@ -212,12 +223,23 @@ class DutyCycle:
         return max(0.0, self.allowance - self.used(now))
 
     def _used_between(self, left: float, right: float) -> float:
-        total = 0.0
-        for s, a in self._entries:
-            overlap = min(right, s + a) - max(left, s)
-            if overlap > 0:
-                total += overlap
-        return total
+        # Entries are in order and apart, and nearly every question is about a window that holds
+        # all of them but the oldest or newest few: so the total, less what lies outside the window
+        # at either end (the engine asks this for every frame it considers: a loop over every
+        # entry made it most of a radio simulation's time).
+        entries = self._entries
+        if not entries:
+            return 0.0
+        total = self._total
+        for s, a in entries:
+            if s >= left:
+                break
+            total -= min(a, left - s)
+        for s, a in reversed(entries):
+            if s + a <= right:
+                break
+            total -= min(a, s + a - right)
+        return max(0.0, total)
 
     def _merge_closest(self) -> None:
         # Merge the neighbours with the smallest gap: the first moves right by that gap only
