@@ -59,6 +59,21 @@ def test_neighbours_are_found_from_frames_heard_and_linked_pairwise() -> None:
     assert distances[0] == pytest.approx(1000, rel=0.2) and distances[-1] == pytest.approx(2000, rel=0.2)
 
 
+def test_a_quiet_field_spends_a_tenth_of_its_allowance_or_less() -> None:
+    # Issue 10's quiet-hour goal: at most 3.6 s of airtime an hour per node at a 1 % allowance.
+    positions = [(0, 0), (1000, 0), (2000, 0)]
+    medium = RadioMedium(positions, CHANNEL, seed=3)
+    sim = Simulation(seed=3)
+    peers = [sim.add_peer(f"r{i}") for i in range(len(positions))]
+    sim.add_radio(peers, medium, SPEC)
+    assert sim.run_until_true(lambda: converged(sim, peers), 4 * 3600)
+    sim.run_for(3600)  # records settle; then a quiet hour
+    before = list(medium.airtime_used)
+    sim.run_for(4 * 3600)
+    per_hour = [(after - then) / 4 for after, then in zip(medium.airtime_used, before, strict=True)]
+    assert max(per_hour) <= 3.6, per_hour
+
+
 def test_a_hidden_terminal_field_converges_through_the_middle() -> None:
     # The ends are 5 km apart, beyond range: they never hear each other, so they collide at the
     # middle node whenever they send together, and reach each other only through it.

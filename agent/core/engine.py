@@ -79,6 +79,7 @@ from agent.core.linkspec import LinkSpec
 from agent.core.medium import (
     DEFAULT_REFUSAL_PAUSE,
     EVERYONE,
+    KEEPALIVE_SPREAD,
     MAX_BUDGETS_KEPT,
     SHORT_ID_BYTES,
     AirtimeBudget,
@@ -503,7 +504,8 @@ class Engine:
 
     def _broadcast_summary(self, medium: Interface) -> None:
         medium.keepalive = bytes([FRAME_WHOLE]) + Summary(self.summary).encode()
-        medium.keepalive_factor = 0.75 + 0.25 * unit_from_bytes(self._rng(2))
+        low, high = KEEPALIVE_SPREAD
+        medium.keepalive_factor = low + (high - low) * unit_from_bytes(self._rng(2))
         self._pending_interfaces[medium] = None
 
     def link_down(self, link: LinkId, now: float) -> None:

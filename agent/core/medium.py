@@ -244,6 +244,10 @@ REFUSED_KEEPALIVES: Final = 10
 #: Budgets of interfaces that went down, kept for their return (a replugged dongle must not get a
 #: fresh allowance: the duty cycle is the transmitter's over the hour), oldest out.
 MAX_BUDGETS_KEPT: Final = 16
+#: The next SUMMARY goes this share of the keepalive after the last transmission, drawn evenly:
+#: neighbours drift apart, and the mean is one interval, so one SUMMARY per keepalive is what a
+#: quiet interface costs on average (:func:`quiet_keepalive`; 0.75..1 spent 14 % more).
+KEEPALIVE_SPREAD: Final = (0.75, 1.25)
 #: A duty-cycle refusal that names no wait pauses the interface this long (s).
 DEFAULT_REFUSAL_PAUSE: Final = 1.0
 
@@ -273,7 +277,7 @@ class Interface:
         self.copies: dict[RecordKey, int] = {}
         #: When this interface last transmitted anything (its keepalive runs from there).
         self.last_tx = now
-        #: The keepalive's share drawn for the next SUMMARY (0.75..1 of the interval): neighbours
+        #: The keepalive's share drawn for the next SUMMARY (:data:`KEEPALIVE_SPREAD`): neighbours
         #: that came up together do not keep transmitting together.
         self.keepalive_factor = 1.0
         #: This peer's handshake nonce on the interface: one HELLO, broadcast, serves every
