@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, lanmesh, lora, machine, mirror, processes, propagation, report, sizes
+from bench import ingest, lanmesh, lora, machine, mirror, processes, propagation, report, sizes, trust_figure
 from bench.common import FULL, QUICK, Mode, progress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,7 @@ FIGURES: dict[str, Callable[[Mode], dict[str, Any]]] = {
     "fig5": processes.run,
     "fig6": lanmesh.run,
     "fig7": mirror.run,
+    "fig9": trust_figure.run,
 }
 FIGURE_KEYS = tuple(FIGURES)
 

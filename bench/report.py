@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import trust_report
 from bench.common import TIMES, median, progress
 
 #: The status of a figure left out with ``--only``.
@@ -299,7 +300,9 @@ def _runs(results: dict[str, Any]) -> dict[tuple[str, str, str], list[str]]:
 def goal_rows(results: dict[str, Any]) -> list[list[str]]:
     """Every goal with a number: figure, goal, measured, target, result."""
     rows = []
-    for key in ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6"):
+    for key in ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig9"):
+        if key not in results["figures"]:
+            continue  # results from before the figure existed
         for g in results["figures"][key].get("goals", ()):
             rows.append([f"Figure {key[3:]}", g["name"], _goal_value(g), _goal_target(g), verdict(g["met"])])
     return rows
@@ -393,6 +396,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None, plots_rel: s
         "fig5": _fig5,
         "fig6": _fig6,
         "fig7": _fig7,
+        "fig9": trust_report.section,
     }
     for key, section in sections.items():
         if key not in f:
@@ -1176,6 +1180,7 @@ def summary_table(results: dict[str, Any]) -> str:
         "fig5": _fig5_summary,
         "fig6": _fig6_summary,
         "fig7": _fig7_summary,
+        "fig9": trust_report.summary,
     }
     rows: list[tuple[str, ...]] = []
     for key, summary in summaries.items():
