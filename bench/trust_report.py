@@ -81,10 +81,14 @@ def section(fig: dict[str, Any]) -> list[str]:
             "is about 9 s of airtime, more than the interface's general budget (the 1 % allowance's "
             "presence share less the keepalive reserve, about 7.2 s an hour), so a full-size sealed frame "
             "(a fragment of a HELLO carrying a certificate) can never be sent and the engine raises "
-            "`DwellTimeError` (a crash in a runtime agent); with the mesh key alone no handshake completed "
-            "in 6 h though frames kept going out (not diagnosed further). Even without trust an SF12 "
-            "handshake at 1 % waits for the next hour's allowance. Trust on LoRa is measured to work at "
-            "SF7; SF12 at 1 % needs interfaces that cap their frames to their budget.",
+            "`DwellTimeError` (a crash in a runtime agent). With the mesh key alone the sealed HELLO "
+            "(189 bytes, 6.9 s) takes nearly all of an hour's 7.2 s, the PROOF that should follow does not "
+            "fit, and the next hour the HELLO round is sent again first: the PROOFs never go (a livelock: "
+            "one HELLO an hour from each reaches the air, no PROOF ever does). Without the seal the HELLO is "
+            "16 bytes "
+            "shorter and the PROOF goes in the next hour, hence the 3,600 s. Trust on LoRa is measured to "
+            "work at SF7; SF12 at 1 % needs interfaces that cap frames to their budget and a handshake "
+            "that lets a PROOF go before a repeated HELLO.",
             "",
         ]
     out += [
