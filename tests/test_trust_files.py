@@ -16,9 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import ConfigError, parse_config
 from agent.core.certs import issue_certificate, raw_public_key, sign_revocation_list
-from agent.core.keys import peer_key_string
+from agent.core.keys import peer_key_string, public_key_from_string
 from agent.core.trust_settings import CERTIFICATE_FILE, MESH_KEY_FILE, REVOCATION_LIST_FILE, TrustSettings
 from agent.state import revocations
+from agent.state.identity import load_or_create_identity
+from agent.state.local_peer import open_local_peer
 from agent.state.trust_files import TrustFileError, load_fleet_trust, load_membership, load_mesh_key
 
 NOW = 1_800_000_000
@@ -178,3 +180,27 @@ def test_an_unusable_mesh_key_stops_the_start_with_one_line(
 def test_a_named_mesh_key_that_is_missing_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(TrustFileError, match="cannot read"):
         load_mesh_key(TrustSettings(mesh_key=str(tmp_path / "absent")), tmp_path)
+
+
+def test_a_local_peer_keeps_each_newer_list_it_accepts_and_writes_nothing_otherwise(tmp_path: Path) -> None:
+    device = load_or_create_identity(tmp_path).public_key
+    (tmp_path / CERTIFICATE_FILE).write_bytes(certificate(device=device))
+    settings = TrustSettings(ca_keys=(CA_KEY,))
+    local = open_local_peer(tmp_path, now=NOW, trust=settings)
+    try:
+        kept = revocations.received_list_path(tmp_path, public_key_from_string(CA_KEY)[:8])
+        local.save_revocation_lists()
+        assert not kept.exists()  # nothing accepted yet: nothing written
+        local.engine.add_revocation_list(sign_revocation_list(CA, 3, NOW, [7]).raw, NOW)
+        local.save_revocation_lists()
+        assert kept.read_bytes() == sign_revocation_list(CA, 3, NOW, [7]).raw
+        local.engine.add_revocation_list(sign_revocation_list(CA, 4, NOW, [7, 8]).raw, NOW)
+        local.flush()  # the periodic flush keeps it too
+        assert kept.read_bytes() == sign_revocation_list(CA, 4, NOW, [7, 8]).raw
+    finally:
+        local.close()
+    again = open_local_peer(tmp_path, now=NOW, trust=settings)
+    try:
+        assert [r.counter for r in again.engine.revocation_lists] == [4]
+    finally:
+        again.close()
