@@ -134,7 +134,8 @@ def test_a_kept_list_of_a_ca_no_longer_trusted_is_not_read(tmp_path: Path) -> No
 def test_a_kept_list_that_does_not_verify_stops_the_start_naming_it(tmp_path: Path) -> None:
     (tmp_path / CERTIFICATE_FILE).write_bytes(certificate())
     path = revocations.save(tmp_path, sign_revocation_list(CA, 7, NOW, [3]))
-    path.write_bytes(path.read_bytes()[:-1] + b"\x00")  # its signature altered
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # its signature altered
     with pytest.raises(TrustFileError) as caught:
         load_membership(TrustSettings(ca_keys=(CA_KEY,)), tmp_path, DEVICE)
     message = str(caught.value)
