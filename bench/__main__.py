@@ -18,7 +18,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, lanmesh, lora, machine, mirror, processes, propagation, radio_field, report, sizes
+from bench import (
+    ingest,
+    lanmesh,
+    lora,
+    machine,
+    mirror,
+    processes,
+    propagation,
+    radio_field,
+    report,
+    sizes,
+    trust_figure,
+)
 from bench.common import FULL, QUICK, Mode, progress
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +43,7 @@ FIGURES: dict[str, Callable[[Mode], dict[str, Any]]] = {
     "fig6": lanmesh.run,
     "fig7": mirror.run,
     "fig8": radio_field.run,
+    "fig9": trust_figure.run,
 }
 FIGURE_KEYS = tuple(FIGURES)
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import trust_report
 from bench.common import TIMES, median, progress
 
 #: The status of a figure left out with ``--only``.
@@ -300,7 +301,7 @@ def _runs(results: dict[str, Any]) -> dict[tuple[str, str, str], list[str]]:
 def goal_rows(results: dict[str, Any]) -> list[list[str]]:
     """Every goal with a number: figure, goal, measured, target, result."""
     rows = []
-    for key in ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig8"):
+    for key in ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig8", "fig9"):
         if key not in results["figures"]:
             continue  # results from before the figure existed
         for g in results["figures"][key].get("goals", ()):
@@ -397,6 +398,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str] | None, plots_rel: s
         "fig6": _fig6,
         "fig7": _fig7,
         "fig8": _fig8,
+        "fig9": trust_report.section,
     }
     for key, section in sections.items():
         if key not in f:
@@ -1182,6 +1184,7 @@ def summary_table(results: dict[str, Any]) -> str:
         "fig6": _fig6_summary,
         "fig7": _fig7_summary,
         "fig8": _fig8_summary,
+        "fig9": trust_report.summary,
     }
     rows: list[tuple[str, ...]] = []
     for key, summary in summaries.items():

@@ -188,6 +188,7 @@ class Mosquitto:
         tls: TlsFiles | None = None,
         users: dict[str, str] | None = None,
         require_client_cert: bool = False,
+        acl_file: Path | None = None,
     ) -> None:
         if require_client_cert and tls is None:
             raise ValueError("require_client_cert needs tls")
@@ -195,6 +196,8 @@ class Mosquitto:
         self.tls = tls
         self.users = dict(users or {})
         self.require_client_cert = require_client_cert
+        #: A mosquitto ``acl_file`` (who may read and write which topics), or None: everyone everything.
+        self.acl_file = acl_file
         self.host = HOST
         self.conf_path = tmp_dir / "mosquitto.conf"
         self.log_path = tmp_dir / "mosquitto.log"
@@ -313,6 +316,8 @@ class Mosquitto:
             lines += ["allow_anonymous false", f"password_file {password_file}"]
         else:
             lines.append("allow_anonymous true")
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
         if self.tls:
             lines += [
                 f"cafile {self.tls.ca_cert}",

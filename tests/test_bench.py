@@ -18,7 +18,7 @@ from bench.baseline import CARD, LINKS, GossipMesh
 from bench.simtap import BenchSimulation, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASURED = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8")
+MEASURED = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9")
 
 
 def _reject_constant(name: str) -> float:
@@ -65,7 +65,7 @@ def test_quick_mode_writes_well_formed_results(quick_run: tuple[Path, Path, str]
         figure = figures[key]
         for field in ("title", "goal", "baseline", "repetitions"):
             assert figure[field], (key, field)
-    for key in ("fig1", "fig2", "fig4", "fig6"):
+    for key in ("fig1", "fig2", "fig4", "fig6", "fig9"):
         for goal in figures[key]["goals"]:
             assert isinstance(goal["met"], bool), goal
     assert all(math.isfinite(x) for x in _numbers(results))
@@ -117,12 +117,17 @@ def test_quick_mode_writes_well_formed_results(quick_run: tuple[Path, Path, str]
     assert 0 < radio["duty_cycle"]["max_fraction"] <= radio["duty_cycle"]["allowance"]
     assert [r["peers"] for r in field["leaves"]] == [10, 100]
     assert all(isinstance(g["met"], bool) for g in field["goals"])
+    trust = figures["fig9"]
+    sf7 = [r for r in trust["lora_handshakes"] if r["sf"] == 7]
+    assert [r["config"] for r in sf7] == ["trust off", "mesh key", "trust on"]
+    assert all(r["completed"] == r["runs"] for r in sf7)  # SF7 at 1 %: every handshake completes
+    assert [r["link"] for r in trust["ingest"]["rows"]] == ["plain", "authenticated", "encrypted", "baseline"]
 
 
 def test_quick_mode_writes_the_page_and_a_summary(quick_run: tuple[Path, Path, str]) -> None:
     _, doc, stdout = quick_run
     text = doc.read_text(encoding="utf-8")
-    for number in range(1, 9):
+    for number in range(1, 10):
         assert f"## Figure {number}: " in text
     assert "Left out of this run" not in text
     assert "Baseline:" in text

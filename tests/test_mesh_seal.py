@@ -16,9 +16,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.core.certs import FleetTrust, issue_certificate, raw_public_key
+from agent.core.engine import Membership
 from agent.core.limits import REPLAY_WINDOW
 from agent.core.medium import parse_medium_frame
 from agent.core.mesh_seal import MAX_MESH_SENDERS, MESH_OVERHEAD, MeshSeal
@@ -26,6 +29,7 @@ from agent.core.reasons import SessionReason
 from agent.core.session import SessionError
 from agent.core.wire import MessageType, decode_message
 from agent.sim import RadioTransmission, Simulation
+from agent.sim.network import DEFAULT_START
 from agent.sim.radio import RadioMedium
 from tests.test_radio_mesh import CHANNEL, KEEPALIVE, SPEC, converged
 
@@ -145,3 +149,24 @@ def test_a_field_holding_the_mesh_key_converges_with_every_frame_sealed() -> Non
         if link_frame[0] == 0:
             kinds.add(decode_message(link_frame[1:])[0])
     assert {MessageType.HELLO, MessageType.PROOF, MessageType.SUMMARY} <= kinds
+
+
+def test_a_trust_on_field_links_over_lora_with_hellos_longer_than_a_frame() -> None:
+    # Each card carries its certificate: the broadcast HELLO (about 360 bytes) goes in fragments,
+    # and its pacing is the airtime of them all (a HELLO's own airtime would not be defined).
+    ca = Ed25519PrivateKey.generate()
+
+    def member(public_key: bytes) -> Membership:
+        cert = issue_certificate(
+            ca, 1, public_key, {"site": "depot-3"}, int(DEFAULT_START) - 60, int(DEFAULT_START) + 86_400
+        )
+        return Membership(FleetTrust.of([raw_public_key(ca)]), cert.raw)
+
+    sim = Simulation(seed=3, mesh_key=KEY)
+    members = [sim.add_peer(f"m{i}", membership=member) for i in range(3)]
+    sim.add_radio(members, RadioMedium([(0.0, 0.0), (800.0, 0.0), (1600.0, 0.0)], CHANNEL, seed=3), SPEC)
+    assert sim.run_until_true(lambda: converged(sim, members), 20 * KEEPALIVE)
+    for peer in members:
+        assert peer.engine.stats["medium.rejected.bad_tag"] == 0
+        graph = peer.engine.graph(sim.now)
+        assert all(p.identity_service_metadata == {"site": "depot-3"} for p in graph.peers())

@@ -6,8 +6,12 @@ Each agent's RadioTransport opens its dongle by path through the production driv
 path an emulated dongle (agent.sim.dongles) runs the firmware's own core on one simulated
 channel, under EU868 g3's 10 % duty cycle. What is checked: the agents converge to one graph of
 Radio connections with distances; a metadata change crosses the three hops; no emulated
-transmitter ever exceeds its allowance (the channel would have refused it). Garbage and resets
-mid-frame are tests/test_dongle_driver.py's and tests/test_dongle_emulator.py's.
+transmitter ever exceeds its allowance (the channel would have refused it). With the fleet's mesh
+key, a bare radio in range of both (no agent: DongleEmulator's ``dongles=2`` of three nodes) captures
+their frames and puts replays, frames with a fresh counter and the old tag, made-up bodies behind a
+real sender id, and runts on the air: each is dropped and counted (``medium.rejected.*``), opens no
+link, and the link holds. Garbage and resets mid-frame on the serial line are
+tests/test_dongle_driver.py's and tests/test_dongle_emulator.py's.
 """
 
 from __future__ import annotations
@@ -82,6 +86,107 @@ def test_two_radio_agents_holding_the_fleet_mesh_key_seal_every_frame_and_still_
         stats = agent.engine.stats
         assert stats["medium.rejected.bad_tag"] == stats["medium.rejected.malformed"] == 0
         assert stats["interfaces.sealed"] == 1 and stats["links.established"] >= 1
+
+
+def write_mesh_key(tmp_path: Path, names: list[str], mesh_key: bytes) -> None:
+    for name in names:
+        state = tmp_path / name
+        state.mkdir(mode=0o700)
+        (state / MESH_KEY_FILE).write_bytes(mesh_key)
+        (state / MESH_KEY_FILE).chmod(0o600)
+
+
+def with_counter_ahead(frame: bytes) -> bytes:
+    """A sealed medium frame (sender 4, dest 4, counter 8, ...) with a counter far ahead of its own."""
+    counter = int.from_bytes(frame[8:16], "big") + (1 << 20)
+    return frame[:8] + counter.to_bytes(8, "big") + frame[16:]
+
+
+def rejected(agent: Agent) -> dict[str, int]:
+    return {k: v for k, v in agent.engine.stats.items() if k.startswith("medium.rejected.") and v}
+
+
+def test_forged_and_replayed_frames_from_a_radio_in_range_are_dropped_and_counted_and_the_link_holds(
+    tmp_path: Path,
+) -> None:
+    # Two agents 2.5 km apart and, half way, a bare radio that is no agent: it hears both, sends anything.
+    write_mesh_key(tmp_path, ["pi0", "pi1"], os.urandom(32))
+    positions = [*LINE[:2], (1250.0, 0.0)]
+    rogue = 2
+    medium = RadioMedium(positions, RadioConfig.lora(LoRaModulation()), seed=5, region=EU868_G3)
+
+    async def on_air(emulator: DongleEmulator, payload: bytes) -> None:
+        while emulator.channel_busy(rogue):  # it listens before talking, as the dongles do
+            await asyncio.sleep(0.01)
+        emulator.transmit(rogue, payload)
+        # The next injection waits for this frame's end (a radio sends one at a time) plus a margin.
+        await asyncio.sleep(medium.airtime(len(payload)) + 0.05)
+
+    async def scenario(emulator: DongleEmulator) -> None:
+        agents = [
+            Agent(
+                state_dir=tmp_path / f"pi{i}",
+                name=f"pi{i}",
+                transports=[RadioTransport(dataclasses.replace(SETTINGS, ports=(path,)))],
+                control_socket=False,
+            )
+            for i, path in enumerate(emulator.paths)
+        ]
+        for agent in agents:
+            await agent.start()
+        try:
+            everyone = {a.peer_key_string for a in agents}
+            await eventually(lambda: all(keys(a) == everyone for a in agents), "both graphs complete", 30)
+
+            def capture() -> dict[int, list[bytes]] | None:
+                frames: dict[int, list[bytes]] = {0: [], 1: []}
+                for sender, payload in emulator.heard(rogue):
+                    frames[sender].append(payload)
+                return frames if all(len(f) >= 2 for f in frames.values()) else None
+
+            captured = await eventually(capture, "the bare radio to capture two frames of each agent", 30)
+            established = [a.engine.stats["links.established"] for a in agents]
+            opened = [a.engine.stats["links.opened"] for a in agents]
+            assert all(rejected(a) == {} for a in agents)
+
+            def counted() -> bool:
+                # Each agent judges the other's frames (its own, heard back, are dropped as echoes).
+                return all(
+                    g.get("medium.rejected.replayed", 0) + g.get("medium.rejected.too_old", 0) >= 1
+                    and g.get("medium.rejected.bad_tag", 0) >= 2
+                    and g.get("medium.rejected.malformed", 0) >= 1
+                    for g in (rejected(a) for a in agents)
+                )
+
+            # The rogue does not listen before talking: a frame can collide or reach a radio that is
+            # sending; so rounds go on (a bounded number) until every kind was heard by both.
+            for round_ in range(6):
+                for sender in (0, 1):
+                    frame = sorted(captured[sender], key=len)[round_ % 2]  # short ones: less airtime
+                    await on_air(emulator, frame)  # replayed as heard
+                    await on_air(emulator, with_counter_ahead(frame))  # a fresh counter, the old tag
+                    forged = frame[:8] + os.urandom(
+                        len(frame) - 8
+                    )  # its sender and dest ids, the rest made up
+                    await on_air(emulator, forged)
+                await on_air(emulator, os.urandom(12))  # too short to be a sealed frame
+                if counted():
+                    break
+            await eventually(counted, "every injected kind dropped and counted at both agents", 10)
+            # The link held: no link closed or opened again, and both still see each other.
+            assert [a.engine.stats["links.established"] for a in agents] == established
+            assert [a.engine.stats["links.opened"] for a in agents] == opened  # no stranger got a link
+            assert all(keys(a) == everyone for a in agents)
+            assert all(a.engine.stats["links.closed"] == 0 for a in agents)
+            agents[0].presence.set_peer_metadata({"role": "gateway"})
+            await eventually(lambda: metadata_of(agents[1], agents[0]) == {"role": "gateway"}, "a change", 15)
+        finally:
+            for agent in agents:
+                await agent.close()
+
+    with DongleEmulator(medium, tmp_path / "dev", dongles=2) as emulator:
+        asyncio.run(scenario(emulator))
+        assert emulator.crash is None
 
 
 @pytest.mark.slow  # about 75 s on 2 cores: the four agents forming over SF7; scripts/soak runs it

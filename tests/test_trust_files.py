@@ -16,8 +16,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import ConfigError, parse_config
 from agent.core.certs import issue_certificate, raw_public_key, sign_revocation_list
-from agent.core.keys import peer_key_string
+from agent.core.keys import peer_key_string, public_key_from_string
 from agent.core.trust_settings import CERTIFICATE_FILE, MESH_KEY_FILE, REVOCATION_LIST_FILE, TrustSettings
+from agent.state import revocations
+from agent.state.identity import load_or_create_identity
+from agent.state.local_peer import open_local_peer
 from agent.state.trust_files import TrustFileError, load_fleet_trust, load_membership, load_mesh_key
 
 NOW = 1_800_000_000
@@ -102,6 +105,44 @@ def test_a_revocation_list_or_key_file_that_does_not_verify_stops_the_start(tmp_
         load_fleet_trust(TrustSettings(ca_keys=(str(bad_key),)))
 
 
+def held_counters(state_dir: Path) -> dict[bytes, int]:
+    membership = load_membership(TrustSettings(ca_keys=(CA_KEY,)), state_dir, DEVICE)
+    assert membership is not None
+    return {ca: r.counter for ca, r in membership.fleet.revocations.items()}
+
+
+def test_a_kept_revocation_list_is_read_after_the_operators_and_the_newest_wins(tmp_path: Path) -> None:
+    (tmp_path / CERTIFICATE_FILE).write_bytes(certificate())
+    kept = revocations.save(tmp_path, sign_revocation_list(CA, 7, NOW, [3, 9]))
+    assert kept.name == f"revoked.{raw_public_key(CA)[:8].hex()}.cose"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+    [ca_id] = held_counters(tmp_path)
+    assert held_counters(tmp_path) == {ca_id: 7}
+
+    (tmp_path / REVOCATION_LIST_FILE).write_bytes(sign_revocation_list(CA, 5, NOW, [3]).raw)
+    assert held_counters(tmp_path) == {ca_id: 7}  # the operator's older list: the kept one wins
+    (tmp_path / REVOCATION_LIST_FILE).write_bytes(sign_revocation_list(CA, 8, NOW, [3]).raw)
+    assert held_counters(tmp_path) == {ca_id: 8}  # a newer one given by the operator wins
+
+
+def test_a_kept_list_of_a_ca_no_longer_trusted_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / CERTIFICATE_FILE).write_bytes(certificate())
+    revocations.save(tmp_path, sign_revocation_list(Ed25519PrivateKey.generate(), 2, NOW, [1]))
+    assert held_counters(tmp_path) == {}
+
+
+def test_a_kept_list_that_does_not_verify_stops_the_start_naming_it(tmp_path: Path) -> None:
+    (tmp_path / CERTIFICATE_FILE).write_bytes(certificate())
+    path = revocations.save(tmp_path, sign_revocation_list(CA, 7, NOW, [3]))
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # its signature altered
+    with pytest.raises(TrustFileError) as caught:
+        load_membership(TrustSettings(ca_keys=(CA_KEY,)), tmp_path, DEVICE)
+    message = str(caught.value)
+    assert f"received revocation list {path} does not verify (bad_signature" in message
+    assert "replace it with the CA's revoked.cose" in message and "\n" not in message
+
+
 def test_a_viewer_gets_the_ca_keys_without_a_state_directory() -> None:
     fleet = load_fleet_trust(TrustSettings(ca_keys=(CA_KEY,)))
     assert fleet is not None and fleet.verify(certificate(), NOW, DEVICE).metadata["site"] == "depot-3"
@@ -140,3 +181,27 @@ def test_an_unusable_mesh_key_stops_the_start_with_one_line(
 def test_a_named_mesh_key_that_is_missing_stops_the_start(tmp_path: Path) -> None:
     with pytest.raises(TrustFileError, match="cannot read"):
         load_mesh_key(TrustSettings(mesh_key=str(tmp_path / "absent")), tmp_path)
+
+
+def test_a_local_peer_keeps_each_newer_list_it_accepts_and_writes_nothing_otherwise(tmp_path: Path) -> None:
+    device = load_or_create_identity(tmp_path).public_key
+    (tmp_path / CERTIFICATE_FILE).write_bytes(certificate(device=device))
+    settings = TrustSettings(ca_keys=(CA_KEY,))
+    local = open_local_peer(tmp_path, now=NOW, trust=settings)
+    try:
+        kept = revocations.received_list_path(tmp_path, public_key_from_string(CA_KEY)[:8])
+        local.save_revocation_lists()
+        assert not kept.exists()  # nothing accepted yet: nothing written
+        local.engine.add_revocation_list(sign_revocation_list(CA, 3, NOW, [7]).raw, NOW)
+        local.save_revocation_lists()
+        assert kept.read_bytes() == sign_revocation_list(CA, 3, NOW, [7]).raw
+        local.engine.add_revocation_list(sign_revocation_list(CA, 4, NOW, [7, 8]).raw, NOW)
+        local.flush()  # the periodic flush keeps it too
+        assert kept.read_bytes() == sign_revocation_list(CA, 4, NOW, [7, 8]).raw
+    finally:
+        local.close()
+    again = open_local_peer(tmp_path, now=NOW, trust=settings)
+    try:
+        assert [r.counter for r in again.engine.revocation_lists] == [4]
+    finally:
+        again.close()

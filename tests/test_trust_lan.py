@@ -19,7 +19,7 @@ import pytest
 from lan_support import Mesh, Proc, cli, graph_of, remote_keys, remote_peer, stats_of, wait_until
 
 from agent.core.keys import peer_key_string
-from agent.core.trust_settings import CERTIFICATE_FILE
+from agent.core.trust_settings import CERTIFICATE_FILE, REVOCATION_LIST_FILE
 from agent.state.identity import load_or_create_identity
 
 
@@ -36,19 +36,23 @@ def fleet_ca(root: Path) -> tuple[Path, str]:
     return ca_dir, result.stdout.strip()
 
 
-def certify(mesh: Mesh, ca_dir: Path, name: str, metadata: dict[str, str]) -> None:
-    """Give agent ``name`` a certificate, as an operator does: its key, ``fleet-ca issue``, a copy."""
+def certify(mesh: Mesh, ca_dir: Path, name: str, metadata: dict[str, str]) -> int:
+    """Give agent ``name`` a certificate, as an operator does: its key, ``fleet-ca issue``, a copy.
+    Returns the certificate's serial (the CA names the file after it)."""
     state_dir = mesh.state_dir(name)
     key = peer_key_string(load_or_create_identity(state_dir).public_key)
     result = cli(
         "fleet-ca", "issue", "--dir", str(ca_dir), "--device-key", key, "--metadata", json.dumps(metadata)
     )
     assert result.returncode == 0, result.stderr
-    shutil.copyfile(result.stdout.strip(), state_dir / CERTIFICATE_FILE)
+    issued = Path(result.stdout.strip())
+    shutil.copyfile(issued, state_dir / CERTIFICATE_FILE)
+    return int(issued.name.split(".")[0])
 
 
-def trust_table(ca_key: str) -> str:
-    return f'[trust]\nca_keys = ["{ca_key}"]\n'
+def trust_table(*ca_keys: str) -> str:
+    listed = ", ".join(f'"{key}"' for key in ca_keys)
+    return f"[trust]\nca_keys = [{listed}]\n"
 
 
 def test_certified_agents_join_with_identity_metadata_and_an_uncertified_one_is_refused_both_ways(
@@ -89,6 +93,102 @@ def test_certified_agents_join_with_identity_metadata_and_an_uncertified_one_is_
         assert stranger.peer_key in refusal and "no_certificate" in refusal
     told = one_log_line(stranger, "refused this device's certificate (no_certificate)")
     assert "give this device a certificate from the fleet CA" in told
+
+
+def full_mesh(agents: list[Proc]) -> bool:
+    """Every agent's graph shows every other agent, and no one else."""
+    return all(remote_keys(graph_of(a)) == {b.peer_key for b in agents if b is not a} for a in agents)
+
+
+def test_a_revoked_agent_leaves_every_graph_once_one_agent_is_given_the_new_list(mesh: Mesh) -> None:
+    ca_dir, ca_key = fleet_ca(mesh.root)
+    names = ("revoke-alpha", "revoke-bravo", "revoke-charlie")
+    serials = {name: certify(mesh, ca_dir, name, {"site": "depot-3"}) for name in names}
+    alpha, bravo, charlie = (mesh.start_agent(n, extra_config=trust_table(ca_key), wait=False) for n in names)
+    for agent in (alpha, bravo, charlie):
+        mesh.wait_ready(agent)
+    wait_until(lambda: full_mesh([alpha, bravo, charlie]), 15, "the three certified agents to join")
+
+    # The operator revokes charlie and gives the new list to alpha only, which restarts with it.
+    result = cli("fleet-ca", "revoke", "--dir", str(ca_dir), str(serials["revoke-charlie"]))
+    assert result.returncode == 0, result.stderr
+    shutil.copyfile(ca_dir / REVOCATION_LIST_FILE, alpha.state / REVOCATION_LIST_FILE)
+    mesh.stop(alpha)
+    alpha = mesh.restart(alpha)
+
+    def charlie_gone() -> bool:
+        return remote_keys(graph_of(alpha)) == {bravo.peer_key} and remote_keys(graph_of(bravo)) == {
+            alpha.peer_key
+        }
+
+    wait_until(charlie_gone, 10, "the revoked agent to leave alpha's and bravo's graphs")
+    assert stats_of(bravo).get("trust.revocation_lists.accepted", 0) == 1  # it came by flooding
+    assert stats_of(bravo).get("trust.peers_withdrawn", 0) >= 1
+    wait_until(
+        lambda: stats_of(charlie).get("trust.refused_by_remote.revoked", 0) >= 1,
+        10,
+        "charlie to be told it is revoked",
+    )
+    # It stays out: its redials are refused, and the two others stay linked.
+    assert charlie.peer_key not in remote_keys(graph_of(bravo)) | remote_keys(graph_of(alpha))
+    assert remote_keys(graph_of(bravo)) == {alpha.peer_key}
+
+
+def test_a_revocation_list_received_by_flooding_survives_kill_9(mesh: Mesh) -> None:
+    ca_dir, ca_key = fleet_ca(mesh.root)
+    names = ("keep-alpha", "keep-bravo", "keep-charlie")
+    serials = {name: certify(mesh, ca_dir, name, {"site": "depot-3"}) for name in names}
+    result = cli("fleet-ca", "revoke", "--dir", str(ca_dir), str(serials["keep-charlie"]))
+    assert result.returncode == 0, result.stderr
+    shutil.copyfile(ca_dir / REVOCATION_LIST_FILE, mesh.state_dir("keep-alpha") / REVOCATION_LIST_FILE)
+    alpha, bravo, charlie = (mesh.start_agent(n, extra_config=trust_table(ca_key), wait=False) for n in names)
+    for agent in (alpha, bravo, charlie):
+        mesh.wait_ready(agent)
+
+    # Bravo learns the list from alpha only; the moment it says so, the list is on its disk.
+    wait_until(
+        lambda: stats_of(bravo).get("trust.revocation_lists.accepted", 0) == 1,
+        10,
+        "bravo to accept the list alpha floods",
+    )
+    mesh.kill(alpha)  # nobody can give it to bravo again
+    mesh.kill(bravo)  # SIGKILL: no shutdown, no flush
+    bravo = mesh.restart(bravo)
+
+    wait_until(
+        lambda: stats_of(bravo).get("trust.rejected.revoked", 0) >= 1,
+        10,
+        "the restarted bravo to refuse charlie's dial as revoked",
+    )
+    assert stats_of(bravo).get("trust.revocation_lists.accepted", 0) == 0  # read from its state directory
+    assert charlie.peer_key not in remote_keys(graph_of(bravo))  # refused at HELLO: never established
+    # Charlie, which judges bravo's certificate valid, may hold the link until bravo's DENY arrives.
+    wait_until(lambda: bravo.peer_key not in remote_keys(graph_of(charlie)), 5, "charlie to be refused")
+
+
+def test_a_ca_rotation_keeps_the_mesh_together_while_both_cas_are_trusted(mesh: Mesh) -> None:
+    old_dir, old_key = fleet_ca(mesh.root / "old")
+    new_dir, new_key = fleet_ca(mesh.root / "new")
+    issued_by = {"rotate-alpha": old_dir, "rotate-bravo": new_dir, "rotate-charlie": old_dir}
+    for name, ca_dir in issued_by.items():
+        certify(mesh, ca_dir, name, {"site": "depot-3", "ca": ca_dir.parent.name})
+    agents = [mesh.start_agent(n, extra_config=trust_table(old_key, new_key), wait=False) for n in issued_by]
+    for agent in agents:
+        mesh.wait_ready(agent)
+
+    wait_until(lambda: full_mesh(agents), 15, "agents certified by either CA to join")
+    alpha, bravo, _ = agents
+    seen = remote_peer(graph_of(alpha), bravo.peer_key)
+    assert seen is not None and seen["identity_service_metadata"]["ca"] == "new"
+    for agent in agents:
+        # Nobody refused at a handshake; a links record may wait for its card (trust.rejected.no_certificate).
+        stats = stats_of(agent)
+        refusals = {
+            k: v
+            for k, v in stats.items()
+            if k.startswith(("handshake.rejected.", "handshake.refused", "trust.rejected.unknown"))
+        }
+        assert refusals == {}, (agent.name, refusals)
 
 
 def one_log_line(agent: Proc, text: str) -> str:

@@ -239,6 +239,7 @@ class Engine:
         self._trust = Trust(membership) if membership is not None else None
         self._own_certificate: Certificate | None = None
         self._trust_log = LineLimiter()
+        self._revocation_version = 0  # grows with every list accepted: what the state directory persists
         if membership is not None:
             card = dataclasses.replace(card, certificate=membership.certificate)
             self._own_certificate = self._check_own_certificate(now)
@@ -852,6 +853,17 @@ class Engine:
         """Whether fleet trust is on (a CA is configured): uncertified peers are refused."""
         return self._trust is not None
 
+    @property
+    def revocation_lists(self) -> tuple[RevocationList, ...]:
+        """The newest revocation list held per trusted CA (at most two; none with trust off)."""
+        return () if self._trust is None else tuple(self._trust.fleet.revocations.values())
+
+    @property
+    def revocation_version(self) -> int:
+        """Grows by one whenever a revocation list is accepted (from the mesh or the operator), so a
+        persister (:meth:`agent.state.local_peer.LocalPeer.save_revocation_lists`) compares one int."""
+        return self._revocation_version
+
     # ------------------------------------------------------------------ dispatch
 
     def _tick(self, now: float) -> None:
@@ -1231,6 +1243,7 @@ class Engine:
         self, trust: Trust, raw: bytes, source: Link | None, now: float
     ) -> RevocationList:
         revocations = trust.accept_revocation_list(raw)
+        self._revocation_version += 1
         self.stats["trust.revocation_lists.accepted"] += 1
         log.info(
             "revocation list %d of fleet CA %s accepted (%d serials revoked)",

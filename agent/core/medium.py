@@ -56,7 +56,7 @@ from agent.core.duty_cycle import DutyCycle
 from agent.core.linkspec import LinkSpec
 from agent.core.outbox import Outbox, RecordKey
 from agent.core.records import ConnectionType
-from agent.core.wire import WireError
+from agent.core.wire import FRAGMENT_HEADER_BYTES, WireError
 
 if TYPE_CHECKING:
     from agent.core.link import Link
@@ -325,9 +325,16 @@ class Interface:
         return any(not link.established and not link.handshake.closing for link in self.neighbours.values())
 
     def hello_gap(self, hello_len: int) -> float:
-        """The least time between two broadcast HELLOs: four frames' airtime, times the
-        neighbours sharing the channel (each answers with a PROOF)."""
-        return 4 * self.spec.airtime.airtime(hello_len + self.spec.header_bytes) * (1 + len(self.neighbours))
+        """The least time between two broadcast HELLOs: four times the HELLO's airtime, times the
+        neighbours sharing the channel (each answers with a PROOF). A HELLO longer than a frame
+        (a card with its certificate, over LoRa) goes in fragments: the airtime of them all."""
+        mtu = self.spec.mtu
+        if hello_len <= mtu:
+            airtime = self.spec.airtime.airtime(hello_len + self.spec.header_bytes)
+        else:
+            frames = -(-hello_len // (mtu - FRAGMENT_HEADER_BYTES))
+            airtime = frames * self.spec.airtime.airtime(mtu + self.spec.header_bytes)
+        return 4 * airtime * (1 + len(self.neighbours))
 
     @property
     def summary_due(self) -> float:

@@ -114,6 +114,7 @@ class Agent:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._keeping_failed = False  # a revocation list could not be written: the flusher retries
         self._link_owner: dict[LinkId, Transport] = {}
         self._published_version = -1
         self._closed = False
@@ -352,6 +353,8 @@ class Agent:
             return
         engine = self._local.engine
         now = self.now()
+        if engine.revocation_version != self._local.saved_revocation_version and not self._keeping_failed:
+            self._save_revocation_lists()  # durable before the pump sends the new list on
         pump(engine, now, self)
         presence = self._presence
         if presence is not None and presence.wants_graphs and engine.graph_version != self._published_version:
@@ -438,13 +441,23 @@ class Agent:
             for transport in [owner] if owner is not None else self._transports:
                 transport.back_off(key, event.retry_at)
 
+    def _save_revocation_lists(self) -> None:
+        assert self._local is not None
+        try:
+            self._local.save_revocation_lists()
+        except OSError as exc:
+            # Never stops the loop; the flusher retries (and _flush_forever logs) every FLUSH_INTERVAL.
+            self._keeping_failed = True
+            log.warning("could not keep the new revocation list in the state directory (will retry): %s", exc)
+
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             if self._local is not None:
                 try:
                     self._local.flush()
-                except PresenceError:
+                    self._keeping_failed = False
+                except (PresenceError, OSError):
                     log.exception("could not persist records (will retry)")
 
 

@@ -21,6 +21,14 @@ for the node keeps counting). ``inject(i, data)`` writes raw bytes to the host (
 ``reset(i)`` writes the first half of a frame, then boot noise, and reboots the core (a reset
 mid-frame).
 
+**Bare radios** (an attacker in range). With ``dongles=N`` below the medium's node count, nodes
+``N`` and up get no dongle and no agent: :meth:`~DongleEmulator.transmit` puts any payload on the
+air from one (forged frames, replays; the medium's half-duplex rule and the node's duty-cycle
+ledger apply as to any radio; :meth:`~DongleEmulator.channel_busy` lets it listen before talking)
+and :meth:`~DongleEmulator.heard` returns what it received (a sniffer's capture, the last
+:data:`BARE_RADIO_CAPTURE` frames), so a test can inject and replay frames on the channel itself
+rather than on a host's serial line.
+
 **What is counted** (:meth:`DongleEmulator.stats`): the dongle decoder's counters (what the host sent
 that it dropped), the core's counters (TX answers, NAK reasons, RX), ``host_dropped_bytes``
 (output the pty had no room for: nobody reading), ``medium_refused`` (transmissions the medium
@@ -35,6 +43,7 @@ dongle with its one line).
 
 from __future__ import annotations
 
+import collections
 import errno
 import heapq
 import math
@@ -67,6 +76,8 @@ BOOT_NOISE = (
 CALL_TIMEOUT = 30.0
 #: Largest read from one pty at a time.
 READ_SIZE = 4096
+#: Frames a bare radio keeps of what it heard (the oldest forgotten first).
+BARE_RADIO_CAPTURE = 256
 #: Modulation keys the shared medium fixes: BANDWIDTH_HZ, SPREADING_FACTOR, CODING_RATE, PREAMBLE.
 _MODULATION_KEYS = (3, 4, 5, 7)
 
@@ -185,7 +196,11 @@ class DongleEmulator:
         *,
         settings: Mapping[str, Any] | None = None,
         boot_noise: bytes = BOOT_NOISE,
+        dongles: int | None = None,
     ) -> None:
+        count = len(medium.positions) if dongles is None else dongles
+        if not 0 <= count <= len(medium.positions):
+            raise EmulatorError(f"{dongles} dongles on a medium of {len(medium.positions)} nodes")
         self.medium = medium
         self.directory = Path(directory)
         self.boot_noise = boot_noise
@@ -204,7 +219,11 @@ class DongleEmulator:
         #: What stopped the emulator's thread, if a firmware core raised (a firmware bug).
         self.crash: BaseException | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.dongles = [self._make(i, dict(settings or {})) for i in range(len(medium.positions))]
+        self.dongles = [self._make(i, dict(settings or {})) for i in range(count)]
+        #: What each bare radio (node ``count`` and up) heard: (sender node, payload), newest last.
+        self._captured: dict[int, collections.deque[tuple[int, bytes]]] = {
+            node: collections.deque(maxlen=BARE_RADIO_CAPTURE) for node in range(count, len(medium.positions))
+        }
         for dongle in self.dongles:
             self._plug(dongle)
         self._thread = threading.Thread(target=self._loop, name="dongle-emulator", daemon=True)
@@ -229,6 +248,23 @@ class DongleEmulator:
     def inject(self, index: int, data: bytes) -> None:
         """Write ``data`` to the host as if the dongle sent it (garbage, half frames)."""
         self._call(lambda: self._write(self._dongle(index), data))
+
+    def transmit(self, node: int, payload: bytes) -> float:
+        """Put ``payload`` on the air from bare radio ``node`` now; returns when the frame ends
+        (medium seconds). Raises :class:`~agent.sim.radio.RadioError` as the medium does (busy, no
+        allowance left)."""
+        self._bare(node)
+        return self._call(lambda: self.medium.transmit(node, payload, self._clock_ms() / 1000.0))
+
+    def channel_busy(self, node: int) -> bool:
+        """Whether bare radio ``node`` hears a frame on the air now (to listen before it talks)."""
+        self._bare(node)
+        return self._call(lambda: self.medium.channel_busy(node, self._clock_ms() / 1000.0))
+
+    def heard(self, node: int) -> list[tuple[int, bytes]]:
+        """What bare radio ``node`` received so far: (sender node, payload), oldest first."""
+        captured = self._bare(node)
+        return self._call(lambda: list(captured))
 
     def reset(self, index: int, *, cut: bytes | None = None) -> None:
         """A reset mid-frame: the first half of a frame (``cut``, default half a LOG), boot noise,
@@ -375,6 +411,9 @@ class DongleEmulator:
         medium_now = now / 1000.0
         if (end := self.medium.next_end()) is not None and end <= medium_now:
             for delivery in self.medium.deliveries(medium_now):
+                if delivery.receiver >= len(self.dongles):
+                    self._captured[delivery.receiver].append((delivery.sender, delivery.payload))
+                    continue
                 receiver = self.dongles[delivery.receiver]
                 if receiver.plugged:
                     snr_qdb = round(delivery.snr * 4)
@@ -463,6 +502,14 @@ class DongleEmulator:
         if not 0 <= index < len(self.dongles):
             raise EmulatorError(f"no dongle {index}: the emulator has dongles 0..{len(self.dongles) - 1}")
         return self.dongles[index]
+
+    def _bare(self, node: int) -> collections.deque[tuple[int, bytes]]:
+        captured = self._captured.get(node)
+        if captured is None:
+            raise EmulatorError(
+                f"node {node} is not a bare radio: this emulator's are {sorted(self._captured) or 'none'}"
+            )
+        return captured
 
     def _call(self, fn: Callable[[], T]) -> T:
         if self.crash is not None:

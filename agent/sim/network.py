@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent import __version__
 from agent.api.presence import Presence
-from agent.core.engine import Engine, EngineConfig, LinkSpec
+from agent.core.engine import Engine, EngineConfig, LinkSpec, Membership
 from agent.core.events import CloseLink, ConnectionRequested, Event, LinkId
 from agent.core.graph import PresenceGraph
 from agent.core.medium import Broadcast, MediumSpec
@@ -307,10 +307,16 @@ class Simulation:
     # ------------------------------------------------------------------ building
 
     def add_peer(
-        self, name: str | None = None, metadata: dict[str, Any] | None = None, *, outsider: bool = False
+        self,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        outsider: bool = False,
+        membership: Callable[[bytes], Membership] | None = None,
     ) -> SimPeer:
         """A new peer with a fresh key (drawn from the seeded RNG); an ``outsider`` lacks the
-        simulation's mesh key."""
+        simulation's mesh key. ``membership``, given the peer's public key, turns fleet trust on
+        for it (a fleet CA's certificate for that key: agent.core.trust)."""
         index = len(self.peers)
         private_key = Ed25519PrivateKey.from_private_bytes(self.rng.randbytes(32))
         public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -327,6 +333,7 @@ class Simulation:
             codec=self.codec,
             wall=clock,
             mesh_key=None if outsider else self.mesh_key,
+            membership=membership(public_key) if membership is not None else None,
         )
         peer = SimPeer(index, name, engine)
         clock.peer = peer

@@ -23,6 +23,7 @@ from agent.core.engine import Engine, EngineConfig, RecordCodec, same_clock
 from agent.core.errors import MetadataError
 from agent.core.records import Metadata, make_card, parse_metadata_json
 from agent.core.trust_settings import TrustSettings
+from agent.state import revocations
 from agent.state.identity import Identity, load_or_create_identity
 from agent.state.store import StateStore, StoreError
 from agent.state.trust_files import load_membership, load_mesh_key
@@ -35,14 +36,32 @@ class LocalPeer:
     identity: Identity
     store: StateStore
     engine: Engine
+    state_dir: Path
+    #: The engine's ``revocation_version`` the state directory holds (lists read at start count as held).
+    saved_revocation_version: int = 0
 
     def flush(self) -> None:
-        """Persist the records the engine accepted or dropped since the last flush."""
+        """Persist the records the engine accepted or dropped since the last flush, and new
+        revocation lists."""
         saved, deleted = self.engine.take_dirty_records()
         if saved:
             self.store.save_records(saved)
         if deleted:
             self.store.delete_records(deleted)
+        self.save_revocation_lists()
+
+    def save_revocation_lists(self) -> None:
+        """Make the revocation lists the engine accepted since the last call durable
+        (:mod:`agent.state.revocations`); one int compared when there are none. ``OSError`` if a
+        write fails: the next call tries again."""
+        version = self.engine.revocation_version
+        if version == self.saved_revocation_version:
+            return
+        for held in self.engine.revocation_lists:
+            path = revocations.received_list_path(self.state_dir, held.ca_key_id)
+            if not path.exists() or path.read_bytes() != held.raw:
+                revocations.save(self.state_dir, held)
+        self.saved_revocation_version = version
 
     def close(self) -> None:
         """Flush and close the store. The engine must not be used afterwards."""
@@ -103,7 +122,7 @@ def open_local_peer(
     except BaseException:
         store.close()
         raise
-    return LocalPeer(identity, store, engine)
+    return LocalPeer(identity, store, engine, state_dir, engine.revocation_version)
 
 
 def _stored_metadata(store: StateStore) -> Metadata:

@@ -8,12 +8,14 @@
   COSE_Sign1 bytes), by default ``<state_dir>/device.cert``;
 * a revocation list (``presence-agent fleet-ca revoke`` writes the CA's
   ``revoked.cose``) is optional, by default ``<state_dir>/revoked.cose`` if
-  present; the mesh floods newer ones.
+  present; the mesh floods newer ones, and the newest list accepted per CA is
+  kept in the state directory (:mod:`agent.state.revocations`) and read after
+  it, newest winning.
 
 The agent refuses to start, with one line naming the file and what to do
 (:class:`TrustFileError`, exit 2), when a file is missing or unreadable, a CA
 key is not one, the certificate is not a certificate from a trusted CA or is
-for another key, or the revocation list does not verify. A certificate that is
+for another key, or a revocation list (the operator's, or one kept) does not verify. A certificate that is
 only expired, not yet valid or revoked does not stop the agent: the engine says
 so in the log, and peers refuse it until it is renewed.
 """
@@ -37,6 +39,7 @@ from agent.core.trust_settings import (
     TrustSettings,
     is_key_string,
 )
+from agent.state.revocations import ReceivedListError, load_received_lists
 
 __all__ = ["TrustFileError", "load_fleet_trust", "load_membership", "load_mesh_key"]
 
@@ -54,7 +57,12 @@ def load_membership(settings: TrustSettings, state_dir: Path, public_key: bytes)
         return None
     fleet = _fleet(settings)
     certificate = _certificate(settings, state_dir, fleet, public_key)
-    return Membership(_with_revocation_list(settings, state_dir, fleet), certificate)
+    fleet = _with_revocation_list(settings, state_dir, fleet)
+    try:
+        fleet = load_received_lists(state_dir, fleet)
+    except ReceivedListError as exc:
+        raise TrustFileError(str(exc)) from None
+    return Membership(fleet, certificate)
 
 
 def load_mesh_key(settings: TrustSettings, state_dir: Path) -> bytes | None:
