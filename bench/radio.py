@@ -67,15 +67,14 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from agent.core.distance import PathLoss
-from agent.core.limits import MIN_LINK_MTU
-from agent.core.medium import MEDIUM_HEADER_BYTES
+from agent.core.medium import MEDIUM_HEADER_BYTES, fitted
 from agent.core.records import RecordKind, open_record
 from agent.core.wire import MessageType, encode_message, frames_for
 from agent.runtime.control import ControlError, request
 from agent.sim import Simulation
 from agent.sim.radio import RadioConfig, RadioMedium
 from agent.sim.radio_lab import LabAgent, LabRadio, RadioLab
-from agent.transports.radio_settings import RadioSettings, longest_transmission, medium_spec
+from agent.transports.radio_settings import RadioSettings, medium_spec
 from bench import machine
 from bench.common import goal, median, progress, ratio, rounded
 from bench.processes import cpu_seconds
@@ -168,12 +167,11 @@ def lab_settings(radio: LabRadio) -> RadioSettings:
 def link_mtu(radio: LabRadio) -> int:
     """The interface's link MTU as the radio transport computes it (medium_for): the dongle's MTU
     cut to the longest frame the budget allows, less the medium header."""
-    model = radio.modulation
-    spec = medium_spec(lab_settings(radio), model, radio.region.duty_cycle, radio.region.dwell)
-    limit = longest_transmission(spec)
-    smallest = MEDIUM_HEADER_BYTES + MIN_LINK_MTU
-    mtu = next(n for n in range(model.mtu, smallest - 1, -1) if model.airtime(n) <= limit)
-    return mtu - MEDIUM_HEADER_BYTES
+    spec = fitted(
+        medium_spec(lab_settings(radio), radio.modulation, radio.region.duty_cycle, radio.region.dwell)
+    )
+    assert spec is not None, "the lab's modulation fits its region"
+    return spec.mtu
 
 
 def airtime_bound(radio: LabRadio, card: bytes, hops: int = HOPS) -> tuple[float, list[int]]:

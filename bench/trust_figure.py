@@ -65,7 +65,7 @@ from agent.core.certs import FleetTrust, issue_certificate, raw_public_key
 from agent.core.duty_cycle import DwellTimeError
 from agent.core.engine import Engine, EngineConfig, LinkSpec, Membership
 from agent.core.events import ConnectionRequested
-from agent.core.medium import MediumSpec, quiet_keepalive
+from agent.core.medium import MediumSpec, fitted, quiet_keepalive
 from agent.core.records import ConnectionType, make_card, open_record
 from agent.core.session import Sealing
 from agent.sim import RadioTransmission, Simulation
@@ -185,9 +185,13 @@ def lora_handshake(sf: int, mesh_key: bool, trust_on: bool, seed: int) -> dict[s
     modulation = LoRaModulation(sf=sf)
     channel = RadioConfig.lora(modulation)
     keepalive = quiet_keepalive(modulation, 0.01)
-    spec = MediumSpec(
-        modulation, keepalive_interval=keepalive, dead_interval=3 * keepalive, path_loss=channel.path_loss
+    # Cut to the longest frame the budget can carry, as the radio transport does (SF12 at 1 %).
+    spec = fitted(
+        MediumSpec(
+            modulation, keepalive_interval=keepalive, dead_interval=3 * keepalive, path_loss=channel.path_loss
+        )
     )
+    assert spec is not None, f"SF{sf} at 1 % carries no presence frame"
     sim = Simulation(seed=seed, mesh_key=os.urandom(32) if mesh_key else None)
     membership = _member(Ed25519PrivateKey.generate()) if trust_on else None
     peers = [sim.add_peer(f"lora-{i}", membership=membership) for i in range(2)]

@@ -4,17 +4,20 @@ The engine (agent.core.engine) on one LoRa interface at EU868 g1's 1 %: a duty-c
 the dongle (its own ledger may know transmissions ours does not) pauses everything on the
 interface until the dongle's wait is over; an interface that goes down and comes back with the
 same medium (a dongle replugged) keeps the airtime it had spent, so replugging never buys a fresh
-allowance; one that comes back with another medium starts a budget of its own.
+allowance; one that comes back with another medium starts a budget of its own. A medium whose
+full frame its budget can never carry is refused at interface_up (the engine would otherwise raise
+at the first full frame), and ``fitted`` cuts its MTU as the radio transport does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import pytest
 from test_engine import NOW, make_node
 
 from agent.core.airtime import LoRaModulation
-from agent.core.medium import AirtimeBudget, Broadcast, MediumSpec
+from agent.core.medium import AirtimeBudget, Broadcast, MediumSpec, fitted, full_frame_fits
 
 SPEC = MediumSpec(LoRaModulation(), keepalive_interval=60.0, dead_interval=180.0)
 RADIO = "radio:/dev/ttyUSB0"
@@ -75,3 +78,20 @@ def test_a_replugged_dongle_keeps_the_airtime_it_spent_and_another_medium_starts
     slower = dataclasses.replace(SPEC, airtime=LoRaModulation(sf=9))
     node.engine.interface_up(RADIO, slower, NOW + 9)
     assert node.engine._interfaces[RADIO].budget.used(NOW + 9) == 0
+
+
+def test_a_medium_whose_full_frame_its_budget_can_never_carry_is_refused_and_fitted_cuts_it() -> None:
+    # SF12 at 1 %: a full 255-byte frame is about 9 s of air, over the general budget's hour.
+    sf12 = MediumSpec(LoRaModulation(sf=12), keepalive_interval=600.0, dead_interval=1800.0)
+    assert not full_frame_fits(sf12)
+    node = make_node("pi")
+    with pytest.raises(ValueError, match="fitted"):
+        node.engine.interface_up(RADIO, sf12, NOW)
+    fit = fitted(sf12)
+    assert fit is not None and fit.airtime.mtu < 255 and full_frame_fits(fit)
+    assert not full_frame_fits(
+        dataclasses.replace(fit, airtime=LoRaModulation(sf=12, mtu=fit.airtime.mtu + 1))
+    )
+    node.engine.interface_up(RADIO, fit, NOW)  # and it runs: the announce goes
+    assert broadcasts_between(node.engine, NOW, NOW + 700, step=5.0)
+    assert fitted(SPEC) is SPEC  # SF7: a full frame fits, nothing cut

@@ -87,6 +87,8 @@ from agent.core.medium import (
     InterfaceId,
     MediumLink,
     MediumSpec,
+    full_frame_fits,
+    longest_transmission,
     medium_frame,
     parse_medium_frame,
 )
@@ -363,6 +365,12 @@ class Engine:
             spec = dataclasses.replace(spec, seal_overhead=MESH_OVERHEAD)
             if spec.mtu < MIN_LINK_MTU:
                 raise ValueError(f"a sealed medium's MTU leaves link frames below {MIN_LINK_MTU} bytes")
+        if not full_frame_fits(spec):
+            raise ValueError(
+                f"a full {spec.airtime.mtu}-byte frame takes {spec.airtime.airtime(spec.airtime.mtu):.2f} s, "
+                f"over the {longest_transmission(spec):.2f} s this medium's airtime budget can ever permit: "
+                "bring it up with agent.core.medium.fitted(spec) (a smaller MTU)"
+            )
         kept = self._budgets_kept.pop(interface, None)
         budget = kept if kept is not None and kept.spec == spec else None
         medium = Interface(interface, spec, now, self.config.flood_delay, budget)

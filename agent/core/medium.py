@@ -45,6 +45,7 @@ only keepalives may spend.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -53,7 +54,9 @@ from typing import TYPE_CHECKING, Final
 from agent.core.airtime import AirtimeModel
 from agent.core.distance import PathLoss
 from agent.core.duty_cycle import DutyCycle
+from agent.core.limits import MIN_LINK_MTU
 from agent.core.linkspec import LinkSpec
+from agent.core.media_limits import DUTY_CYCLE_SLACK
 from agent.core.outbox import Outbox, RecordKey
 from agent.core.records import ConnectionType
 from agent.core.wire import FRAGMENT_HEADER_BYTES, WireError
@@ -232,6 +235,37 @@ class AirtimeBudget:
         (a dongle's ledger can be stricter than ours: it counts what it sent before we knew it)."""
         self.presence.mark_busy(until)
         self.general.mark_busy(until)
+
+
+def longest_transmission(spec: MediumSpec) -> float:
+    """The longest frame (s) the engine may put on ``spec``'s air: within its dwell limit and within
+    the allowance its airtime budget gives every frame (:class:`AirtimeBudget`)."""
+    budget = AirtimeBudget(spec)
+    limit = min(budget.general.allowance, budget.presence.allowance) - DUTY_CYCLE_SLACK
+    return min(limit, spec.dwell if spec.dwell is not None else math.inf)
+
+
+def full_frame_fits(spec: MediumSpec) -> bool:
+    """Whether a frame of the medium's whole MTU fits :func:`longest_transmission`."""
+    return spec.airtime.airtime(spec.airtime.mtu) <= longest_transmission(spec)
+
+
+def fitted(spec: MediumSpec) -> MediumSpec | None:
+    """``spec`` with its MTU cut to the longest frame :func:`longest_transmission` permits (itself
+    when a full frame fits); None when not even a frame carrying the smallest link MTU does.
+
+    At SF12 and 1 % a full LoRa frame (about 9 s) is more than the general budget's hour: the
+    engine would meet frames its budget can never send, so a transport fits its spec first.
+    """
+    if full_frame_fits(spec):
+        return spec
+    limit = longest_transmission(spec)
+    smallest = spec.header_bytes + MIN_LINK_MTU
+    model = spec.airtime
+    mtu = next((n for n in range(model.mtu - 1, smallest - 1, -1) if model.airtime(n) <= limit), None)
+    if mtu is None:
+        return None
+    return dataclasses.replace(spec, airtime=dataclasses.replace(model, mtu=mtu))  # type: ignore[type-var]
 
 
 #: Rebroadcast copies counted at most (beyond, only records still queued are kept).

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import random
@@ -46,9 +45,9 @@ from agent.core.duty_cycle import REGIONS, Region
 from agent.core.errors import PresenceError
 from agent.core.limits import MIN_LINK_MTU
 from agent.core.media_limits import ESPNOW_MAX_PAYLOAD, LORA_MAX_PAYLOAD
-from agent.core.medium import MEDIUM_HEADER_BYTES, Broadcast, MediumSpec
+from agent.core.medium import MEDIUM_HEADER_BYTES, Broadcast, MediumSpec, fitted, longest_transmission
 from agent.transports.base import LinkHost
-from agent.transports.radio_settings import RadioSettings, longest_transmission, medium_spec, relation_problem
+from agent.transports.radio_settings import RadioSettings, medium_spec, relation_problem
 from firmware_bridge.driver import DongleDriver, DongleError
 from firmware_bridge.ports import find_dongle_ports
 from firmware_bridge.protocol import (
@@ -152,16 +151,14 @@ def medium_for(settings: RadioSettings, info: Info, port: str) -> MediumSpec:
             f"{port}: the dongle's MTU of {info.mtu} bytes is below the {smallest} presence needs"
         )
     spec = medium_spec(settings, model, allowance, dwell)
-    limit = longest_transmission(spec)
-    mtu = next((n for n in range(model.mtu, smallest - 1, -1) if model.airtime(n) <= limit), None)
-    if mtu is None:
+    fit = fitted(spec)
+    if fit is None:
         raise UnusableDongle(
             f"{port}: a {smallest}-byte frame takes {model.airtime(smallest) * 1000:.0f} ms, over the "
-            f"{limit * 1000:.0f} ms this dongle's duty cycle and dwell allow: lower the spreading factor"
+            f"{longest_transmission(spec) * 1000:.0f} ms this dongle's duty cycle and dwell allow: "
+            "lower the spreading factor"
         )
-    if mtu < model.mtu:
-        spec = medium_spec(settings, dataclasses.replace(model, mtu=mtu), allowance, dwell)
-    return spec
+    return fit
 
 
 def _airtime_of(model: AirtimeModel) -> Callable[[int], float]:

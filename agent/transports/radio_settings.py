@@ -21,11 +21,11 @@ from agent.core.airtime import AirtimeModel, LoRaModulation, ModulationError
 from agent.core.distance import PathLoss
 from agent.core.duty_cycle import REGIONS, Region
 from agent.core.limits import MIN_LINK_MTU
-from agent.core.media_limits import DUTY_CYCLE_SLACK, PATH_LOSS_EXPONENT, RSSI_AT_1M
-from agent.core.medium import MEDIUM_HEADER_BYTES, AirtimeBudget, MediumSpec
+from agent.core.media_limits import PATH_LOSS_EXPONENT, RSSI_AT_1M
+from agent.core.medium import MEDIUM_HEADER_BYTES, MediumSpec, longest_transmission
 from agent.core.settings import positive, rule, rule_of
 
-__all__ = ["REGION_SETTINGS", "RadioSettings", "longest_transmission", "medium_spec", "relation_problem"]
+__all__ = ["REGION_SETTINGS", "RadioSettings", "medium_spec", "relation_problem"]
 
 #: ``[radio] region`` values -> the region (see the module docstring for the spelling).
 REGION_SETTINGS: Final[dict[str, Region]] = {r.name.upper().replace(" ", "_"): r for r in REGIONS.values()}
@@ -92,14 +92,6 @@ class RadioSettings:
     @property
     def region_limits(self) -> Region:
         return REGION_SETTINGS[self.region]
-
-
-def longest_transmission(spec: MediumSpec) -> float:
-    """The longest frame (s) the engine may put on ``spec``'s air: within its dwell limit and within
-    the allowance its airtime budget gives every frame (:class:`agent.core.medium.AirtimeBudget`)."""
-    budget = AirtimeBudget(spec)
-    limit = min(budget.general.allowance, budget.presence.allowance) - DUTY_CYCLE_SLACK
-    return min(limit, spec.dwell if spec.dwell is not None else math.inf)
 
 
 def relation_problem(settings: RadioSettings) -> tuple[str, str] | None:
