@@ -26,7 +26,7 @@ from typing import Final
 from agent.core.errors import RecordError
 from agent.core.keys import peer_id
 from agent.core.reasons import RejectReason
-from agent.core.records import Envelope, Links, Record, RecordKind
+from agent.core.records import LINKS, Envelope, Links, Record, RecordKind
 from agent.core.wire import digest_entry
 
 RecordKey = tuple[bytes, RecordKind]
@@ -186,7 +186,7 @@ class Holdings:
             return False
         self.held_bytes += len(record.raw) - (len(old.raw) if old is not None else 0)
         self._dirty[key] = record
-        if record.kind is not RecordKind.LINKS:
+        if record.kind is not LINKS:
             return False
         assert isinstance(record.body, Links)
         claims = record.body.claims
