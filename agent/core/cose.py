@@ -31,7 +31,6 @@ PROTECTED_HEADER: Final = b"\xa1\x01\x27"  # {1: -8}: alg EdDSA
 _SIG_STRUCTURE_PREFIX: Final = b"\x84\x6aSignature1\x43\xa1\x01\x27\x40"
 #: Tag 18, array(4), protected bstr({1: -8}), unprotected {}: every record starts so.
 _ENVELOPE_PREFIX: Final = b"\xd2\x84\x43\xa1\x01\x27\xa0"
-_SIGNATURE_HEAD: Final = b"\x58\x40"
 
 
 def _bstr_header(length: int) -> bytes:

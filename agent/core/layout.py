@@ -20,12 +20,16 @@ ever accepts what the general decoder accepts, with the same values.
 
 from __future__ import annotations
 
+import struct
 from typing import Final, TypeAlias
 
 LINKS_PREFIX: Final = b"\x85\x02\x58\x20"  # array(5), kind 2, bstr(32)
 CARD_PREFIX: Final = b"\x88\x01\x58\x20"  # array(8), kind 1, bstr(32)
 _KEY_END: Final = 36
 _EMPTY_MAP: Final = b"\xa0"
+#: A connection with a distance: bstr(11) head 4B, peer id (8), type code, distance (uint16 BE).
+_MEASURED_HEAD: Final = b"\x4b"
+_measured: Final = struct.Struct(">B8sBH").iter_unpack
 
 #: A connection as read: ((peer id, connection type code), distance in dm or None), the shape of
 #: one item of ``Links.claims``, so that the claims are ``dict(connections)``.
@@ -110,6 +114,9 @@ def read_links(payload: bytes) -> RawLinks | None:
             count, i = payload[i + 1], i + 2
         else:
             return None
+        if len(payload) - i == 12 * count and payload[i::12] == _MEASURED_HEAD * count:
+            # Every connection with a distance (what radios report): all read in one C loop.
+            return public_key, counter, expiry, [((p, c), d) for _, p, c, d in _measured(payload[i:])]
         connections: list[RawConnection] = []
         append = connections.append
         for _ in range(count):

@@ -188,7 +188,7 @@ class Links:
         codes = _CODES
         claims = {(e.peer_id, codes[e.connection_type]): e.distance_dm for e in self.entries}
         _set(self, "claims", MappingProxyType(claims))
-        _set(self, "neighbour_ids", tuple(dict.fromkeys([pid for pid, _ in claims])))
+        _set(self, "neighbour_ids", tuple({pid: None for pid, _ in claims}))
 
 
 # The decoder's fast path builds a card or links body for every record received. A frozen
@@ -222,7 +222,7 @@ def _decoded_links(entries: tuple[LinkEntry, ...], claims: dict[tuple[bytes, int
     links: Links = _new_object(Links)
     _set_links_entries(links, entries)
     _set_links_claims(links, MappingProxyType(claims))
-    _set_links_neighbours(links, tuple(dict.fromkeys([pid for pid, _ in claims])))
+    _set_links_neighbours(links, tuple({pid: None for pid, _ in claims}))
     return links
 
 
@@ -683,14 +683,13 @@ def verify_record(env: Envelope, raw: bytes) -> Record:
     The signature is verified with the raw key in the envelope (libsodium, see
     :mod:`agent.core.ed25519`): no key object is loaded or cached.
     """
-    public_key = env.public_key
+    kind, public_key, counter, expiry, body, payload, signature = env  # one unpack, not a read each
     if public_key in SMALL_ORDER_KEYS:  # 32 bytes already: open_record checked
         raise RecordError("malformed", "small-order Ed25519 public key")
-    cose.verify(public_key, env.payload, env.signature)
-    body = env.body
+    cose.verify(public_key, payload, signature)
     if isinstance(body, RecordError):
         raise RecordError(body.reason, body.detail)
-    return _record(env.kind, public_key, env.counter, env.expiry, body, raw)
+    return _record(kind, public_key, counter, expiry, body, raw)
 
 
 def decode_record(raw: bytes) -> Record:
