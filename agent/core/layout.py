@@ -31,9 +31,9 @@ _EMPTY_MAP: Final = b"\xa0"
 _MEASURED_HEAD: Final = b"\x4b"
 _measured: Final = struct.Struct(">B8sBH").iter_unpack
 
-#: A connection as read: ((peer id, connection type code), distance in dm or None), the shape of
-#: one item of ``Links.claims``, so that the claims are ``dict(connections)``.
-RawConnection: TypeAlias = tuple[tuple[bytes, int], int | None]
+#: A connection as read: (its bstr head, peer id, connection type code, distance in dm or None),
+#: the shape ``struct`` reads a connection with a distance in.
+RawConnection: TypeAlias = tuple[int, bytes, int, int | None]
 #: (public key, counter, expiry, connections).
 RawLinks: TypeAlias = tuple[bytes, int, int, list[RawConnection]]
 #: (public key, counter, expiry, device name, os, agent version); metadata is empty.
@@ -116,16 +116,16 @@ def read_links(payload: bytes) -> RawLinks | None:
             return None
         if len(payload) - i == 12 * count and payload[i::12] == _MEASURED_HEAD * count:
             # Every connection with a distance (what radios report): all read in one C loop.
-            return public_key, counter, expiry, [((p, c), d) for _, p, c, d in _measured(payload[i:])]
+            return public_key, counter, expiry, list(_measured(payload[i:]))
         connections: list[RawConnection] = []
         append = connections.append
         for _ in range(count):
             head = payload[i]
             if head == 0x4B:  # bstr(11): peer id, type, distance (what radios report)
-                append(((payload[i + 1 : i + 9], payload[i + 9]), payload[i + 10] << 8 | payload[i + 11]))
+                append((head, payload[i + 1 : i + 9], payload[i + 9], payload[i + 10] << 8 | payload[i + 11]))
                 i += 12
             elif head == 0x49:  # bstr(9): peer id, type
-                append(((payload[i + 1 : i + 9], payload[i + 9]), None))
+                append((head, payload[i + 1 : i + 9], payload[i + 9], None))
                 i += 10
             else:
                 return None

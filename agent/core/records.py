@@ -216,13 +216,17 @@ def _plain_card(device_name: str, os: str, agent_version: str) -> Card:
     return card
 
 
-def _decoded_links(entries: tuple[LinkEntry, ...], claims: dict[tuple[bytes, int], int | None]) -> Links:
-    """``Links(entries)``, for the decoder's fast path, which read ``claims`` beside the entries:
-    they must be exactly what ``Links.__post_init__`` computes from them."""
+def _decoded_links(
+    entries: tuple[LinkEntry, ...],
+    claims: dict[tuple[bytes, int], int | None],
+    neighbour_ids: tuple[bytes, ...],
+) -> Links:
+    """``Links(entries)``, for the decoder's fast path, which read ``claims`` and ``neighbour_ids``
+    beside the entries: they must be exactly what ``Links.__post_init__`` derives from them."""
     links: Links = _new_object(Links)
     _set_links_entries(links, entries)
     _set_links_claims(links, MappingProxyType(claims))
-    _set_links_neighbours(links, tuple({pid: None for pid, _ in claims}))
+    _set_links_neighbours(links, neighbour_ids)
     return links
 
 
@@ -485,33 +489,53 @@ def open_record(raw: bytes) -> Envelope:
 
 def _open_fast(payload: bytes, signature: bytes) -> Envelope | None:
     """The common shapes through :mod:`agent.core.layout`; ``None`` for anything else or anything wrong."""
-    links = read_links(payload)
-    if links is not None:
+    head = payload[0] if payload else -1  # array(5): a links record; array(8): a card
+    if head == 0x85:
+        links = read_links(payload)
+        if links is None:
+            return None
         public_key, counter, expiry, connections = links
         if len(connections) > MAX_CONNECTIONS_PER_RECORD:
             return None
+        # One pass builds the entries and what Links.__post_init__ would derive from them (a
+        # loop, not comprehensions: each of those is a function object made and called per record).
         by_code = _TYPE_BY_CODE
         new = _new_tuple
-        try:
-            entries = tuple([new(LinkEntry, (pid, by_code[code], dm)) for (pid, code), dm in connections])
-        except KeyError:  # an unknown type code: the general decoder names it
-            return None
-        # The claims Links.__post_init__ would compute, read as they are from the wire.
-        body = _decoded_links(entries, dict(connections))
+        entries: list[LinkEntry] = []
+        append = entries.append
+        claims: dict[tuple[bytes, int], int | None] = {}
+        neighbours: dict[bytes, None] = {}
+        for _, pid, code, dm in connections:
+            connection_type = by_code.get(code)
+            if connection_type is None:  # an unknown type code: the general decoder names it
+                return None
+            append(new(LinkEntry, (pid, connection_type, dm)))
+            claims[(pid, code)] = dm
+            neighbours[pid] = None
+        body = _decoded_links(tuple(entries), claims, tuple(neighbours))
         return new(Envelope, (LINKS, public_key, counter, expiry, body, payload, signature))
+    if head != 0x88:
+        return None
     card = read_card(payload)
-    if card is not None:
-        public_key, counter, expiry, name, os_name, version = card
-        if (
-            len(name) > MAX_DEVICE_NAME_BYTES  # characters ≤ bytes: a cheap pre-check
+    if card is None:
+        return None
+    public_key, counter, expiry, name, os_name, version = card
+    if name.isascii() and os_name.isascii() and version.isascii():  # one byte a character
+        too_long = (
+            len(name) > MAX_DEVICE_NAME_BYTES
+            or len(os_name) > MAX_OS_BYTES
+            or len(version) > MAX_AGENT_VERSION_BYTES
+        )
+    else:
+        too_long = (
+            len(name.encode("utf-8")) > MAX_DEVICE_NAME_BYTES
             or len(os_name.encode("utf-8")) > MAX_OS_BYTES
             or len(version.encode("utf-8")) > MAX_AGENT_VERSION_BYTES
-            or len(name.encode("utf-8")) > MAX_DEVICE_NAME_BYTES
-        ):
-            return None
-        card_body = _plain_card(name, sys.intern(os_name), sys.intern(version))
-        return _new_tuple(Envelope, (CARD, public_key, counter, expiry, card_body, payload, signature))
-    return None
+        )
+    if too_long:
+        return None
+    card_body = _plain_card(name, sys.intern(os_name), sys.intern(version))
+    return _new_tuple(Envelope, (CARD, public_key, counter, expiry, card_body, payload, signature))
 
 
 def _open_general(payload: bytes, signature: bytes) -> Envelope:
