@@ -33,7 +33,6 @@ file, the dotted key and what was expected.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
 import tomllib
@@ -295,6 +294,8 @@ def _check_mqtt(mqtt: MqttSettings, source: str) -> None:
 
 def _unknown(kind: str, name: str, known: typing.Iterable[str]) -> str:
     choices = sorted(known)
+    import difflib  # only for an unknown key's message (0.25 MB an agent otherwise never uses)
+
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"unknown {kind}{hint}; expected one of {', '.join(choices)}"

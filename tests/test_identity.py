@@ -16,6 +16,7 @@ from agent.state.identity import (
     IDENTITY_FILE_NAME,
     Identity,
     IdentityError,
+    _encode,
     _publish,
     generate_identity,
     load_or_create_identity,
@@ -79,6 +80,40 @@ def test_generate_identity_is_fresh_and_in_memory(tmp_path: Path) -> None:
     assert "private_key" not in repr(a)
 
 
+def test_the_key_file_is_byte_for_byte_the_pem_cryptography_writes() -> None:
+    for _ in range(20):
+        key = generate_identity().private_key
+        expected = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        assert _encode(key) == expected
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda pem: pem.rstrip(b"\n"),  # no final newline
+        lambda pem: pem.replace(b"\n", b"\r\n"),  # CRLF lines
+        lambda pem: b"# written by hand\n" + pem,  # text before the PEM block
+    ],
+    ids=["no-final-newline", "crlf", "text-before"],
+)
+def test_a_key_file_in_another_pem_layout_loads_the_same_key(
+    tmp_path: Path, layout: Callable[[bytes], bytes]
+) -> None:
+    identity = load_or_create_identity(tmp_path / "state")
+    key_file = tmp_path / "state" / IDENTITY_FILE_NAME
+    os.chmod(key_file, 0o600)
+    key_file.write_bytes(layout(key_file.read_bytes()))
+    assert load_or_create_identity(tmp_path / "state") == identity
+
+
+def _bad_base64_pem(tmp_path: Path) -> bytes:
+    load_or_create_identity(tmp_path / "donor")
+    good = (tmp_path / "donor" / IDENTITY_FILE_NAME).read_bytes()
+    return good[:40] + b"!" + good[41:]  # the exact layout, one character outside base64
+
+
 def _ec_key_pem() -> bytes:
     return ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM,
@@ -103,7 +138,7 @@ def _truncated_pem(tmp_path: Path) -> bytes:
 
 @pytest.mark.parametrize(
     "kind",
-    ["garbage", "empty", "whitespace", "truncated", "ec_key", "encrypted", "public_key"],
+    ["garbage", "empty", "whitespace", "truncated", "bad_base64", "ec_key", "encrypted", "public_key"],
 )
 def test_damaged_key_file_is_refused_and_left_unchanged(tmp_path: Path, kind: str) -> None:
     makers: dict[str, Callable[[], bytes]] = {
@@ -111,6 +146,7 @@ def test_damaged_key_file_is_refused_and_left_unchanged(tmp_path: Path, kind: st
         "empty": lambda: b"",
         "whitespace": lambda: b"\n\n",
         "truncated": lambda: _truncated_pem(tmp_path),
+        "bad_base64": lambda: _bad_base64_pem(tmp_path),
         "ec_key": _ec_key_pem,
         "encrypted": _encrypted_ed25519_pem,
         "public_key": lambda: (

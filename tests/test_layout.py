@@ -42,7 +42,15 @@ def both_paths(payload: bytes) -> tuple[Envelope | None, Envelope | RecordError]
 
 
 def same(fast: Envelope, general: Any) -> bool:
-    return isinstance(general, Envelope) and fast == general
+    if not (isinstance(general, Envelope) and fast == general):
+        return False
+    if isinstance(fast.body, Links):  # the fast path builds the derived fields itself; == skips them
+        assert isinstance(general.body, Links)
+        return (
+            list(fast.body.claims.items()) == list(general.body.claims.items())
+            and fast.body.neighbour_ids == general.body.neighbour_ids
+        )
+    return True
 
 
 @THOROUGH

@@ -47,7 +47,6 @@ from types import MappingProxyType
 from typing import Any, Final
 
 import cbor2
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core import cose
@@ -140,7 +139,7 @@ def ca_key_id(ca_public_key: bytes) -> bytes:
 
 def raw_public_key(private_key: Ed25519PrivateKey) -> bytes:
     """The raw 32-byte public half of a private key."""
-    return private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return private_key.public_key().public_bytes_raw()
 
 
 # ---------------------------------------------------------------- trusted keys

@@ -99,8 +99,10 @@ from agent.core.own_records import CounterSource, OwnRecords, links_record
 from agent.core.reachability import Reachability, hop_counts
 from agent.core.reasons import CloseReason, RejectReason, SessionReason
 from agent.core.records import (
+    CARD,
     CONNECTION_TYPE_CODES,
     EMPTY_METADATA,
+    LINKS,
     Card,
     ConnectionType,
     Envelope,
@@ -155,6 +157,12 @@ class Unchanged(enum.Enum):
 
 
 UNCHANGED: Final = Unchanged.UNCHANGED
+
+
+def _via(source: Link | None) -> bytes:
+    """The peer id a record came from, or :data:`STORE` (read back from the store, or waiting)."""
+    remote_key = source.remote_key if source is not None else None
+    return remote_key[:8] if remote_key is not None else STORE
 
 
 def same_clock(now: float) -> float:
@@ -1322,7 +1330,10 @@ class Engine:
     # ------------------------------------------------------------------ records
 
     def _merge(self, raw: bytes, now: float, source: Link | None) -> None:
-        key = self._held.key_of_raw(raw)
+        # Runs for every record received: attributes read once into locals, and the sender's
+        # peer id (``via``) worked out only where it is used (a new peer, a full table).
+        held = self._held
+        key = held.key_of_raw(raw)
         if key is not None:
             self.stats["records.duplicate"] += 1
             # The sender has it: a copy still queued for it need not go. On a medium, enough
@@ -1337,33 +1348,33 @@ class Engine:
         if trust is not None and is_revocation_list(raw):
             self._on_revocation_list(trust, raw, source, now)
             return
-        via = source.remote_key[:8] if source is not None and source.remote_key is not None else STORE
         claim: Claim | None = None
         cert: Certificate | None = None
         try:
             env = self._codec.open(raw)
-            if env.public_key == self.public_key:
+            public_key = env.public_key
+            if public_key == self.public_key:
                 self._check_own_copy(env, raw, now)
                 raise RecordError(RejectReason.OWN_RECORD, "an older copy of one of this peer's own records")
             if self._leaf:
                 raise RecordError(RejectReason.NOT_FOR_LEAF, "a leaf holds only its own records")
-            self._held.check(env, self._wall_now)
-            pid = env.public_key[:8]
+            held.check(env, self._wall_now)
+            pid = public_key[:8]
             if trust is not None:
                 # Before the signature and any occupancy charge: an uncertified flood costs nothing.
-                if env.kind is RecordKind.CARD:
+                if env.kind is CARD:
                     trust.precheck_card(env, self._wall_now)
                 else:
                     trust.require_certified(pid)
-            shortfall = self._held.room_needed(pid, env.kind, len(raw))
+            shortfall = held.room_needed(pid, env.kind, len(raw))
             if shortfall is not None:
                 # Decided before the signature is checked (a refused flood costs no verification),
                 # carried out after it (a forgery displaces nobody).
                 self._place_peers(now)
-                claim = self._claim_for(env, pid, via)
+                claim = self._claim_for(env, pid, _via(source))
                 self._make_room(pid, claim, shortfall, len(raw), now, commit=False)
             record = self._codec.verify(env, raw)
-            if trust is not None and env.kind is RecordKind.CARD:
+            if trust is not None and env.kind is CARD:
                 cert = trust.verify_card(record, self._wall_now)  # a forged certificate displaces nobody
             if shortfall is not None:
                 assert claim is not None
@@ -1379,13 +1390,13 @@ class Engine:
             if exc.reason is RejectReason.CAPACITY:
                 self._refused_for_room(env, raw, source, now)
             return
-        new_peer = pid not in self._held.keys
+        new_peer = pid not in held.keys
         self.stats["records.accepted"] += 1
         if trust is not None and cert is not None:
             trust.certified[pid] = cert
         self._store(record, now)
-        if new_peer:
-            self._occupancy.admitted(pid, claim, len(raw), via)  # a new peer: this is all it holds
+        if new_peer:  # a new peer: this is all it holds
+            self._occupancy.admitted(pid, claim, len(raw), _via(source))
         self._flood(record, source, now)
         if self._waiting:
             self._retry_waiting(record, new_peer, now)
@@ -1501,7 +1512,7 @@ class Engine:
     def _store(self, record: Record, now: float) -> None:
         lost_claim = self._held.put(record)
         self.graph_version += 1
-        if record.kind is RecordKind.LINKS and record.peer_id != self.peer_id:
+        if record.kind is LINKS and record.peer_id != self.peer_id:
             self._occupancy.topology_changed()
             if lost_claim:
                 self._mark_removal(now)
@@ -1518,17 +1529,17 @@ class Engine:
                 self._mark_removal(now)
 
     def _flood(self, record: Record, source: Link | None, now: float) -> None:
-        key = (record.peer_id, record.kind)
+        pid = record.peer_id
+        key = (pid, record.kind)
         claimed_by = self._held.neighbours_claimed_by
         source_reaches: tuple[bytes, ...] = ()
-        if source is not None and source.remote_key is not None:
+        source_key = source.remote_key if source is not None else None
+        if source is not None and source_key is not None:
             # The sender holds this version, so an older one queued for it is moot.
             if source.medium is None:
                 source.outbox.drop_record(key)
-            source_reaches = claimed_by(source.remote_key[:8])
-        targets, pruned = fan_out(
-            self._routers, record.public_key, source, claimed_by(record.peer_id), source_reaches
-        )
+            source_reaches = claimed_by(source_key[:8])
+        targets, pruned = fan_out(self._routers, record.public_key, source, claimed_by(pid), source_reaches)
         raw = record.raw
         media: dict[Interface, None] = {}
         for target in targets:
@@ -1537,7 +1548,7 @@ class Engine:
             else:
                 media[target.medium] = None
         for medium in media:  # once per interface, however many neighbours it reaches
-            if record.kind is RecordKind.CARD and len(raw) + ONE_RECORD_OVERHEAD > medium.spec.mtu:
+            if record.kind is CARD and len(raw) + ONE_RECORD_OVERHEAD > medium.spec.mtu:
                 self.stats["records.cards_held_back_on_medium"] += 1  # a big card goes when a DIGEST asks
                 continue
             snr = self._heard_snr if source is not None and source.medium is medium else None

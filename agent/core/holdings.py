@@ -26,7 +26,7 @@ from typing import Final
 from agent.core.errors import RecordError
 from agent.core.keys import peer_id
 from agent.core.reasons import RejectReason
-from agent.core.records import Envelope, Links, Record, RecordKind
+from agent.core.records import LINKS, Envelope, Links, Record, RecordKind
 from agent.core.wire import digest_entry
 
 RecordKey = tuple[bytes, RecordKind]
@@ -135,14 +135,15 @@ class Holdings:
 
     def check(self, env: Envelope, wall: float) -> None:
         """Raise unless ``env`` may replace what is held: its peer id's key, newer, unexpired, room."""
-        pid = env.public_key[:8]
+        kind, public_key, counter, expiry, _, _, _ = env  # one unpack, not four field reads
+        pid = public_key[:8]
         known = self.keys.get(pid)
-        if known is not None and known != env.public_key:
+        if known is not None and known != public_key:
             raise RecordError(RejectReason.KEY_MISMATCH, "another key already holds this peer id")
-        held = self._records.get((pid, env.kind))
-        if held is not None and env.counter <= held.counter:
-            raise RecordError(RejectReason.STALE, f"counter {env.counter} <= held {held.counter}")
-        if env.expiry <= wall:
+        held = self._records.get((pid, kind))
+        if held is not None and counter <= held.counter:
+            raise RecordError(RejectReason.STALE, f"counter {counter} <= held {held.counter}")
+        if expiry <= wall:
             raise RecordError(RejectReason.EXPIRED, "record has expired")
 
     def room_needed(self, pid: bytes, kind: RecordKind, size: int) -> Shortfall | None:
@@ -170,8 +171,9 @@ class Holdings:
 
     def put(self, record: Record) -> bool:
         """Hold ``record`` in place of its (peer, kind)'s; ``True`` if a peer lost a claimed connection."""
-        pid = record.peer_id
-        key = (pid, record.kind)
+        # Runs for every record accepted: the fields in one unpack, not a read each.
+        kind, public_key, _, _, body, raw, pid, summary_hash = record
+        key = (pid, kind)
         old = self._records.get(key)
         if old is not None:
             self._by_raw.pop(old.raw, None)
@@ -179,20 +181,20 @@ class Holdings:
         else:
             self._sorted_ids = None
         self._records[key] = record
-        self._by_raw[record.raw] = key
-        self._summary ^= record.summary_hash
-        self.keys[pid] = record.public_key
+        self._by_raw[raw] = key
+        self._summary ^= summary_hash
+        self.keys[pid] = public_key
         if pid == self.local_id:
             return False
-        self.held_bytes += len(record.raw) - (len(old.raw) if old is not None else 0)
+        self.held_bytes += len(raw) - (len(old.raw) if old is not None else 0)
         self._dirty[key] = record
-        if record.kind is not RecordKind.LINKS:
+        if kind is not LINKS:
             return False
-        assert isinstance(record.body, Links)
-        claims = record.body.claims
+        assert isinstance(body, Links)
+        claims = body.claims
         previous = self.claims.get(pid, _NO_CLAIMS)
         self.claims[pid] = claims
-        self._claim_peers[pid] = record.body.neighbour_ids
+        self._claim_peers[pid] = body.neighbour_ids
         return bool(previous) and not previous.keys() <= claims.keys()
 
     def forget(self, pid: bytes, kind: RecordKind) -> bool:

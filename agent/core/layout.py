@@ -20,15 +20,20 @@ ever accepts what the general decoder accepts, with the same values.
 
 from __future__ import annotations
 
+import struct
 from typing import Final, TypeAlias
 
 LINKS_PREFIX: Final = b"\x85\x02\x58\x20"  # array(5), kind 2, bstr(32)
 CARD_PREFIX: Final = b"\x88\x01\x58\x20"  # array(8), kind 1, bstr(32)
 _KEY_END: Final = 36
 _EMPTY_MAP: Final = b"\xa0"
+#: A connection with a distance: bstr(11) head 4B, peer id (8), type code, distance (uint16 BE).
+_MEASURED_HEAD: Final = b"\x4b"
+_measured: Final = struct.Struct(">B8sBH").iter_unpack
 
-#: A connection as read: (peer id, connection type code, distance in dm or None).
-RawConnection: TypeAlias = tuple[bytes, int, int | None]
+#: A connection as read: (its bstr head, peer id, connection type code, distance in dm or None),
+#: the shape ``struct`` reads a connection with a distance in.
+RawConnection: TypeAlias = tuple[int, bytes, int, int | None]
 #: (public key, counter, expiry, connections).
 RawLinks: TypeAlias = tuple[bytes, int, int, list[RawConnection]]
 #: (public key, counter, expiry, device name, os, agent version); metadata is empty.
@@ -58,6 +63,27 @@ def _uint32(data: bytes, i: int) -> tuple[int, int]:
     raise _NotFast
 
 
+def _counter_expiry(data: bytes) -> tuple[int, int, int]:
+    """The two uint32s after the key: (counter, expiry, next offset).
+
+    The usual forms (a counter below 24, an expiry in four bytes) are read here, the rest by
+    :func:`_uint32`: this runs for every record received.
+    """
+    head = data[_KEY_END]
+    if head < 0x18:
+        counter, i = head, _KEY_END + 1
+    else:
+        counter, i = _uint32(data, _KEY_END)
+    head = data[i]
+    if head == 0x1A and i + 5 <= len(data):
+        expiry = int.from_bytes(data[i + 1 : i + 5], "big")
+        if expiry < 0x10000:
+            raise _NotFast
+        return counter, expiry, i + 5
+    expiry, i = _uint32(data, i)
+    return counter, expiry, i
+
+
 def _text(data: bytes, i: int) -> tuple[str, int]:
     """A shortest-form text string shorter than 256 bytes at ``i``: (text, next offset)."""
     head = data[i]
@@ -80,8 +106,7 @@ def read_links(payload: bytes) -> RawLinks | None:
         return None
     try:
         public_key = payload[4:_KEY_END]
-        counter, i = _uint32(payload, _KEY_END)
-        expiry, i = _uint32(payload, i)
+        counter, expiry, i = _counter_expiry(payload)
         head = payload[i]
         if 0x80 <= head < 0x98:
             count, i = head - 0x80, i + 1
@@ -89,18 +114,19 @@ def read_links(payload: bytes) -> RawLinks | None:
             count, i = payload[i + 1], i + 2
         else:
             return None
+        if len(payload) - i == 12 * count and payload[i::12] == _MEASURED_HEAD * count:
+            # Every connection with a distance (what radios report): all read in one C loop.
+            return public_key, counter, expiry, list(_measured(payload[i:]))
         connections: list[RawConnection] = []
         append = connections.append
         for _ in range(count):
             head = payload[i]
-            if head == 0x49:  # bstr(9): peer id, type
-                append((payload[i + 1 : i + 9], payload[i + 9], None))
-                i += 10
-            elif head == 0x4B:  # bstr(11): peer id, type, distance
-                append(
-                    (payload[i + 1 : i + 9], payload[i + 9], int.from_bytes(payload[i + 10 : i + 12], "big"))
-                )
+            if head == 0x4B:  # bstr(11): peer id, type, distance (what radios report)
+                append((head, payload[i + 1 : i + 9], payload[i + 9], payload[i + 10] << 8 | payload[i + 11]))
                 i += 12
+            elif head == 0x49:  # bstr(9): peer id, type
+                append((head, payload[i + 1 : i + 9], payload[i + 9], None))
+                i += 10
             else:
                 return None
     except (_NotFast, IndexError):
@@ -116,8 +142,7 @@ def read_card(payload: bytes) -> RawCard | None:
         return None
     try:
         public_key = payload[4:_KEY_END]
-        counter, i = _uint32(payload, _KEY_END)
-        expiry, i = _uint32(payload, i)
+        counter, expiry, i = _counter_expiry(payload)
         device_name, i = _text(payload, i)
         os_name, i = _text(payload, i)
         agent_version, i = _text(payload, i)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 from agent.core.framing import Fragmenter
 from agent.core.linkspec import LinkSpec
 from agent.core.pacing import TokenBucket
-from agent.core.records import RecordKind
+from agent.core.records import LINKS, RecordKind
 from agent.core.wire import BEFORE_SESSION, FRAGMENT_HEADER_BYTES, Records, message_type
 
 if TYPE_CHECKING:
@@ -133,14 +133,14 @@ class Outbox:
             self.records_due = min(self.records_due, due) if (links or cards) else due
         elif not (links or cards):
             self.records_due = max(now, self.last_records_tx + self._flood_delay)
-        (links if key[1] is RecordKind.LINKS else cards)[key] = raw
+        (links if key[1] is LINKS else cards)[key] = raw
 
     def holds_record(self, key: RecordKey) -> bool:
         return key in self._queue(key)
 
     def drop_record(self, key: RecordKey, raw: bytes | None = None) -> bool:
         """Unqueue ``key`` (only if it is ``raw``, when given); ``True`` if something was unqueued."""
-        queue = self._queue(key)
+        queue = self._links if key[1] is LINKS else self._cards  # _queue, inlined: runs per record
         if key in queue and (raw is None or queue[key] == raw):
             del queue[key]
             return True
@@ -222,4 +222,4 @@ class Outbox:
         return Records(tuple(batch)).encode()
 
     def _queue(self, key: RecordKey) -> dict[RecordKey, bytes]:
-        return self._links if key[1] is RecordKind.LINKS else self._cards
+        return self._links if key[1] is LINKS else self._cards

@@ -84,6 +84,12 @@ class RecordKind(enum.IntEnum):
     __hash__ = int.__hash__
 
 
+#: The two kinds, bound once for the paths every record takes: in Python 3.11 reading a member
+#: through its enum class (``RecordKind.LINKS``) costs a metaclass lookup, eight times a global's.
+CARD: Final = RecordKind.CARD
+LINKS: Final = RecordKind.LINKS
+
+
 class ConnectionType(enum.Enum):
     """How two peers are connected; values keep the reference API's spellings."""
 
@@ -121,6 +127,10 @@ _TYPE_BY_CODE: Final[dict[int, ConnectionType]] = dict(CONNECTION_TYPE_BY_CODE)
 _KIND_BYTE: Final[Mapping[RecordKind, bytes]] = {kind: bytes([kind]) for kind in RecordKind}
 #: Frozen dataclasses set their computed fields through this; bound once, not looked up per record.
 _set: Final = object.__setattr__
+_new_object: Final = object.__new__
+#: Named tuples built per record go straight through ``tuple.__new__``: their generated
+#: ``__new__`` is a Python function that only forwards its arguments to it.
+_new_tuple: Final = tuple.__new__
 # SHA-256, not BLAKE2b: a leaf on MicroPython has SHA-256 natively and must compute its summary.
 _sha256: Final = hashlib.sha256
 
@@ -178,7 +188,46 @@ class Links:
         codes = _CODES
         claims = {(e.peer_id, codes[e.connection_type]): e.distance_dm for e in self.entries}
         _set(self, "claims", MappingProxyType(claims))
-        _set(self, "neighbour_ids", tuple(dict.fromkeys([pid for pid, _ in claims])))
+        _set(self, "neighbour_ids", tuple({pid: None for pid, _ in claims}))
+
+
+# The decoder's fast path builds a card or links body for every record received. A frozen
+# dataclass's generated ``__init__`` sets each field through ``object.__setattr__``; the slots'
+# own setters build the same value in about half the time. Equality, hashing and immutability
+# are the dataclass's, unchanged.
+_set_card_name: Final = Card.__dict__["device_name"].__set__
+_set_card_os: Final = Card.__dict__["os"].__set__
+_set_card_version: Final = Card.__dict__["agent_version"].__set__
+_set_card_metadata: Final = Card.__dict__["metadata"].__set__
+_set_card_certificate: Final = Card.__dict__["certificate"].__set__
+_set_links_entries: Final = Links.__dict__["entries"].__set__
+_set_links_claims: Final = Links.__dict__["claims"].__set__
+_set_links_neighbours: Final = Links.__dict__["neighbour_ids"].__set__
+
+
+def _plain_card(device_name: str, os: str, agent_version: str) -> Card:
+    """``Card(device_name, os, agent_version, EMPTY_METADATA)``, for the decoder's fast path."""
+    card: Card = _new_object(Card)
+    _set_card_name(card, device_name)
+    _set_card_os(card, os)
+    _set_card_version(card, agent_version)
+    _set_card_metadata(card, EMPTY_METADATA)
+    _set_card_certificate(card, b"")
+    return card
+
+
+def _decoded_links(
+    entries: tuple[LinkEntry, ...],
+    claims: dict[tuple[bytes, int], int | None],
+    neighbour_ids: tuple[bytes, ...],
+) -> Links:
+    """``Links(entries)``, for the decoder's fast path, which read ``claims`` and ``neighbour_ids``
+    beside the entries: they must be exactly what ``Links.__post_init__`` derives from them."""
+    links: Links = _new_object(Links)
+    _set_links_entries(links, entries)
+    _set_links_claims(links, MappingProxyType(claims))
+    _set_links_neighbours(links, neighbour_ids)
+    return links
 
 
 class _RecordFields(NamedTuple):
@@ -207,10 +256,17 @@ class Record(_RecordFields):
     def __new__(
         cls, kind: RecordKind, public_key: bytes, counter: int, expiry: int, body: Card | Links, raw: bytes
     ) -> Record:
-        pid = public_key[:PEER_ID_BYTES]  # keys.peer_id, inlined: this runs for every record
-        entry = pid + _KIND_BYTE[kind] + counter.to_bytes(4, "big")
-        summary = int.from_bytes(_sha256(entry).digest()[:8], "big")
-        return _RecordFields.__new__(cls, kind, public_key, counter, expiry, body, raw, pid, summary)
+        return _record(kind, public_key, counter, expiry, body, raw)
+
+
+def _record(
+    kind: RecordKind, public_key: bytes, counter: int, expiry: int, body: Card | Links, raw: bytes
+) -> Record:
+    """``Record(...)`` without the class call: the verifier builds one for every record received."""
+    pid = public_key[:PEER_ID_BYTES]  # keys.peer_id, inlined
+    summary = int.from_bytes(_sha256(pid + _KIND_BYTE[kind] + counter.to_bytes(4, "big")).digest()[:8], "big")
+    record: Record = _new_tuple(Record, (kind, public_key, counter, expiry, body, raw, pid, summary))
+    return record
 
 
 # ---------------------------------------------------------------- metadata
@@ -433,33 +489,53 @@ def open_record(raw: bytes) -> Envelope:
 
 def _open_fast(payload: bytes, signature: bytes) -> Envelope | None:
     """The common shapes through :mod:`agent.core.layout`; ``None`` for anything else or anything wrong."""
-    links = read_links(payload)
-    if links is not None:
+    head = payload[0] if payload else -1  # array(5): a links record; array(8): a card
+    if head == 0x85:
+        links = read_links(payload)
+        if links is None:
+            return None
         public_key, counter, expiry, connections = links
         if len(connections) > MAX_CONNECTIONS_PER_RECORD:
             return None
+        # One pass builds the entries and what Links.__post_init__ would derive from them (a
+        # loop, not comprehensions: each of those is a function object made and called per record).
         by_code = _TYPE_BY_CODE
-        entries = []
-        for pid, code, distance in connections:
+        new = _new_tuple
+        entries: list[LinkEntry] = []
+        append = entries.append
+        claims: dict[tuple[bytes, int], int | None] = {}
+        neighbours: dict[bytes, None] = {}
+        for _, pid, code, dm in connections:
             connection_type = by_code.get(code)
-            if connection_type is None:
+            if connection_type is None:  # an unknown type code: the general decoder names it
                 return None
-            entries.append(LinkEntry(pid, connection_type, distance))
-        body = Links(tuple(entries))
-        return Envelope(RecordKind.LINKS, public_key, counter, expiry, body, payload, signature)
+            append(new(LinkEntry, (pid, connection_type, dm)))
+            claims[(pid, code)] = dm
+            neighbours[pid] = None
+        body = _decoded_links(tuple(entries), claims, tuple(neighbours))
+        return new(Envelope, (LINKS, public_key, counter, expiry, body, payload, signature))
+    if head != 0x88:
+        return None
     card = read_card(payload)
-    if card is not None:
-        public_key, counter, expiry, name, os_name, version = card
-        if (
-            len(name) > MAX_DEVICE_NAME_BYTES  # characters ≤ bytes: a cheap pre-check
+    if card is None:
+        return None
+    public_key, counter, expiry, name, os_name, version = card
+    if name.isascii() and os_name.isascii() and version.isascii():  # one byte a character
+        too_long = (
+            len(name) > MAX_DEVICE_NAME_BYTES
+            or len(os_name) > MAX_OS_BYTES
+            or len(version) > MAX_AGENT_VERSION_BYTES
+        )
+    else:
+        too_long = (
+            len(name.encode("utf-8")) > MAX_DEVICE_NAME_BYTES
             or len(os_name.encode("utf-8")) > MAX_OS_BYTES
             or len(version.encode("utf-8")) > MAX_AGENT_VERSION_BYTES
-            or len(name.encode("utf-8")) > MAX_DEVICE_NAME_BYTES
-        ):
-            return None
-        card_body = Card(name, sys.intern(os_name), sys.intern(version), EMPTY_METADATA)
-        return Envelope(RecordKind.CARD, public_key, counter, expiry, card_body, payload, signature)
-    return None
+        )
+    if too_long:
+        return None
+    card_body = _plain_card(name, sys.intern(os_name), sys.intern(version))
+    return _new_tuple(Envelope, (CARD, public_key, counter, expiry, card_body, payload, signature))
 
 
 def _open_general(payload: bytes, signature: bytes) -> Envelope:
@@ -631,14 +707,13 @@ def verify_record(env: Envelope, raw: bytes) -> Record:
     The signature is verified with the raw key in the envelope (libsodium, see
     :mod:`agent.core.ed25519`): no key object is loaded or cached.
     """
-    public_key = env.public_key
+    kind, public_key, counter, expiry, body, payload, signature = env  # one unpack, not a read each
     if public_key in SMALL_ORDER_KEYS:  # 32 bytes already: open_record checked
         raise RecordError("malformed", "small-order Ed25519 public key")
-    cose.verify(public_key, env.payload, env.signature)
-    body = env.body
+    cose.verify(public_key, payload, signature)
     if isinstance(body, RecordError):
         raise RecordError(body.reason, body.detail)
-    return Record(env.kind, public_key, env.counter, env.expiry, body, raw)
+    return _record(kind, public_key, counter, expiry, body, raw)
 
 
 def decode_record(raw: bytes) -> Record:

@@ -13,21 +13,32 @@ lost, and :class:`IdentityError` is raised before anything is written (a new
 key would silently inherit that store's records, metadata and counter).
 
 File format: the private key in PEM PKCS#8, unencrypted (the 32-byte Ed25519
-seed inside), mode 0600, in a state directory of mode 0700.
+seed inside), mode 0600, in a state directory of mode 0700. That file is always
+the same 48-byte DER (RFC 8410) in one 64-character base64 line, so it is written
+and read here byte for byte, exactly as ``cryptography`` writes it::
+
+    -----BEGIN PRIVATE KEY-----
+    base64( 30 2E 02 01 00 30 05 06 03 2B 65 70 04 22 04 20 <seed 32> )
+    -----END PRIVATE KEY-----
+
+Any other PEM (another tool's layout of an Ed25519 key, an encrypted key, another
+algorithm) goes to ``cryptography``'s general loader, which judges it as before.
+Why: the general loader's package (``serialization``, with SSH keys, RSA, DSA, EC and
+ciphers behind it) costs an agent about 1 MB of memory it otherwise never uses.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from cryptography.exceptions import InternalError, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.core.errors import PresenceError
@@ -38,10 +49,18 @@ from agent.state.layout import (
     STORE_FILE_NAME,
     ensure_state_dir,
     fsync_dir,
+    new_private_file,
 )
 
 #: An Ed25519 PKCS#8 PEM is ~120 bytes; anything much larger is not our key.
 _MAX_KEY_FILE_BYTES: Final = 16 * 1024
+#: PKCS#8 v1 of an Ed25519 key (RFC 8410) up to its 32-byte seed: SEQUENCE { INTEGER 0,
+#: SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }.
+_PKCS8_ED25519: Final = bytes.fromhex("302e020100300506032b657004220420")
+_PEM_BEGIN: Final = b"-----BEGIN PRIVATE KEY-----\n"
+_PEM_END: Final = b"\n-----END PRIVATE KEY-----\n"
+#: 48 bytes of DER are exactly 64 base64 characters: one PEM line.
+_PEM_BYTES: Final = len(_PEM_BEGIN) + 64 + len(_PEM_END)
 
 
 class IdentityError(PresenceError):
@@ -58,10 +77,7 @@ class Identity:
     @classmethod
     def from_private_key(cls, private_key: Ed25519PrivateKey) -> Identity:
         """The identity of an existing private key."""
-        raw_public = private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        return cls(private_key=private_key, public_key=raw_public)
+        return cls(private_key=private_key, public_key=private_key.public_key().public_bytes_raw())
 
     @property
     def peer_key_string(self) -> str:
@@ -104,11 +120,23 @@ def load_or_create_identity(state_dir: Path) -> Identity:
 
 
 def _encode(private_key: Ed25519PrivateKey) -> bytes:
-    return private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    """The key file's bytes: the PEM PKCS#8 ``cryptography`` writes, byte for byte."""
+    return _PEM_BEGIN + base64.b64encode(_PKCS8_ED25519 + private_key.private_bytes_raw()) + _PEM_END
+
+
+def _decode(data: bytes) -> object:
+    """The private key in a key file: the layout :func:`_encode` writes is read here, anything
+    else by ``cryptography``'s general PEM loader (which raises for what it cannot read)."""
+    if len(data) == _PEM_BYTES and data.startswith(_PEM_BEGIN) and data.endswith(_PEM_END):
+        try:
+            der = base64.b64decode(data[len(_PEM_BEGIN) : -len(_PEM_END)], validate=True)
+        except binascii.Error:
+            der = b""
+        if len(der) == len(_PKCS8_ED25519) + 32 and der.startswith(_PKCS8_ED25519):
+            return Ed25519PrivateKey.from_private_bytes(der[len(_PKCS8_ED25519) :])
+    from cryptography.hazmat.primitives import serialization  # only here: see the module docstring
+
+    return serialization.load_pem_private_key(data, password=None)
 
 
 def _refuse(path: Path, problem: str, advice: str) -> IdentityError:
@@ -143,7 +171,7 @@ def _load(path: Path) -> Identity:
     if len(data) > _MAX_KEY_FILE_BYTES:
         raise _refuse(path, "is far too large to be a key", _RESTORE_ADVICE)
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = _decode(data)
     except (ValueError, TypeError, UnsupportedAlgorithm, InternalError) as exc:  # OpenSSL on some damaged DER
         # TypeError: the PEM is encrypted; ValueError: damaged or truncated.
         raise _refuse(path, f"is not a readable PEM private key ({exc})", _RESTORE_ADVICE) from None
@@ -156,13 +184,12 @@ def _publish(path: Path, data: bytes) -> bool:
     """Durably and atomically create ``path`` with ``data`` (mode 0600).
 
     Returns False, writing nothing, if ``path`` appeared meanwhile. The key is
-    written to a temp file (mkstemp makes it 0600) and fsynced first, so a crash
+    written to a new private file (mode 0600) and fsynced first, so a crash
     never leaves a half-written key. It is then published with ``os.link``,
     which, unlike ``os.replace``, fails rather than clobbers an existing key.
     """
     directory = path.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
+    fd, tmp = new_private_file(directory, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o600)

@@ -35,7 +35,6 @@ import functools
 import logging
 import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -46,7 +45,13 @@ from agent.core.errors import CounterExhaustedError, PresenceError, RecordError
 from agent.core.keys import peer_key_string
 from agent.core.limits import MAX_COUNTER, MAX_RECORD_BYTES, PUBLIC_KEY_BYTES
 from agent.core.records import open_record
-from agent.state.layout import IDENTITY_FILE_NAME, STORE_FILE_NAME, ensure_state_dir, fsync_dir
+from agent.state.layout import (
+    IDENTITY_FILE_NAME,
+    STORE_FILE_NAME,
+    ensure_state_dir,
+    fsync_dir,
+    new_private_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -440,11 +445,10 @@ def _create(path: Path, owner: bytes) -> None:
     """
     directory = path.parent
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=directory)
+        fd, tmp = new_private_file(directory, prefix=f".{path.name}.", suffix=".new")
     except OSError as exc:
         raise StoreError(f"state store {path} cannot be created ({exc.strerror or exc})") from None
     os.close(fd)
-    tmp = Path(tmp_name)
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
