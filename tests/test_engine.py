@@ -129,8 +129,10 @@ def make_node(
     config: EngineConfig | None = None,
     held_records: Iterable[bytes] = (),
     now: float = NOW,
+    mesh_key: bytes | None = None,
 ) -> Node:
-    """A fresh engine with a new key, an in-memory counter and a seeded RNG."""
+    """A fresh engine with a new key, an in-memory counter and a seeded RNG (and ``mesh_key``:
+    the fleet's, sealing its radio frames)."""
     # These tests forge and read link frames by hand, so their links are plain unless a test
     # asks for sealing (sealed links: tests/test_session.py, tests/test_sealed_links.py).
     config = plain(config)
@@ -144,6 +146,7 @@ def make_node(
         rng=random.Random(next(_rng_seeds)).randbytes,
         config=config,
         held_records=held_records,
+        mesh_key=mesh_key,
     )
     return Node(name, engine, private_key)
 

@@ -80,18 +80,27 @@ def test_a_replugged_dongle_keeps_the_airtime_it_spent_and_another_medium_starts
     assert node.engine._interfaces[RADIO].budget.used(NOW + 9) == 0
 
 
-def test_a_medium_whose_full_frame_its_budget_can_never_carry_is_refused_and_fitted_cuts_it() -> None:
+def test_frames_are_cut_to_what_the_budget_can_ever_carry_the_seal_included() -> None:
     # SF12 at 1 %: a full 255-byte frame is about 9 s of air, over the general budget's hour.
     sf12 = MediumSpec(LoRaModulation(sf=12), keepalive_interval=600.0, dead_interval=1800.0)
     assert not full_frame_fits(sf12)
-    node = make_node("pi")
-    with pytest.raises(ValueError, match="fitted"):
-        node.engine.interface_up(RADIO, sf12, NOW)
     fit = fitted(sf12)
     assert fit is not None and fit.airtime.mtu < 255 and full_frame_fits(fit)
-    assert not full_frame_fits(
-        dataclasses.replace(fit, airtime=LoRaModulation(sf=12, mtu=fit.airtime.mtu + 1))
-    )
-    node.engine.interface_up(RADIO, fit, NOW)  # and it runs: the announce goes
-    assert broadcasts_between(node.engine, NOW, NOW + 700, step=5.0)
+    one_more = LoRaModulation(sf=12, mtu=fit.airtime.mtu + 1)
+    assert not full_frame_fits(dataclasses.replace(fit, airtime=one_more))  # the longest that fits
     assert fitted(SPEC) is SPEC  # SF7: a full frame fits, nothing cut
+    # The engine brings a medium up fitted, after the mesh seal's bytes shrank its budget too.
+    for node in (make_node("plain"), make_node("sealed", mesh_key=bytes(32))):
+        node.engine.interface_up(RADIO, fit, NOW)
+        used = node.engine._interfaces[RADIO].spec
+        assert full_frame_fits(used) and used.airtime.mtu <= fit.airtime.mtu
+        assert broadcasts_between(node.engine, NOW, NOW + 700, step=5.0)  # and it announces itself
+
+
+def test_a_medium_on_which_no_presence_frame_fits_is_refused() -> None:
+    hopeless = MediumSpec(
+        LoRaModulation(sf=12), allowance=0.0005, keepalive_interval=3000.0, dead_interval=9000.0
+    )
+    assert fitted(hopeless) is None
+    with pytest.raises(ValueError, match="no presence frame fits"):
+        make_node("pi").engine.interface_up(RADIO, hopeless, NOW)

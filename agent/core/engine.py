@@ -87,7 +87,7 @@ from agent.core.medium import (
     InterfaceId,
     MediumLink,
     MediumSpec,
-    full_frame_fits,
+    fitted,
     longest_transmission,
     medium_frame,
     parse_medium_frame,
@@ -373,12 +373,16 @@ class Engine:
             spec = dataclasses.replace(spec, seal_overhead=MESH_OVERHEAD)
             if spec.mtu < MIN_LINK_MTU:
                 raise ValueError(f"a sealed medium's MTU leaves link frames below {MIN_LINK_MTU} bytes")
-        if not full_frame_fits(spec):
+        # Frames no longer than the budget can ever carry (the seal's bytes count: they shrink it).
+        fit = fitted(spec)
+        if fit is None:
             raise ValueError(
-                f"a full {spec.airtime.mtu}-byte frame takes {spec.airtime.airtime(spec.airtime.mtu):.2f} s, "
-                f"over the {longest_transmission(spec):.2f} s this medium's airtime budget can ever permit: "
-                "bring it up with agent.core.medium.fitted(spec) (a smaller MTU)"
+                f"no presence frame fits this medium: a full one takes "
+                f"{spec.airtime.airtime(spec.airtime.mtu):.2f} s, over the "
+                f"{longest_transmission(spec):.2f} s its airtime budget can ever permit: "
+                "use a faster modulation or a larger allowance"
             )
+        spec = fit
         kept = self._budgets_kept.pop(interface, None)
         budget = kept if kept is not None and kept.spec == spec else None
         medium = Interface(interface, spec, now, self.config.flood_delay, budget)

@@ -55,7 +55,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent.core.limits import REPLAY_WINDOW, SESSION_CONTEXT, SESSION_KEY_BYTES
 from agent.core.reasons import SessionReason
@@ -122,7 +121,7 @@ class SessionOffer:
     def from_seed(cls, seed: bytes) -> SessionOffer:
         """The key pair of 32 random bytes (the engine's injected RNG draws them)."""
         private = X25519PrivateKey.from_private_bytes(seed)
-        return cls(private, private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+        return cls(private, private.public_key().public_bytes_raw())
 
 
 @dataclass(slots=True)

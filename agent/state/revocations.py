@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Final
 
 from agent.core.certs import CertificateError, FleetTrust, RevocationList, TrustReason
 from agent.core.limits import MAX_REVOCATION_LIST_BYTES
-from agent.state.layout import fsync_dir
+from agent.state.layout import fsync_dir, new_private_file
 
 __all__ = ["RECEIVED_LIST_PREFIX", "ReceivedListError", "load_received_lists", "received_list_path", "save"]
 
@@ -51,8 +50,7 @@ def received_list_path(state_dir: Path, ca_key_id: bytes) -> Path:
 def save(state_dir: Path, revocations: RevocationList) -> Path:
     """Durably replace this CA's kept list with ``revocations`` (see the module docstring)."""
     path = received_list_path(state_dir, revocations.ca_key_id)
-    fd, name = tempfile.mkstemp(dir=state_dir, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
+    fd, tmp = new_private_file(state_dir, f".{path.name}.", ".tmp")
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(revocations.raw)
