@@ -32,7 +32,7 @@ from agent.config import AgentConfig
 from agent.core.records import ConnectionType
 from agent.runtime.agent import Agent
 from agent.runtime.control import graph_document
-from agent.runtime.render import graph_table
+from agent.runtime.render import LiveTable, graph_table
 from agent.state.identity import load_or_create_identity
 from agent.transports.ble import BleTransport
 from agent.transports.ble_settings import BleSettings
@@ -175,20 +175,17 @@ async def _demo(air: BluetoothAir, root: Path, nodes: int, duration: float | Non
         )
         print(f"from another terminal: presence-agent graph --state-dir {root / PIS[0]}\n", flush=True)
         started = time.monotonic()
-        shown = ""
-        all_seen_at: float | None = None
+        live = LiveTable(started)
         changed = False
         first = pis[0].agent
         try:
             while duration is None or time.monotonic() - started < duration:
-                table = graph_table(graph_document(first, first.engine.graph(first.now())))
-                if table != shown:
-                    print(f"[{time.monotonic() - started:6.2f} s]\n{table}\n", flush=True)
-                    shown = table
-                if all_seen_at is None and all(sees(p.agent, n) for p in pis for n in made):
-                    all_seen_at = time.monotonic() - started
-                    print(f"every Pi sees all {len(made)} nodes after {all_seen_at:.2f} s\n", flush=True)
-                elif all_seen_at is not None and not changed and made:
+                live.show(graph_table(graph_document(first, first.engine.graph(first.now()))))
+                was_seen = live.all_seen_at is not None
+                live.seen(
+                    all(sees(p.agent, n) for p in pis for n in made), f"every Pi sees all {len(made)} nodes"
+                )
+                if was_seen and not changed and made:
                     changed = True
                     made[0].set_metadata({**NODES[0][1], "door": "open"})
                     print(f"{made[0].name} changed its metadata (door: open), signed on the node\n")

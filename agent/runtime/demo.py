@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agent.core.errors import PresenceError
 from agent.runtime.control import ControlError, request
-from agent.runtime.render import graph_table
+from agent.runtime.render import LiveTable, graph_table
 
 NAMES = ("kitchen", "garden", "garage", "attic", "cellar", "porch", "shed", "loft")
 
@@ -88,17 +88,11 @@ def run_demo(agents: int, duration: float | None) -> int:
                 request(d, {"op": "metadata_set", "json": json.dumps(metadata)})
             print(f"started {agents} agents on loopback (state under {root}); Ctrl-C stops them", flush=True)
             print(f"web view of pi-{NAMES[0]}: http://127.0.0.1:{web_port}/\n", flush=True)
-            shown = ""
-            all_seen_at: float | None = None
+            live = LiveTable(started)
             while duration is None or time.monotonic() - started < duration:
                 document = request(dirs[0], {"op": "graph"})["graph"]
-                table = graph_table(document)
-                if table != shown:
-                    print(f"[{time.monotonic() - started:6.2f} s]\n{table}\n", flush=True)
-                    shown = table
-                if all_seen_at is None and len(document["remote_peers"]) == agents - 1:
-                    all_seen_at = time.monotonic() - started
-                    print(f"all {agents} agents see each other after {all_seen_at:.2f} s\n", flush=True)
+                live.show(graph_table(document))
+                live.seen(len(document["remote_peers"]) == agents - 1, f"all {agents} agents see each other")
                 time.sleep(0.2)
         except KeyboardInterrupt:
             print("\nstopping ...", flush=True)

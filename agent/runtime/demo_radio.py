@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from agent.core.errors import PresenceError
 from agent.runtime.control import ControlError, request
-from agent.runtime.render import connections_table, graph_table
+from agent.runtime.render import LiveTable, connections_table, graph_table
 
 #: The radio line's agents (one dongle each), then the LAN-only one behind the last.
 RADIO_NAMES = ("kitchen", "garden", "garage", "attic")
@@ -101,17 +101,12 @@ def run_radio_demo(make_field: FieldFactory, duration: float | None) -> int:
                 request(agent.state_dir, {"op": "metadata_set", "json": json.dumps({"room": room})})
             print(f"started {everyone} agents (state under {tmp}); Ctrl-C stops them", flush=True)
             print(f"{topology_line()}\n(emulated LoRa dongles on real ptys under {tmp}/dev)\n", flush=True)
-            shown = ""
-            all_seen_at: float | None = None
+            live = LiveTable(started)
             while duration is None or time.monotonic() - started < duration:
                 document = request(agents[0].state_dir, {"op": "graph"})["graph"]
-                table = f"{graph_table(document)}\n\n{connections_table(document)}"
-                if table != shown:
-                    print(f"[{time.monotonic() - started:6.2f} s]\n{table}\n", flush=True)
-                    shown = table
-                if all_seen_at is None and len(document["remote_peers"]) == everyone - 1:
-                    all_seen_at = time.monotonic() - started
-                    print(f"all {everyone} agents see each other after {all_seen_at:.2f} s\n", flush=True)
+                live.show(f"{graph_table(document)}\n\n{connections_table(document)}")
+                seen = len(document["remote_peers"]) == everyone - 1
+                live.seen(seen, f"all {everyone} agents see each other")
                 time.sleep(0.5)
         except KeyboardInterrupt:
             print("\nstopping ...", flush=True)

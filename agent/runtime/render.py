@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,3 +129,25 @@ def connections_table(document: dict[str, Any]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+class LiveTable:
+    """What the demos print as a mesh forms: a table each time it changes, stamped with the seconds
+    since ``started`` (a monotonic time), and one line the first time everyone is seen."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.shown = ""
+        #: Seconds from ``started`` to the first :meth:`seen` that was true, or None.
+        self.all_seen_at: float | None = None
+
+    def show(self, table: str) -> None:
+        if table != self.shown:
+            print(f"[{time.monotonic() - self.started:6.2f} s]\n{table}\n", flush=True)
+            self.shown = table
+
+    def seen(self, everyone: bool, what: str) -> None:
+        """Print ``what`` and the time, once, the first time ``everyone`` holds."""
+        if self.all_seen_at is None and everyone:
+            self.all_seen_at = time.monotonic() - self.started
+            print(f"{what} after {self.all_seen_at:.2f} s\n", flush=True)
