@@ -127,6 +127,36 @@ def test_a_record_goes_out_once_per_interface_not_once_per_neighbour() -> None:
     assert sum(sent.values()) <= 3, sent  # rebroadcasts stop once copies are heard
 
 
+def test_a_4_kib_card_is_never_flooded_unasked_and_still_reaches_the_far_end() -> None:
+    # r0 - r1 - r2: a card of many frames goes over the air only once a DIGEST asks for it.
+    sim, peers = radio_field([(0, 0), (2500, 0), (5000, 0)])
+    assert sim.run_until_true(lambda: converged(sim, peers), 10 * KEEPALIVE)
+    sim.run_for(2 * KEEPALIVE)
+    on_air: list[tuple[float, str]] = []
+
+    def classify(t: RadioTransmission) -> None:
+        _, _, frame = parse_medium_frame(t.frame)
+        if frame[0] != FRAME_WHOLE:
+            on_air.append((t.time, "fragment"))
+        elif decode_message(frame[1:])[0] is MessageType.DIGEST:
+            on_air.append((t.time, "digest"))
+
+    sim.on_radio(classify)
+    origin, far = peers[0], peers[2]
+    origin.presence.set_peer_metadata({"notes": "x" * 3000})
+    assert origin.engine.stats["records.cards_held_back_on_medium"] >= 1
+
+    def far_knows() -> bool:
+        seen = [
+            p for p in far.engine.graph(sim.now).peers() if p.peer_key_string == origin.engine.peer_key_string
+        ]
+        return bool(seen) and len(str(seen[0].peer_metadata.get("notes", ""))) == 3000
+
+    assert sim.run_until_true(far_knows, 12 * 3600)
+    first_fragment = next(at for at, kind in on_air if kind == "fragment")
+    assert any(kind == "digest" and at < first_fragment for at, kind in on_air)  # asked for first
+
+
 def test_no_transmitter_ever_exceeds_its_allowance_and_keepalives_never_starve() -> None:
     """An 8-node field spends most of its presence share while its links form (docs/ARCHITECTURE.md
     §1c): the budget must hold, and the keepalive reserve keep every formed link alive."""
