@@ -9,6 +9,7 @@ processes are killed when the mesh closes, whatever happened.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import signal
@@ -342,10 +343,13 @@ class WirePeer:
     """A hand-made peer on one TCP connection: speaks the link handshake as documented
     (agent.core.wire), so a test can complete it and then misbehave in a chosen way."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, certificate_for: Callable[[bytes], bytes] | None = None) -> None:
+        """``certificate_for(public key)``: the fleet certificate its card carries (none by default)."""
         self.sock = sock
         self.identity = generate_identity()
         card = make_card("wire-peer", "test", "0", {})
+        if certificate_for is not None:
+            card = dataclasses.replace(card, certificate=certificate_for(self.identity.public_key))
         self.card = sign_record(
             self.identity.private_key, self.identity.public_key, 1, int(time.time()) + 3600, card
         )

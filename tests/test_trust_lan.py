@@ -5,21 +5,37 @@ A fleet CA made with ``presence-agent fleet-ca`` certifies two agents, whose
 join and show each other's identity metadata; the third is refused by both,
 both sides say why (counters and one log line each), and it is in nobody's
 graph, nor they in its. An agent whose ``[trust]`` files are unusable does not
-start, with one line saying what to do.
+start, with one line saying what to do. A certified insider's flood of uncertified records is
+refused and costs the target no memory.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lan_support import Mesh, Proc, cli, graph_of, remote_keys, remote_peer, stats_of, wait_until
+from lan_support import (
+    Mesh,
+    Proc,
+    WirePeer,
+    beacon_listener,
+    cli,
+    graph_of,
+    remote_keys,
+    remote_peer,
+    stats_of,
+    tcp_port_from_beacons,
+    wait_until,
+)
+from test_lan_hostile import sybil_cards
 
-from agent.core.keys import peer_key_string
+from agent.core.keys import peer_key_string, public_key_from_string
 from agent.core.trust_settings import CERTIFICATE_FILE, REVOCATION_LIST_FILE
+from agent.core.wire import MessageType
 from agent.state.identity import load_or_create_identity
 
 
@@ -93,6 +109,52 @@ def test_certified_agents_join_with_identity_metadata_and_an_uncertified_one_is_
         assert stranger.peer_key in refusal and "no_certificate" in refusal
     told = one_log_line(stranger, "refused this device's certificate (no_certificate)")
     assert "give this device a certificate from the fleet CA" in told
+
+
+def rss_kib(agent: Proc) -> int:
+    status = Path(f"/proc/{agent.popen.pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+
+
+def test_a_flood_of_uncertified_records_from_an_admitted_member_costs_no_memory(mesh: Mesh) -> None:
+    # An insider: a certified member's link (plain: this fleet offers sealing, it does not require
+    # it) floods cards of 3,000 fresh, uncertified keys. Trust on refuses each before any
+    # signature is checked and keeps nothing: no peer, no held record, no memory.
+    ca_dir, ca_key = fleet_ca(mesh.root)
+    certify(mesh, ca_dir, "trust-target", {"role": "gateway"})
+    table = trust_table(ca_key) + 'sealing = "offer"\n'
+    with beacon_listener(mesh.multicast_port) as beacons:
+        target = mesh.start_agent("trust-target", extra_config=table)
+        port = tcp_port_from_beacons(beacons, public_key_from_string(target.peer_key))
+
+    def certificate_for(key: bytes) -> bytes:
+        device = peer_key_string(key)
+        issued = cli("fleet-ca", "issue", "--dir", str(ca_dir), "--device-key", device, "--metadata", "{}")
+        assert issued.returncode == 0, issued.stderr
+        return Path(issued.stdout.strip()).read_bytes()
+
+    insider = WirePeer(socket.create_connection(("127.0.0.1", port), timeout=5), certificate_for)
+    try:
+        insider.handshake()
+        kind, _ = insider.receive()
+        assert kind is MessageType.ACCEPT, kind
+        insider.send(MessageType.ACCEPT)
+        wait_until(lambda: stats_of(target).get("links.established", 0) >= 1, 10, "the insider admitted")
+        before = rss_kib(target)
+        cards = sybil_cards(3000)
+        for i in range(0, len(cards), 16):
+            insider.send(MessageType.RECORDS, *cards[i : i + 16])
+        wait_until(
+            lambda: stats_of(target).get("trust.rejected.no_certificate", 0) >= 3000, 30, "the flood refused"
+        )
+        stats = stats_of(target)
+        assert stats.get("table.peers", 0) <= 2  # itself and the insider: not one of the flood
+        assert remote_keys(graph_of(target)) <= {peer_key_string(insider.identity.public_key)}
+        grown = rss_kib(target) - before
+        print(f"\n3,000 uncertified cards refused; the target's RSS grew {grown} KiB")
+        assert grown < 5 * 1024
+    finally:
+        insider.sock.close()
 
 
 def full_mesh(agents: list[Proc]) -> bool:
