@@ -3,6 +3,7 @@
     presence-agent run [--config FILE] [--state-dir DIR] [--name NAME]
     presence-agent graph [--json | --dot] [--state-dir DIR]
     presence-agent watch [--json] [--state-dir DIR]
+    presence-agent status [--json] [--state-dir DIR]
     presence-agent metadata get | set JSON | set --file FILE   [--state-dir DIR]
     presence-agent keys show [--json] [--state-dir DIR]
     presence-agent fleet [--broker URL | --config FILE] [--json] [--watch] [credentials, TLS, --topic-root]
@@ -72,6 +73,16 @@ def _graph(args: argparse.Namespace, rest: list[str]) -> int:
         from agent.runtime.render import graph_table
 
         print(graph_table(document))
+    return 0
+
+
+def _status(args: argparse.Namespace, rest: list[str]) -> int:
+    from agent.runtime.control import checked, request
+    from agent.runtime.render import status_text
+
+    answer = checked(request(_state_dir(args), {"op": "status"}))
+    answer.pop("ok", None)
+    print(json.dumps(answer, indent=2, ensure_ascii=False) if args.json else status_text(answer))
     return 0
 
 
@@ -451,6 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--json", action="store_true", help="JSON with signed records")
     form.add_argument("--dot", action="store_true", help="Graphviz DOT")
     graph.set_defaults(handler=_graph)
+
+    status = with_state_dir(
+        commands.add_parser("status", help="the running agent's transports, mirror and counters")
+    )
+    status.add_argument("--json", action="store_true", help="JSON")
+    status.set_defaults(handler=_status)
 
     watch = with_state_dir(commands.add_parser("watch", help="a line per change, live"))
     watch.add_argument("--json", action="store_true", help="JSON lines")

@@ -21,6 +21,7 @@ from agent.config import AgentConfig
 from agent.core.distance import PathLoss
 from agent.core.records import ConnectionType
 from agent.runtime.agent import Agent
+from agent.runtime.render import status_text
 from agent.sim.ble import (
     VirtualCentral,
     VirtualNode,
@@ -159,6 +160,11 @@ def test_nodes_beyond_the_slots_are_reported_and_served_as_slots_free_up(
             third = next(n for n in made if n.advertised_id.hex() == waiting.peer_id)
             assert transport.state_of(third.advertised_id) is NodeState.WAITING
             assert central.connections() == 2
+            report = transport.status()  # what `presence-agent status` shows
+            assert len(report["connected"]) == 2 and report["max_connections"] == 2
+            assert [w["peer_id"] for w in report["waiting"]] == [waiting.peer_id]
+            shown = status_text({"peer_key_string": "pk", "stats": {}, "transports": [report], "mqtt": None})
+            assert f"ble      waiting for a slot: {waiting.peer_id}" in shown
             await asyncio.sleep(1.0)  # it keeps waiting, and is reported once
             assert agent.stats()["transport.ble.waiting"] == 1
             assert sum("waits for a connection slot" in r.getMessage() for r in caplog.records) == 1

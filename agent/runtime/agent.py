@@ -39,7 +39,7 @@ from agent.core.pump import pump
 from agent.mqtt.messages import MirrorSnapshot
 from agent.runtime.control import ControlServer
 from agent.state.local_peer import LocalPeer, open_local_peer
-from agent.transports.base import Transport
+from agent.transports.base import ReportsStatus, Transport
 
 if TYPE_CHECKING:
     from agent.mqtt.mirror import MqttMirror
@@ -248,6 +248,10 @@ class Agent:
         if self._loop is None:
             raise PresenceError("the agent has not been started")
         return self._loop.time()
+
+    def transport_status(self) -> list[dict[str, Any]]:
+        """Each transport's own report (dongles up, BLE nodes connected and waiting), on the loop."""
+        return [t.status() for t in self._transports if isinstance(t, ReportsStatus)]
 
     def stats(self) -> dict[str, int]:
         """Engine and transport counters, and the peer table's use, in one mapping (on the loop)."""

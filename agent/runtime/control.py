@@ -9,7 +9,8 @@ line each way::
     {"op": "metadata_get"}             -> {"ok": true, "metadata": {...}}
     {"op": "metadata_set", "json": s}  -> {"ok": true} | {"ok": false, "error": "...", "kind": "invalid"}
     {"op": "status"}                   -> {"ok": true, "peer_key_string": ..., "stats": {...},
-                                           "mqtt": {...} | null}  (the mirror's state and counters)
+                                           "transports": [...]  (dongles up, BLE nodes connected
+                                           and waiting), "mqtt": {...} | null}  (the mirror's state)
 
 Graphs use the Presence API's field names; each peer also carries its held
 signed records, base64, under ``signed_records``, so anyone can verify them.
@@ -215,6 +216,7 @@ class ControlServer:
                 "ok": True,
                 "peer_key_string": agent.peer_key_string,
                 "stats": agent.stats(),
+                "transports": agent.transport_status(),
                 "mqtt": mirror,
             }
         except MetadataError as exc:

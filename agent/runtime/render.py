@@ -131,6 +131,40 @@ def connections_table(document: dict[str, Any]) -> str:
     )
 
 
+def status_text(answer: dict[str, Any]) -> str:
+    """``presence-agent status`` for a person: the transports' reports, the mirror, then every
+    non-zero counter (the control socket's ``status`` answer)."""
+    lines = [f"peer     {answer['peer_key_string']}"]
+    for report in answer.get("transports", []):
+        if report.get("transport") == "radio":
+            for port in report["ports"]:
+                if port["up"]:
+                    lines.append(
+                        f"radio    {port['port']}: {port['radio']} dongle {port['dongle_id']}, "
+                        f"firmware {port['firmware']}, MTU {port['mtu']}"
+                    )
+                else:
+                    lines.append(f"radio    {port['port']}: no dongle up (watching the port)")
+        elif report.get("transport") == "ble":
+            connected = report["connected"]
+            lines.append(
+                f"ble      {len(connected)} of {report['max_connections']} connections"
+                + (f": {', '.join(connected)}" if connected else "")
+            )
+            for node in report["waiting"]:
+                lines.append(
+                    f"ble      waiting for a slot: {node['peer_id']} (for {node['waiting_s']:g} s; "
+                    "[ble] max_connections)"
+                )
+    mqtt = answer.get("mqtt")
+    lines.append(f"mqtt     {mqtt['state']} ({mqtt['broker']})" if mqtt else "mqtt     off")
+    counters = sorted((k, v) for k, v in answer["stats"].items() if v)
+    width = max((len(k) for k, _ in counters), default=0)
+    lines.append("counters (non-zero):")
+    lines += [f"  {k.ljust(width)}  {v}" for k, v in counters]
+    return "\n".join(lines)
+
+
 class LiveTable:
     """What the demos print as a mesh forms: a table each time it changes, stamped with the seconds
     since ``started`` (a monotonic time), and one line the first time everyone is seen."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from agent.core.engine import UNCHANGED, LinkSpec, Unchanged
 from agent.core.events import LinkId
@@ -49,6 +49,15 @@ class LinkHost(Protocol):
         self, interface: InterfaceId, frame: bytes, rssi: float | None = None, snr: float | None = None
     ) -> None:
         """A frame heard on a broadcast interface, with the radio's RSSI and SNR if it gives them."""
+        ...
+
+
+@runtime_checkable
+class ReportsStatus(Protocol):
+    """A transport with something to show in ``presence-agent status`` beyond its counters."""
+
+    def status(self) -> dict[str, Any]:
+        """JSON data, with ``"transport"`` naming the transport (``"radio"``, ``"ble"``)."""
         ...
 
 

@@ -256,6 +256,19 @@ class BleTransport:
         found.sort(key=lambda n: n.waiting_since or 0.0)
         return tuple(WaitingNode(n.peer_id.hex(), n.waiting_since or 0.0, n.counter) for n in found)
 
+    def status(self) -> dict[str, Any]:
+        """What ``presence-agent status`` shows: the nodes connected and those waiting for a slot."""
+        now = self._now()
+        return {
+            "transport": "ble",
+            "max_connections": self.settings.max_connections,
+            "connected": sorted(n.peer_id.hex() for n in self._links.values()),
+            "waiting": [
+                {"peer_id": w.peer_id, "waiting_s": round(now - w.since, 1), "counter": w.counter}
+                for w in self.waiting
+            ],
+        }
+
     def state_of(self, peer_id: bytes) -> NodeState | None:
         node = self._nodes.get(peer_id)
         return None if node is None else node.state

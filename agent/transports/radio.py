@@ -242,6 +242,26 @@ class RadioTransport:
             if d.driver is not None and d.driver.is_up and d.driver.info is not None
         }
 
+    def status(self) -> dict[str, Any]:
+        """What ``presence-agent status`` shows: each watched port, and the dongle up on it."""
+        up = self.up
+        ports = []
+        for path in self._dongles:
+            info = up.get(path)
+            ports.append(
+                {"port": path, "up": False}
+                if info is None
+                else {
+                    "port": path,
+                    "up": True,
+                    "radio": info.radio.name,
+                    "firmware": ".".join(map(str, info.firmware_version)),
+                    "dongle_id": info.dongle_id.hex(),
+                    "mtu": info.mtu,
+                }
+            )
+        return {"transport": "radio", "ports": ports}
+
     # ------------------------------------------------------------------ Transport
 
     async def start(self, host: LinkHost) -> None:
