@@ -65,6 +65,9 @@ class _Agent:
     def stats(self) -> dict[str, int]:
         return dict(self.engine.stats)
 
+    def transport_status(self) -> list[dict[str, object]]:
+        return []
+
 
 class _Writer:
     def __init__(self) -> None:
