@@ -61,10 +61,9 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from agent.core.distance import PathLoss
 from agent.core.medium import MEDIUM_HEADER_BYTES, fitted
@@ -77,9 +76,8 @@ from agent.sim.radio_lab import LabAgent, LabRadio, RadioLab
 from agent.transports.radio_settings import RadioSettings, medium_spec
 from bench import machine
 from bench.common import goal, median, progress, ratio, rounded
-from bench.processes import cpu_seconds
+from bench.processes import cpu_seconds, wait_for
 
-T = TypeVar("T")
 ROOT: Final = Path(__file__).resolve().parents[1]
 DEFAULT_OUT: Final = Path(__file__).with_name("radio.json")
 HOPS: Final = 3
@@ -114,17 +112,6 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     return env
-
-
-def wait_for(condition: Callable[[], T | None], timeout: float, what: str, poll: float = 0.05) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() >= deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 def stats(agent: LabAgent) -> dict[str, int]:

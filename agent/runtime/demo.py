@@ -40,7 +40,8 @@ def _free_tcp_port() -> int:
         return port
 
 
-def _wait_for_control(state_dir: Path, deadline: float) -> None:
+def wait_for_control(state_dir: Path, deadline: float) -> None:
+    """Wait until the agent on ``state_dir`` answers ``status`` (monotonic ``deadline``)."""
     while time.monotonic() < deadline:
         with contextlib.suppress(ControlError, OSError):
             request(state_dir, {"op": "status"}, timeout=1.0)
@@ -83,7 +84,7 @@ def run_demo(agents: int, duration: float | None) -> int:
         started = time.monotonic()
         try:
             for i, d in enumerate(dirs):
-                _wait_for_control(d, started + 15)
+                wait_for_control(d, started + 15)
                 metadata = {"room": NAMES[i], "app_version": "1.2.4"}
                 request(d, {"op": "metadata_set", "json": json.dumps(metadata)})
             print(f"started {agents} agents on loopback (state under {root}); Ctrl-C stops them", flush=True)

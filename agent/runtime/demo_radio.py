@@ -17,7 +17,6 @@ with SIGTERM and must exit cleanly. The radio field comes from the caller (``age
 
 from __future__ import annotations
 
-import contextlib
 import json
 import tempfile
 import time
@@ -26,8 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from agent.core.errors import PresenceError
-from agent.runtime.control import ControlError, request
+from agent.runtime.control import request
+from agent.runtime.demo import wait_for_control
 from agent.runtime.render import LiveTable, connections_table, graph_table
 
 #: The radio line's agents (one dongle each), then the LAN-only one behind the last.
@@ -63,16 +62,6 @@ class RadioField(Protocol):
 
 #: Makes the field: (its root directory, the dongles' positions in metres).
 FieldFactory = Callable[[Path, Sequence[tuple[float, float]]], RadioField]
-
-
-def wait_for_control(state_dir: Path, deadline: float) -> None:
-    """Wait until the agent on ``state_dir`` answers ``status`` (monotonic ``deadline``)."""
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ControlError, OSError):
-            request(state_dir, {"op": "status"}, timeout=1.0)
-            return
-        time.sleep(0.1)
-    raise PresenceError(f"the agent on {state_dir} did not start within {START_TIMEOUT:g} s")
 
 
 def topology_line() -> str:
