@@ -325,7 +325,7 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
             "ratio_to_per_link": (
                 rounded(carrying / len(flooders) / per_link) if reach is not None else None
             ),
-            "rebroadcast_delay_s": list(spec.rebroadcast_delay),
+            "rebroadcast_delay_s": list(spec.rebroadcast_window),
             "airtime_by_type_s": airtime_by_type(sent[mark:]),
         }
     result["changes"] = changes

@@ -8,8 +8,10 @@ record bigger than a frame, which is fragmented; the send budget holds over
 every window (at most ``rate * t + capacity``), ``wake_at`` is when the next
 frame becomes affordable and draining then sends it; :meth:`Outbox.drop_record`
 and :meth:`Outbox.clear_data`; a control message or DIGEST still waiting is
-not queued twice; :func:`transfer_time` bounds what the budget needs for a
-message.
+not queued twice; a message whose first frame the budget paid sends the rest
+with it (``try_take_rest``), a control message goes before the rest of one
+already cut, and a control-only drain sends nothing else; :func:`transfer_time`
+bounds what the budget needs for a message.
 """
 
 from __future__ import annotations
@@ -233,6 +235,64 @@ def test_a_record_bigger_than_a_frame_goes_alone_fragmented() -> None:
     assert all(len(frame) <= mtu for frame in frames)
     assert frames[0][0] == FRAME_FRAGMENT
     assert messages(frames) == [Records((raw(1, 300),)), Records((raw(2, 10),))]
+
+
+class OneMessageAtATime:
+    """A medium's pace, reduced to its rule: ``firsts`` messages may start (``try_take``), and a
+    started message's later frames always go (``try_take_rest``: the ledgers, never short here)."""
+
+    def __init__(self, firsts: int) -> None:
+        self.firsts = firsts
+
+    def try_take(self, cost: float, now: float) -> bool:
+        if self.firsts <= 0:
+            return False
+        self.firsts -= 1
+        return True
+
+    def ready_at(self, cost: float, now: float) -> float:
+        return now + 10.0
+
+    def try_take_rest(self, cost: float, now: float) -> bool:
+        return True
+
+    def ready_at_rest(self, cost: float, now: float) -> float:
+        return now
+
+
+RADIO64 = LinkSpec(ConnectionType.RADIO, mtu=64)
+
+
+def test_a_started_message_goes_whole_and_the_next_waits_for_the_budget() -> None:
+    box = Outbox(RADIO64, NOW, DELAY, OneMessageAtATime(firsts=1))
+    box.queue_record(key(1, CARD), raw(1, 300), NOW)  # a card of five fragments
+    box.queue_record(key(2, CARD), raw(2, 10), NOW)
+    frames = box.drain(NOW)
+    assert messages(frames) == [Records((raw(1, 300),))]
+    assert box.starved and box.wake_at == NOW + 10.0
+
+
+def test_a_control_message_goes_before_the_rest_of_a_message_already_cut() -> None:
+    budget = OneMessageAtATime(firsts=0)
+    box = Outbox(RADIO64, NOW, DELAY, budget)
+    box.queue_record(key(1, CARD), raw(1, 300), NOW)
+    assert box.drain(NOW) == [] and box.starved  # the card is cut, and waits
+    box.send_control(SUMMARY)
+    assert box.control_waiting()
+    budget.firsts = 1
+    assert messages(box.drain(NOW + 10)) == [Summary(b"s" * 8)]  # the PROOF's case: it does not wait
+    budget.firsts = 1
+    assert messages(box.drain(NOW + 20)) == [Records((raw(1, 300),))]
+
+
+def test_a_control_only_drain_leaves_everything_else_queued() -> None:
+    box = outbox()
+    box.send_digests([DIGEST])
+    box.queue_record(key(1), raw(1), NOW)
+    box.send_control(SUMMARY)
+    assert messages(box.drain(NOW, control_only=True)) == [Summary(b"s" * 8)]
+    assert not box.control_waiting() and box.has_output() and not box.starved
+    assert messages(box.drain(NOW)) == [Records((raw(1),)), parse_message(DIGEST)]
 
 
 # ---------------------------------------------------------------- the send budget

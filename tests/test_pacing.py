@@ -213,3 +213,19 @@ def test_the_bucket_reproduces_the_engines_send_budget(
         assert sent == old_sent
         # Equal, or later only where the old wake-up would have found the budget a hair short.
         assert wake == old_wake or (wake is not None and old_wake is not None and wake > old_wake)
+
+
+def test_a_charge_goes_into_debt_and_the_refill_pays_it_off_first() -> None:
+    bucket = TokenBucket(rate=10.0, capacity=100.0, now=0.0)
+    bucket.charge(150.0, 0.0)
+    assert bucket.tokens == -50.0
+    assert not bucket.try_take(1.0, 4.0)  # 40 earned: still 10 short of zero
+    assert bucket.ready_at(10.0, 4.0) == pytest.approx(6.0)
+    assert bucket.try_take(10.0, 6.0)
+
+
+def test_rest_of_a_message_is_any_cost_to_a_bucket() -> None:
+    bucket = TokenBucket(rate=10.0, capacity=100.0, now=0.0)
+    assert bucket.try_take_rest(100.0, 0.0)
+    assert not bucket.try_take_rest(1.0, 0.0)
+    assert bucket.ready_at_rest(50.0, 0.0) == bucket.ready_at(50.0, 0.0)

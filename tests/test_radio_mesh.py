@@ -229,8 +229,8 @@ def test_a_neighbour_whose_handshake_timed_out_is_left_alone_for_a_while() -> No
     listener = peers[1].engine.stats
     assert listener["links.handshake_timeout"] >= 1
     assert listener["medium.refused_neighbour_heard"] > 0  # heard while paused, and ignored
-    # One handshake per pause at most: the timeout is 10 keepalives, the pause 10 more.
-    assert listener["links.opened"] <= 60 // 20 + 1
+    # One handshake per pause at most: the timeout is 10 keepalives, the pause 5 to 15 more.
+    assert listener["links.opened"] <= 60 // 15 + 1
 
 
 def test_neighbours_on_an_interface_are_bounded() -> None:

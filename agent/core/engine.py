@@ -80,7 +80,9 @@ from agent.core.medium import (
     DEFAULT_REFUSAL_PAUSE,
     EVERYONE,
     KEEPALIVE_SPREAD,
+    MAX_ANSWER_DOUBLINGS,
     MAX_BUDGETS_KEPT,
+    MAX_DEADLINE_DEFERRALS,
     SHORT_ID_BYTES,
     AirtimeBudget,
     Interface,
@@ -129,6 +131,7 @@ from agent.core.wire import (
     Digest,
     Hello,
     Message,
+    MessageType,
     Proof,
     Records,
     Role,
@@ -138,6 +141,7 @@ from agent.core.wire import (
     decode_message,
     digest_entry,
     encode_hello,
+    frame_message_type,
     parse_fields,
     proof_message,
 )
@@ -397,7 +401,7 @@ class Engine:
         self.stats["interfaces.up"] += 1
         # The first announce goes within a couple of seconds, at a random moment: peers that
         # power up together must not collide on every announce.
-        medium.keepalive_factor = min(1.0, 2.0 / spec.keepalive_interval) * unit_from_bytes(self._rng(2))
+        medium.keepalive_factor = min(1.0, 2.0 / spec.keepalive_interval) * self._jitter()
 
     def interface_down(self, interface: InterfaceId, now: float) -> None:
         """The transport lost a broadcast interface (a dongle unplugged): its neighbours go."""
@@ -454,7 +458,8 @@ class Engine:
         if state is None:
             if dest not in (EVERYONE, self._short_id):
                 return  # a handshake between others, from someone we have not heard yet
-            state = self._open_neighbour(medium, sender, now)
+            hello = frame_message_type(frame) == MessageType.HELLO
+            state = self._open_neighbour(medium, sender, now, hello=hello)
             if state is None:
                 return
         if rssi is not None and state.quality is not None:
@@ -497,16 +502,18 @@ class Engine:
         self._pending.pop(state, None)
         medium.neighbours.pop(state.id.short_id, None)
         self._refresh_neighbours()
-        return self._open_neighbour(medium, state.id.short_id, now)
+        return self._open_neighbour(medium, state.id.short_id, now, hello=True)
 
-    def _open_neighbour(self, medium: Interface, sender: bytes, now: float) -> Link | None:
+    def _open_neighbour(self, medium: Interface, sender: bytes, now: float, *, hello: bool) -> Link | None:
+        """A link to a neighbour first heard now (``hello``: in a HELLO), unless the interface is
+        full or refuses it."""
         if medium.pending_neighbours() >= medium.spec.max_pending_neighbours:
             self.stats["medium.pending_full"] += 1
             return None
         if len(medium.neighbours) >= medium.spec.max_neighbours:
             self.stats["medium.neighbours_full"] += 1
             return None
-        if medium.refused_until(sender, now):
+        if medium.refuses(sender, now, hello=hello):
             self.stats["medium.refused_neighbour_heard"] += 1
             return None
         self._tick(now)
@@ -526,7 +533,7 @@ class Engine:
     def _broadcast_summary(self, medium: Interface) -> None:
         medium.keepalive = bytes([FRAME_WHOLE]) + Summary(self.summary).encode()
         low, high = KEEPALIVE_SPREAD
-        medium.keepalive_factor = low + (high - low) * unit_from_bytes(self._rng(2))
+        medium.keepalive_factor = low + (high - low) * self._jitter()
         self._pending_interfaces[medium] = None
 
     def link_down(self, link: LinkId, now: float) -> None:
@@ -669,6 +676,17 @@ class Engine:
                 ):
                     self._send_control(state, self._summary_message(state))
                 continue
+            if (
+                hs.deadline <= now
+                and state.deferrals < MAX_DEADLINE_DEFERRALS
+                and self._own_part_waits(state)
+            ):
+                # Our PROOF or HELLO has not gone yet for want of airtime: the remote cannot
+                # have answered it. The waiting frame is near the head of the line, so the
+                # pace lets it go soon; the bound is for a channel that never frees up.
+                hs.deadline = now + state.keepalive
+                state.deferrals += 1
+                self.stats["handshake.deadline_deferred"] += 1
             if hs.deadline <= now:
                 self._close(state, CloseReason.HANDSHAKE_TIMEOUT, now)
                 continue
@@ -698,6 +716,14 @@ class Engine:
         if due is not None and due <= now:
             self._evaluate_reachability(now)
 
+    @staticmethod
+    def _own_part_waits(state: Link) -> bool:
+        """A neighbour's handshake frame of ours is still waiting to go on its medium."""
+        medium = state.medium
+        if medium is None:
+            return False
+        return bool(state.delayed) or state.outbox.control_waiting() or medium.outbox.control_waiting()
+
     # ------------------------------------------------------------------ outputs
 
     def next_event(self) -> Event | None:
@@ -707,36 +733,71 @@ class Engine:
     def datagrams_to_send(self, now: float) -> list[tuple[LinkId, bytes]]:
         """Frames to send now, each within its link's MTU and send budget. A frame for a
         broadcast interface is addressed :class:`~agent.core.medium.Broadcast` (it carries the
-        sender and destination ids: every neighbour in range hears it)."""
+        sender and destination ids: every neighbour in range hears it).
+
+        On a medium, every queue pays from one airtime budget, in a strict order: the
+        keepalive, the broadcast HELLO (it serves every neighbour handshaking), each
+        neighbour's handshake frames (PROOF, ACCEPT), the rest of the broadcast queue
+        (records), then each neighbour's own queue (DIGEST, records for a leaf). Once one waits
+        for airtime the ones after it wait too: a small frame lower down must not take the
+        airtime a larger, more urgent one is waiting for (a PROOF behind a stream of DIGESTs
+        never goes).
+        """
         out: list[tuple[LinkId, bytes]] = []
+        #: Interfaces whose budget refused a frame this round -> when it frees up.
+        starved: dict[Interface, float] = {}
+
+        def on_medium(medium: Interface, dest: bytes, frames: list[bytes]) -> None:
+            for frame in frames:
+                out.append((medium.broadcast, self._on_air(medium, dest, frame)))
+                self._sent(frame, medium, now)
+
+        def note_starved(medium: Interface, outbox: Outbox) -> None:
+            if outbox.starved and outbox.wake_at is not None:
+                starved[medium] = outbox.wake_at
+
         for interface in list(self._pending_interfaces):
             keepalive = interface.take_keepalive(now)
             if keepalive is not None:
-                out.append((interface.broadcast, self._on_air(interface, EVERYONE, keepalive)))
-                self._sent(keepalive, interface, now)
+                on_medium(interface, EVERYONE, [keepalive])
+            if interface.outbox.control_waiting():
+                on_medium(interface, EVERYONE, interface.outbox.drain(now, control_only=True))
+                note_starved(interface, interface.outbox)
+        for state in list(self._pending):
+            medium = state.medium
+            if medium is not None and medium not in starved and state.outbox.control_waiting():
+                assert isinstance(state.id, MediumLink)
+                on_medium(medium, state.id.short_id, state.outbox.drain(now, control_only=True))
+                note_starved(medium, state.outbox)
+        for interface in list(self._pending_interfaces):
             broadcast = interface.outbox
-            if broadcast.only_records_waiting(now):
+            if interface in starved:
+                broadcast.wake_at = starved[interface] if broadcast.has_output() else None
+            elif broadcast.only_records_waiting(now):
                 broadcast.wake_at = broadcast.records_due
-                continue
-            for frame in broadcast.drain(now):
-                out.append((interface.broadcast, self._on_air(interface, EVERYONE, frame)))
-                self._sent(frame, interface, now)
+            else:
+                on_medium(interface, EVERYONE, broadcast.drain(now))
+                note_starved(interface, broadcast)
             if not broadcast.has_output() and interface.keepalive is None:
                 self._pending_interfaces.pop(interface, None)
         for state in list(self._pending):
             outbox = state.outbox
             closing = state.handshake.closing
+            medium = state.medium
+            if medium is not None and medium in starved and outbox.has_output():
+                outbox.wake_at = starved[medium]
+                continue
             if outbox.only_records_waiting(now) and not closing:
                 outbox.wake_at = outbox.records_due  # only records queued, not yet due
                 continue
-            medium = state.medium
-            for frame in outbox.drain(now):
-                if medium is None:
+            if medium is None:
+                for frame in outbox.drain(now):
                     out.append((state.id, frame))
-                else:
-                    assert isinstance(state.id, MediumLink)
-                    out.append((medium.broadcast, self._on_air(medium, state.id.short_id, frame)))
-                self._sent(frame, medium, now)
+                    self._sent(frame, None, now)
+            else:
+                assert isinstance(state.id, MediumLink)
+                on_medium(medium, state.id.short_id, outbox.drain(now))
+                note_starved(medium, outbox)
             if not outbox.has_output():
                 self._pending.pop(state, None)
                 if closing and medium is not None:
@@ -744,12 +805,15 @@ class Engine:
                     # One refused (denied, bad card, wrong version) or whose handshake timed out
                     # (a marginal pair that hears each other only now and then) is not handshaken
                     # with again for a while, however often it is heard: on a spent channel its
-                    # HELLO rounds would otherwise take the airtime that records need.
+                    # HELLO rounds would otherwise take the airtime that records need. After a
+                    # timeout it still answers the neighbour's own HELLO (medium.Refusal).
                     self._links.pop(state.id, None)
                     assert isinstance(state.id, MediumLink)
                     medium.neighbours.pop(state.id.short_id, None)
-                    if state.close_reason is not CloseReason.DEAD:
-                        medium.refuse(state.id.short_id, now)
+                    reason = state.close_reason
+                    if reason is not CloseReason.DEAD:
+                        passive = reason is CloseReason.HANDSHAKE_TIMEOUT
+                        medium.refuse(state.id.short_id, now, self._jitter(), answers_hello=passive)
                 elif closing:
                     self._links.pop(state.id, None)
                     reason = state.close_reason
@@ -886,6 +950,10 @@ class Engine:
 
     # ------------------------------------------------------------------ dispatch
 
+    def _jitter(self) -> float:
+        """A random share in [0, 1), from the injected random source (seeded in the simulator)."""
+        return unit_from_bytes(self._rng(2))
+
     def _tick(self, now: float) -> None:
         # Every input reads the wall clock once: for expiry checks during it, and its
         # offset for turning expiries into timers.
@@ -913,7 +981,10 @@ class Engine:
                 for raw in message.records:
                     self._merge(raw, now, source=state)
             case Summary():
-                if state.sync.on_summary(message.summary == self._summary_for(state), now):
+                medium = state.medium
+                if state.sync.on_summary(message.summary == self._summary_for(state), now) and (
+                    medium is None or medium.may_digest(now)
+                ):
                     self._send_digest(state, now)
             case Digest():
                 self.stats["sync.digests_received"] += 1
@@ -951,7 +1022,7 @@ class Engine:
         if medium is None:
             self._send_control(state, message)
             return
-        delay = 0.5 * medium.hello_gap(len(message)) * unit_from_bytes(self._rng(2))
+        delay = 0.5 * medium.hello_gap(len(message)) * self._jitter()
         state.delayed.append((now + delay, message))
         state.delayed.sort(key=lambda item: item[0])
 
@@ -965,8 +1036,8 @@ class Engine:
         if not again:
             # Resend after a random share more than the gap: two hidden terminals that answered
             # the same frame together must not keep colliding at the neighbour between them.
-            state.handshake.sent_hello(hello, False, gap * (1 + unit_from_bytes(self._rng(2))), now)
-        if now < medium.hello_at + gap:
+            state.handshake.sent_hello(hello, False, gap * (1 + self._jitter()), now)
+        if now < medium.hello_at + gap or (again and not medium.may_resend_hello(len(hello), now)):
             return  # one went (or waits) already: it serves this neighbour too
         medium.hello_at = now
         medium.outbox.send_control(hello)
@@ -978,11 +1049,12 @@ class Engine:
             if not state.established:
                 # Its new round while ours with it is under way: prove ourselves over its new nonce.
                 self.stats["medium.proof_renewed"] += 1
+                state.answers = 0
                 signed = proof_message(hello.nonce, self.public_key, hs.remote_key)
                 hs.remote_nonce, hs.proof = hello.nonce, Proof(self._private_key.sign(signed)).encode()
                 self._answer(state, hs.proof, now)
                 return
-            if self.peer_id in self._held.neighbours_claimed_by(hs.remote_key[:8]):
+            if not self._forgot_us(state, hs.remote_key[:8]):
                 self.stats["medium.hello_for_others"] += 1  # its round for a newcomer
                 return
             fresh = self._reopen_neighbour(state, now)  # it restarted: start again
@@ -995,10 +1067,13 @@ class Engine:
             medium = state.medium
             if medium is not None:
                 # A broadcast HELLO is resent for whichever neighbour still lacks a PROOF: one
-                # established with us has ours; else answer at most once a HELLO gap.
-                if state.established or now < state.answered_at + medium.hello_gap(len(hs.hello)):
+                # established with us has ours; else answer after a HELLO gap, doubling with
+                # each answer (every pending neighbour answering every repeat was a PROOF storm).
+                gap = medium.hello_gap(len(hs.hello)) * 2 ** min(state.answers, MAX_ANSWER_DOUBLINGS)
+                if state.established or now < state.answered_at + gap:
                     return
                 state.answered_at = now
+                state.answers += 1
             for reply in hs.answer_to_repeated_hello(hello.nonce):
                 self._answer(state, reply, now)
             return
@@ -1028,6 +1103,14 @@ class Engine:
         self._answer(state, hs.proof, now)
         if hs.early_proof is not None:
             self._on_proof(state, Proof(hs.early_proof), now)
+
+    def _forgot_us(self, state: Link, pid: bytes) -> bool:
+        """Whether neighbour ``pid`` restarted: a links record of its newer than the one held when
+        our link came up no longer lists us (one published before, still in flight, would)."""
+        links = self._held.get(pid, RecordKind.LINKS)
+        if links is None or links.counter <= state.links_counter_at_up:
+            return False
+        return self.peer_id not in self._held.neighbours_claimed_by(pid)
 
     def _hello_card(self, state: Link, hello: Hello, now: float) -> Record | None:
         """The remote's card from its HELLO: verified, or held; ``None`` if referenced and not held."""
@@ -1149,7 +1232,7 @@ class Engine:
         # otherwise anyone replaying a card could keep us away from its owner.
         remote = state.remote_key
         if remote is not None and state.handshake.remote_proved:
-            retry_at = self._deny_backoff.failed(remote, now, unit_from_bytes(self._rng(2)))
+            retry_at = self._deny_backoff.failed(remote, now, self._jitter())
         self._close(state, CloseReason.DENIED_BY_REMOTE, now, retry_at=retry_at)
 
     def _establish(self, state: Link, now: float) -> None:
@@ -1164,6 +1247,8 @@ class Engine:
                 self._refuse(state, exc, CloseReason.UNTRUSTED, now)
                 return
         hs.move(Phase.ESTABLISHED)
+        links = self._held.get(hs.remote_key[:8], RecordKind.LINKS)
+        state.links_counter_at_up = links.counter if links is not None else -1
         self._establishments += 1
         state.established_order = self._establishments
         self._refresh_neighbours()
@@ -1556,7 +1641,7 @@ class Engine:
                 self.stats["records.cards_held_back_on_medium"] += 1  # a big card goes when a DIGEST asks
                 continue
             snr = self._heard_snr if source is not None and source.medium is medium else None
-            delay = medium.spec.rebroadcast_after(snr, unit_from_bytes(self._rng(2)))
+            delay = medium.spec.rebroadcast_after(snr, self._jitter())
             medium.outbox.queue_record(key, raw, now, delay)
             medium.queued(key)
             self._pending_interfaces[medium] = None
@@ -1580,7 +1665,7 @@ class Engine:
             self.stats["records.too_big_for_link"] += 1
             return
         if state.medium is not None:  # records go to everyone in range, once
-            state.medium.outbox.queue_record(key, raw, now, state.medium.spec.rebroadcast_delay[0])
+            state.medium.outbox.queue_record(key, raw, now, state.medium.spec.rebroadcast_window[0])
             self._pending_interfaces[state.medium] = None
             return
         state.outbox.queue_record(key, raw, now)

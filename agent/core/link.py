@@ -46,8 +46,15 @@ class Link:
     medium: Interface | None = None
     #: RSSI, SNR and distance reports of a neighbour on a medium.
     quality: LinkQuality | None = None
-    #: When we last answered this neighbour's repeated HELLO (a medium rate-limits answers).
+    #: When we last answered this neighbour's repeated HELLO, and how often since its last new
+    #: nonce (a medium answers a repeat after a HELLO gap, doubling with each answer).
     answered_at: float = -math.inf
+    answers: int = 0
+    #: The counter of the remote's links record held when the link came up: only a newer one
+    #: that no longer lists us says it restarted (a stale one still in flight does not).
+    links_counter_at_up: int = -1
+    #: Times the handshake deadline was put off while our own frame waited for airtime.
+    deferrals: int = 0
     #: Handshake answers held back a random moment (a medium): (when, message), in order.
     delayed: list[tuple[float, bytes]] = field(default_factory=list)
     #: The session the handshake agreed (``None``: a plain link, or not agreed yet).

@@ -8,7 +8,10 @@ Batching is Nagle-like: a link that sent no RECORDS within ``flood_delay``
 sends at once; a busy one waits until ``last RECORDS + flood_delay`` (only
 RECORDS count: a keepalive just sent must not hold back the next flood hop).
 Every frame is paid for from the link's :class:`~agent.core.pacing.TokenBucket`
-at its length plus the link's per-frame overhead.
+at its length plus the link's per-frame overhead; on a broadcast interface from
+its airtime budget, where the frames after a message's first pay with
+``try_take_rest`` (the duty-cycle ledgers, not the pace), so a fragmented card
+goes together instead of one fragment per refill.
 
 Once the link's handshake agreed a session (:meth:`Outbox.seal_with`), every
 message but HELLO, PROOF and CARD_REQUEST (``wire.BEFORE_SESSION``) is cut into
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from agent.core.framing import Fragmenter
@@ -57,12 +60,27 @@ def transfer_time(spec: LinkSpec, size: int) -> float:
     return (size + frames * (FRAGMENT_HEADER_BYTES + 1 + spec.frame_overhead_bytes)) / spec.bytes_per_second
 
 
+@dataclass(slots=True)
+class _Cut:
+    """One message's frames not yet sent (each with whether it is sealed as it leaves), and
+    whether its first frame has gone (the rest pay with ``try_take_rest``)."""
+
+    frames: deque[tuple[bytes, bool]] = field(default_factory=deque)
+    started: bool = False
+
+
 class SendBudget(Protocol):
     """What an outbox pays its frames from: a link's token bucket, or a medium's airtime."""
 
     def try_take(self, cost: float, now: float) -> bool: ...
 
     def ready_at(self, cost: float, now: float) -> float: ...
+
+    def try_take_rest(self, cost: float, now: float) -> bool:
+        """A later frame of a message whose first frame was paid with :meth:`try_take`."""
+        ...
+
+    def ready_at_rest(self, cost: float, now: float) -> float: ...
 
 
 class Outbox:
@@ -87,8 +105,10 @@ class Outbox:
         self._digests: deque[bytes] = deque()
         self._links: dict[RecordKey, bytes] = {}
         self._cards: dict[RecordKey, bytes] = {}
-        #: Frames cut and not yet sent, each with whether it is sealed as it leaves.
-        self._frames: deque[tuple[bytes, bool]] = deque()
+        #: The control message and the other message being sent, cut into frames: a control
+        #: message goes before the rest of one already cut (a PROOF does not wait for a card).
+        self._control_cut = _Cut()
+        self._data_cut = _Cut()
         self._session: Session | None = None
         self.records_due = 0.0
         #: When the last RECORDS message left (never: minus infinity).
@@ -96,13 +116,16 @@ class Outbox:
         self.last_tx = now
         #: When to drain again though nothing else happens (records due, budget refilled).
         self.wake_at: float | None = None
+        #: The last drain stopped because the budget refused a frame.
+        self.starved = False
 
     def set_mtu(self, mtu: int) -> None:
         """The transport negotiated another MTU (a BLE MTU exchange). Frames already cut for a
         larger MTU are dropped: their message is lost on this link, as on any lossy link, and
         the protocol's retransmissions and sync repair it."""
         if mtu < self.spec.mtu:
-            self._frames.clear()
+            self._control_cut = _Cut()
+            self._data_cut = _Cut()
         self.spec = replace(self.spec, mtu=mtu)
         self._fragmenter.mtu = mtu
 
@@ -153,44 +176,72 @@ class Outbox:
         self._digests.clear()
 
     def has_output(self) -> bool:
-        return bool(self._frames or self._control or self._links or self._digests or self._cards)
+        return bool(
+            self._control
+            or self._control_cut.frames
+            or self._data_cut.frames
+            or self._links
+            or self._digests
+            or self._cards
+        )
+
+    def control_waiting(self) -> bool:
+        """A control message (handshake, SUMMARY) is queued or partly sent."""
+        return bool(self._control or self._control_cut.frames)
 
     def only_records_waiting(self, now: float) -> bool:
         """Only records are queued and they are not due yet."""
-        return now < self.records_due and not (self._control or self._frames or self._digests)
+        if self.control_waiting() or self._data_cut.frames or self._digests:
+            return False
+        return bool(self._links or self._cards) and now < self.records_due
 
     # ---------------------------------------------------------------- sending
 
-    def drain(self, now: float) -> list[bytes]:
-        """The frames the budget allows now; sets :attr:`wake_at` if more wait."""
+    def drain(self, now: float, *, control_only: bool = False) -> list[bytes]:
+        """The frames the budget allows now; sets :attr:`wake_at` if more wait, and
+        :attr:`starved` if the budget refused one. ``control_only``: control messages only (a
+        medium sends every neighbour's handshake before any queue's records)."""
         self.wake_at = None
+        self.starved = False
         out: list[bytes] = []
         overhead = self.spec.frame_overhead_bytes
-        while self.has_output():
-            if not self._frames:
-                message = self._next_message(now)
+        budget = self.budget
+        while True:
+            if self.control_waiting():
+                cut = self._control_cut
+            elif control_only:
+                break
+            else:
+                cut = self._data_cut
+            if not cut.frames:
+                message = self._control.popleft() if cut is self._control_cut else self._next_message(now)
                 if message is None:
                     break
-                session = self._session
-                if session is not None and message_type(message) not in BEFORE_SESSION:
-                    cut = self._fragmenter.frames(message, self.frame_mtu)
-                    self._frames.extend((frame, True) for frame in cut)
-                else:
-                    self._frames.extend((frame, False) for frame in self._fragmenter.frames(message))
-            frame, sealed = self._frames[0]
+                self._cut(cut, message)
+            frame, sealed = cut.frames[0]
             cost = len(frame) + overhead + (self._session.overhead if sealed and self._session else 0)
-            if not self.budget.try_take(cost, now):
+            rest = cut.started
+            if not (budget.try_take_rest(cost, now) if rest else budget.try_take(cost, now)):
+                ready = budget.ready_at_rest(cost, now) if rest else budget.ready_at(cost, now)
                 # At least a millisecond on: a driver's timer may not be finer.
-                self.wake_at = max(now + 0.001, self.budget.ready_at(cost, now))
+                self.wake_at = max(now + 0.001, ready)
+                self.starved = True
                 break
-            self._frames.popleft()
+            cut.frames.popleft()
+            cut.started = True
             out.append(self._session.seal(frame) if sealed and self._session else frame)
             self.last_tx = now
         return out
 
+    def _cut(self, cut: _Cut, message: bytes) -> None:
+        cut.started = False
+        if self._session is not None and message_type(message) not in BEFORE_SESSION:
+            cut.frames.extend((frame, True) for frame in self._fragmenter.frames(message, self.frame_mtu))
+        else:
+            cut.frames.extend((frame, False) for frame in self._fragmenter.frames(message))
+
     def _next_message(self, now: float) -> bytes | None:
-        if self._control:
-            return self._control.popleft()
+        """The next message but a control one (those go first, from :attr:`_control`)."""
         due = now >= self.records_due
         if self._links and due:
             self.last_records_tx = now

@@ -4,9 +4,11 @@ The rule: the bucket starts full, refills at ``rate`` per second up to ``capacit
 cost is affordable once the tokens reach it less :data:`SLACK` (a hundredth of a unit, which
 absorbs float rounding, so a wake-up at :meth:`TokenBucket.ready_at` always pays).
 ``rate=None`` means unlimited: everything is affordable at once. A cost above
-``capacity + SLACK`` is never affordable. Tokens never go negative beyond the slack: a user
-that cannot pay waits (the engine's send budget, the benchmark baseline) or gives up (the LAN
-receive limit closes the link).
+``capacity + SLACK`` is never affordable. :meth:`TokenBucket.try_take` never takes the tokens
+below the slack: a user that cannot pay waits (the engine's send budget, the benchmark baseline)
+or gives up (the LAN receive limit closes the link). :meth:`TokenBucket.charge` pays whatever
+the tokens hold, into debt: a medium's pace (:class:`agent.core.medium.AirtimeBudget`) lets the
+rest of a message go with its first frame, and the debt delays whatever comes next.
 
 Times are passed in, in any clock that does not run backwards; a reading earlier than the
 last one adds nothing. Units are the user's (the engine and the LAN count bytes).
@@ -59,6 +61,22 @@ class TokenBucket:
             return False
         self._tokens -= cost
         return True
+
+    def charge(self, cost: float, now: float) -> None:
+        """Pay ``cost`` at ``now`` whatever the tokens hold: they may go into debt, which the
+        refill pays off before anything else is affordable."""
+        if self.rate is not None:
+            self.refill(now)
+            self._tokens -= cost
+
+    def try_take_rest(self, cost: float, now: float) -> bool:
+        """A later frame of a message already started (:class:`~agent.core.outbox.SendBudget`):
+        a link's bucket treats it as any frame."""
+        return self.try_take(cost, now)
+
+    def ready_at_rest(self, cost: float, now: float) -> float:
+        """When :meth:`try_take_rest` of ``cost`` succeeds: as :meth:`ready_at`."""
+        return self.ready_at(cost, now)
 
     def ready_at(self, cost: float, now: float) -> float:
         """The earliest time, not before ``now``, at which :meth:`try_take` of ``cost`` succeeds.

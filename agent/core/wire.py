@@ -407,6 +407,16 @@ def message_type(message: bytes) -> int | None:
     return message[at] if at and len(message) > at and message[at] < 24 else None
 
 
+def frame_message_type(frame: bytes) -> int | None:
+    """The type of the message a plain frame carries whole, or begins (fragment 0); ``None`` for
+    a later fragment, a sealed frame or anything else."""
+    if frame[:1] == bytes([FRAME_WHOLE]):
+        return message_type(frame[1:])
+    if frame[:1] == bytes([FRAME_FRAGMENT]) and len(frame) > FRAGMENT_HEADER_BYTES and frame[2] == 0:
+        return message_type(frame[FRAGMENT_HEADER_BYTES:])
+    return None
+
+
 def parse_message(data: bytes) -> Message:
     """Decode one message into its typed value; :class:`WireError` for anything malformed."""
     return parse_fields(*decode_message(data))

@@ -1,0 +1,222 @@
+"""How neighbours on a spent channel still form (agent.core.engine on a broadcast interface).
+
+A forming field is airtime-bound: every peer has ~11 s of presence airtime an hour at SF7 and
+1 %, and the rules below are what keeps it from wasting that. On one interface the engine sends
+in a strict order, keepalive, then the neighbours' handshake frames, then what goes to everyone,
+then each neighbour's own queue, so a PROOF never waits behind records; a handshake does not time
+out while our own part of it still waits for airtime; a repeated HELLO is answered after gaps
+that double; a neighbour whose handshake timed out is left to start the next one, but its HELLO
+is answered; only a links record newer than the link says a neighbour restarted.
+
+Two or three engines share an in-memory channel (:class:`Air`): every broadcast frame reaches
+every other engine at once, unless a test drops it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from test_engine import NOW, Node, make_node
+
+from agent.core.airtime import LoRaModulation
+from agent.core.events import ConnectionRequested
+from agent.core.medium import (
+    REFUSED_KEEPALIVES,
+    Broadcast,
+    Interface,
+    MediumLink,
+    MediumSpec,
+    parse_medium_frame,
+)
+from agent.core.records import RecordKind
+from agent.core.wire import MessageType, frame_message_type
+
+RADIO = "radio"
+KEEPALIVE = 60.0
+SPEC = MediumSpec(LoRaModulation(), keepalive_interval=KEEPALIVE, dead_interval=3 * KEEPALIVE)
+
+
+@dataclass(frozen=True, slots=True)
+class OnAir:
+    time: float
+    sender: str
+    dest: bytes
+    kind: MessageType | None
+    frame: bytes
+
+
+@dataclass
+class Air:
+    """One broadcast channel between engines, stepped in ``step`` seconds; connection requests
+    are allowed. ``drop(sender, frame)`` True loses a frame for every receiver."""
+
+    nodes: list[Node]
+    now: float = NOW
+    step: float = 0.25
+    drop: Callable[[Node, bytes], bool] = lambda _node, _frame: False
+    log: list[OnAir] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for node in self.nodes:
+            node.engine.interface_up(RADIO, SPEC, self.now)
+
+    def run_for(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+        end = self.now + seconds
+        while self.now < end and not until():
+            for node in self.nodes:
+                node.engine.handle_timer(self.now)
+                self.flush(node)
+            self.now += self.step
+
+    def flush(self, node: Node) -> None:
+        engine = node.engine
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, ConnectionRequested):
+                engine.decide(event.link, True, self.now)
+        for link, frame in engine.datagrams_to_send(self.now):
+            assert link == Broadcast(RADIO)
+            self.log.append(OnAir(self.now, node.name, frame[4:8], frame_kind(frame), frame))
+            if self.drop(node, frame):
+                continue
+            for other in self.nodes:
+                if other is not node:
+                    other.engine.receive_on(RADIO, frame, self.now)
+
+    def sent_by(self, node: Node, kind: MessageType, dest: bytes | None = None) -> list[float]:
+        return [
+            s.time for s in self.log if s.sender == node.name and s.kind is kind and dest in (None, s.dest)
+        ]
+
+
+def frame_kind(frame: bytes) -> MessageType | None:
+    kind = frame_message_type(parse_medium_frame(frame)[2])
+    return MessageType(kind) if kind is not None else None
+
+
+def short_id(node: Node) -> bytes:
+    return node.engine.peer_id[:4]
+
+
+def interface(node: Node) -> Interface:
+    return node.engine._interfaces[RADIO]
+
+
+def established(a: Node, b: Node) -> bool:
+    link = a.engine._links.get(MediumLink(RADIO, short_id(b)))
+    return link is not None and link.established
+
+
+def spend_pace(node: Node, seconds_of_airtime: float) -> None:
+    """Leave ``node``'s pace ``seconds_of_airtime`` in debt (as after a burst of sending)."""
+    pace = interface(node).budget.pace
+    pace.charge(pace.refill(NOW) + seconds_of_airtime, NOW)
+
+
+def test_a_neighbours_proof_goes_before_the_records_queued_for_everyone() -> None:
+    a, b = make_node("a"), make_node("b")
+    air = Air([a, b])
+    # a's pace is spent and its broadcast queue holds records of others, due at once.
+    spend_pace(a, 0.1)
+    stranger = make_node("c")
+    for raw in (r.raw for r in stranger.engine.own_records):
+        interface(a).outbox.queue_record((stranger.engine.peer_id, RecordKind.LINKS), raw, NOW, 0.0)
+    a.engine._pending_interfaces[interface(a)] = None
+    air.run_for(10 * KEEPALIVE)
+    assert established(a, b) and established(b, a)
+    proofs = air.sent_by(a, MessageType.PROOF, short_id(b))
+    records = air.sent_by(a, MessageType.RECORDS)
+    assert proofs and records
+    assert min(proofs) < min(records)  # the handshake first, though the records were queued first
+
+
+def test_a_handshake_does_not_time_out_while_our_own_proof_waits_for_airtime() -> None:
+    a, b = make_node("a"), make_node("b")
+    air = Air([a, b])
+    # So deep in debt that a's first frames wait longer than a medium's handshake timeout (ten
+    # keepalives and the time two full cards take).
+    rate = interface(a).budget.pace.rate
+    assert rate is not None
+    spend_pace(a, 15 * KEEPALIVE * rate)
+    air.run_for(30 * KEEPALIVE)
+    assert a.engine.stats["handshake.deadline_deferred"] >= 1
+    assert a.engine.stats["links.handshake_timeout"] == 0
+    assert established(a, b) and established(b, a)
+
+
+def test_a_repeated_hello_is_answered_after_gaps_that_double() -> None:
+    a, b = make_node("a"), make_node("b")
+    # b's HELLO reaches a, a's PROOF never reaches b.
+    air = Air([a, b], drop=lambda node, frame: node is a and frame_kind(frame) is MessageType.PROOF)
+    air.run_for(KEEPALIVE, until=lambda: bool(air.sent_by(a, MessageType.PROOF)))
+    hello = next(s.frame for s in air.log if s.sender == "b" and s.kind is MessageType.HELLO)
+    # Now b's HELLO is heard again every half second (b resending it for other neighbours), for
+    # as long as a's handshake with b lasts.
+    start, now = air.now, air.now
+    while now < start + a.engine.config.handshake_timeout - 1:
+        a.engine.receive_on(RADIO, hello, now)
+        a.engine.handle_timer(now)
+        air.flush(a)
+        now += 0.5
+        air.now = now
+    answers = air.sent_by(a, MessageType.PROOF, short_id(b))
+    gap = interface(a).hello_gap(len(hello))
+    # Answered once a gap, that would be one PROOF per gap; doubling, one per 1, 2, 4, ... gaps.
+    assert len(answers) <= 1 + math.ceil(math.log2(1 + (now - start) / gap))
+    assert a.engine.stats["handshake.repeated_hello"] > 4 * len(answers)
+
+
+def test_after_a_timeout_a_neighbour_leaves_the_next_handshake_to_the_other_end_but_answers_it() -> None:
+    a, b = make_node("a"), make_node("b")
+    only_summaries = [True]  # at first, of b's frames only its SUMMARYs reach a
+    air = Air(
+        [a, b],
+        drop=lambda node, frame: (
+            node is b and only_summaries[0] and frame_kind(frame) is not MessageType.SUMMARY
+        ),
+    )
+    interface(a).refuse(short_id(b), NOW, 0.5, answers_hello=True)  # as after a timed-out handshake
+    air.run_for(KEEPALIVE, until=lambda: a.engine.stats["medium.refused_neighbour_heard"] >= 1)
+    assert a.engine.stats["medium.refused_neighbour_heard"] >= 1  # b's SUMMARY was ignored ...
+    assert not established(a, b)
+    only_summaries[0] = False
+    air.run_for(5 * KEEPALIVE)
+    assert established(a, b) and established(b, a)  # ... and b's HELLO answered
+
+
+def test_a_refused_neighbour_is_refused_for_half_to_one_and_a_half_pauses() -> None:
+    iface = Interface(RADIO, SPEC, NOW, 0.01)
+    pause = REFUSED_KEEPALIVES * KEEPALIVE
+    for jitter in (0.0, 0.999):
+        iface.refuse(b"peer", NOW, jitter)
+        assert iface.refuses(b"peer", NOW + 0.5 * pause - 1, hello=True)
+        assert iface.refuses(b"peer", NOW + (0.5 + jitter) * pause - 1, hello=False)
+        assert not iface.refuses(b"peer", NOW + (0.5 + jitter) * pause + 1, hello=False)
+    iface.refuse(b"slow", NOW, 0.5, answers_hello=True)
+    assert iface.refuses(b"slow", NOW + 1, hello=False)
+    assert not iface.refuses(b"slow", NOW + 1, hello=True)
+
+
+def test_one_digest_goes_from_an_interface_per_two_keepalives() -> None:
+    iface = Interface(RADIO, SPEC, NOW, 0.01)
+    assert iface.may_digest(NOW)
+    assert not iface.may_digest(NOW + KEEPALIVE)
+    assert iface.may_digest(NOW + 2 * KEEPALIVE)
+
+
+def test_only_a_links_record_newer_than_the_link_says_a_neighbour_restarted() -> None:
+    b, c = make_node("b"), make_node("c")
+    # a holds b's links record from before their link (it lists nobody), and b's newer one,
+    # which lists a, never reaches a.
+    a = make_node("a", held_records=[b.engine.own_records[1].raw])
+    air = Air([a, b], drop=lambda node, frame: node is b and frame_kind(frame) is MessageType.RECORDS)
+    air.run_for(5 * KEEPALIVE)
+    assert established(a, b)
+    # A newcomer: b starts a HELLO round with a fresh nonce for it.
+    air.nodes.append(c)
+    c.engine.interface_up(RADIO, SPEC, air.now)
+    air.run_for(5 * KEEPALIVE)
+    assert a.engine.stats["medium.hello_for_others"] >= 1
+    assert a.engine.stats["medium.neighbour_restarted"] == 0
+    assert established(a, b)
