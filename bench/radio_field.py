@@ -10,7 +10,9 @@ reception that survived the channel is then dropped with probability 0.1, indepe
 receiver). One BLE sensor hangs off the origin over a point-to-point wire, for the link change.
 
 **Formation** runs in steps of ``STEP`` virtual seconds until every peer holds every peer in its
-graph or ``formation_hours`` pass; the curve is the fraction of the ``n x n`` graph entries held.
+graph and every peer (the sensor too) holds the same records (equal summaries: the sync repairs
+that follow the graph are formation, not quiet-hour traffic), or ``formation_hours`` pass; the
+curve is the fraction of the ``n x n`` graph entries held.
 Forming is budget-bound (every peer's share of the allowance is ~11 s an hour for handshakes and
 floods), so the figures below are then measured on the field as formed, and say how far it formed.
 
@@ -229,13 +231,17 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
     def held() -> float:
         return sum(len(_graph_keys(p, sim.now) & everyone) for p in peers) / cond.n**2
 
+    def synced() -> bool:
+        # Every peer, the sensor too, holds the same records: the sync repairs are over.
+        return len({p.engine.summary for p in [*peers, sensor]}) == 1
+
     curve: list[list[float]] = [[0.0, rounded(held()) or 0.0]]
-    while sim.now - t0 < cond.formation_hours * HOUR and curve[-1][1] < 1.0:
+    while sim.now - t0 < cond.formation_hours * HOUR and not (curve[-1][1] >= 1.0 and synced()):
         sim.run_for(STEP)
         curve.append([rounded((sim.now - t0) / HOUR) or 0.0, rounded(held()) or 0.0])
     formed_s = sim.now - t0
     formation_frames = len(sent)
-    wall_note(f"formed {curve[-1][1]:.3f} in {formed_s / HOUR:g} h")
+    wall_note(f"formed {curve[-1][1]:.3f} in {formed_s / HOUR:g} h (synced: {synced()})")
     sim.run_for(SETTLE)
     result: dict[str, Any] = {
         "label": cond.label,
@@ -252,6 +258,7 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
             "formed": curve[-1][1] >= 1.0,
             "hours": rounded(formed_s / HOUR),
             "fraction_held": curve[-1][1],
+            "synced": synced(),
             "cap_hours": cond.formation_hours,
         },
     }

@@ -69,9 +69,9 @@ def test_far_receivers_rebroadcast_first_and_own_records_go_at_once() -> None:
 
 def test_one_summary_a_keepalive_is_a_tenth_of_a_one_percent_allowance() -> None:
     keepalive = quiet_keepalive(SF7, 0.01)
-    assert keepalive == 57
+    assert keepalive == 60  # the radio transport's default keepalive too
     per_hour = 3600 / keepalive * SF7.airtime(MEDIUM_HEADER_BYTES + 12)
-    assert per_hour <= 3.6
+    assert per_hour <= 0.95 * 3.6  # a margin for the node whose draws fall short
 
 
 def test_a_burst_of_frames_never_spends_the_keepalive_reserve() -> None:

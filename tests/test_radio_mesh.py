@@ -25,7 +25,7 @@ from agent.sim.radio import RadioConfig, RadioMedium
 MODULATION = LoRaModulation()  # SF7, 125 kHz: about 3.2 km of range in the simulator's model
 CHANNEL = RadioConfig.lora(MODULATION)
 # The engine's distance model calibrated like the channel (a deployment sets its own).
-# One SUMMARY a keepalive is a quiet mesh's whole cost: a tenth of a 1 % allowance at SF7 (57 s).
+# One SUMMARY a keepalive is a quiet mesh's whole cost: just under a tenth of a 1 % allowance at SF7 (60 s).
 KEEPALIVE = quiet_keepalive(MODULATION, 0.01)
 SPEC = MediumSpec(
     MODULATION, keepalive_interval=KEEPALIVE, dead_interval=3 * KEEPALIVE, path_loss=CHANNEL.path_loss

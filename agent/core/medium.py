@@ -181,10 +181,12 @@ class MediumSpec:
 
 
 def quiet_keepalive(airtime: AirtimeModel, allowance: float, share_of_allowance: float = 0.1) -> float:
-    """The keepalive at which one broadcast SUMMARY per interval uses ``share_of_allowance`` of the
-    duty-cycle allowance (the issue's quiet-hour goal: a tenth of a 1 % allowance)."""
+    """The keepalive at which one broadcast SUMMARY per interval uses at most ``share_of_allowance``
+    of the duty-cycle allowance (the issue's quiet-hour goal: a tenth of a 1 % allowance) at every
+    node: :data:`QUIET_MARGIN` under it on average, since each interval is drawn in
+    :data:`KEEPALIVE_SPREAD` and some node's hour always holds a few more than the mean."""
     summary_frame = MEDIUM_HEADER_BYTES + 12  # frame byte, CBOR array, type, 8-byte summary
-    return math.ceil(airtime.airtime(summary_frame) / (allowance * share_of_allowance))
+    return math.ceil(airtime.airtime(summary_frame) / (allowance * share_of_allowance * QUIET_MARGIN))
 
 
 def medium_frame(sender: bytes, dest: bytes, frame: bytes) -> bytes:
@@ -199,6 +201,9 @@ def parse_medium_frame(data: bytes) -> tuple[bytes, bytes, bytes]:
     return data[:SHORT_ID_BYTES], data[SHORT_ID_BYTES:MEDIUM_HEADER_BYTES], data[MEDIUM_HEADER_BYTES:]
 
 
+#: The quiet keepalive aims this share under its goal (:func:`quiet_keepalive`): at the goal
+#: exactly (57 s at SF7), the worst of 8 nodes sent 3.62 s in its quiet hour against 3.6.
+QUIET_MARGIN: Final = 0.95
 #: The keepalive reserve: this many windows' worth of keepalives is never spent on anything else.
 KEEPALIVE_RESERVE: Final = 2.0
 #: A broadcast SUMMARY on the air: the ids, the frame byte, the CBOR array, type and 8-byte summary.
