@@ -248,38 +248,27 @@ class AirtimeBudget:
         return self.model.airtime(int(cost) + self._header)
 
     def try_take(self, cost: float, now: float) -> bool:
-        airtime = self._airtime(cost)
-        if self.pace.ready_at(airtime, now) > now:
+        """A frame that starts a message: the pace must allow it, then as :meth:`try_take_rest`."""
+        if self.pace.ready_at(self._airtime(cost), now) > now:
             return False
-        if not self._take_ledgers(airtime, now):
-            return False
-        self.pace.charge(airtime, now)
-        return True
+        return self.try_take_rest(cost, now)
 
     def try_take_rest(self, cost: float, now: float) -> bool:
         """A later frame of a message already started: the ledgers only (they are the law); the
         pace is charged into debt, which holds back the next message instead."""
         airtime = self._airtime(cost)
-        if not self._take_ledgers(airtime, now):
-            return False
-        self.pace.charge(airtime, now)
-        return True
-
-    def ready_at(self, cost: float, now: float) -> float:
-        airtime = self._airtime(cost)
-        return self._ledgers_ready_at(airtime, self.pace.ready_at(airtime, now))
-
-    def ready_at_rest(self, cost: float, now: float) -> float:
-        return self._ledgers_ready_at(self._airtime(cost), now)
-
-    def _take_ledgers(self, airtime: float, now: float) -> bool:
         if not (self.presence.can_send(now, airtime) and self.general.can_send(now, airtime)):
             return False
         self.presence.record(now, airtime)
         self.general.record(now, airtime)
+        self.pace.charge(airtime, now)
         return True
 
-    def _ledgers_ready_at(self, airtime: float, now: float) -> float:
+    def ready_at(self, cost: float, now: float) -> float:
+        return self.ready_at_rest(cost, self.pace.ready_at(self._airtime(cost), now))
+
+    def ready_at_rest(self, cost: float, now: float) -> float:
+        airtime = self._airtime(cost)
         return self.general.ready_at(self.presence.ready_at(now, airtime), airtime)
 
     def try_keepalive(self, cost: float, now: float) -> bool:
