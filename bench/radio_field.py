@@ -57,7 +57,13 @@ from agent.core.airtime import LoRaModulation
 from agent.core.engine import Engine
 from agent.core.events import LinkId
 from agent.core.linkspec import LinkSpec
-from agent.core.medium import MEDIUM_HEADER_BYTES, MediumSpec, parse_medium_frame, quiet_keepalive
+from agent.core.medium import (
+    DEAD_KEEPALIVES,
+    MEDIUM_HEADER_BYTES,
+    MediumSpec,
+    parse_medium_frame,
+    quiet_keepalive,
+)
 from agent.core.records import ConnectionType, RecordKind
 from agent.core.wire import FRAME_WHOLE, MessageType, decode_message, encode_message
 from agent.sim import LinkModel, RadioTransmission, SimPeer, Simulation, Transmission, build
@@ -205,7 +211,10 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
     channel = RadioConfig.lora(modulation)
     keepalive = quiet_keepalive(modulation, ALLOWANCE)
     spec = MediumSpec(
-        modulation, keepalive_interval=keepalive, dead_interval=3 * keepalive, path_loss=channel.path_loss
+        modulation,
+        keepalive_interval=keepalive,
+        dead_interval=DEAD_KEEPALIVES * keepalive,
+        path_loss=channel.path_loss,
     )
     degree = 6.0 if cond.n < 10 else 8.0
     seed, fld = pick_field(cond.n, channel.range_m, degree)
@@ -252,7 +261,7 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
         "diameter_hops": diameter(fld),
         "mean_degree": rounded(statistics.mean(len(x) for x in neighbours)),
         "keepalive_s": keepalive,
-        "dead_interval_s": 3 * keepalive,
+        "dead_interval_s": spec.dead_interval,
         "formation": {
             "curve": curve,
             "formed": curve[-1][1] >= 1.0,

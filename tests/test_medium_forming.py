@@ -108,10 +108,10 @@ def established(a: Node, b: Node) -> bool:
     return link is not None and link.established
 
 
-def spend_pace(node: Node, seconds_of_airtime: float) -> None:
-    """Leave ``node``'s pace ``seconds_of_airtime`` in debt (as after a burst of sending)."""
+def spend_pace(node: Node, seconds_of_airtime: float, now: float = NOW) -> None:
+    """Leave ``node``'s pace ``seconds_of_airtime`` in debt at ``now`` (as after a burst of sending)."""
     pace = interface(node).budget.pace
-    pace.charge(pace.refill(NOW) + seconds_of_airtime, NOW)
+    pace.charge(pace.refill(now) + seconds_of_airtime, now)
 
 
 def test_a_neighbours_proof_goes_before_the_records_queued_for_everyone() -> None:
@@ -220,3 +220,22 @@ def test_only_a_links_record_newer_than_the_link_says_a_neighbour_restarted() ->
     assert a.engine.stats["medium.hello_for_others"] >= 1
     assert a.engine.stats["medium.neighbour_restarted"] == 0
     assert established(a, b)
+
+
+def test_a_digest_still_waiting_for_airtime_is_dropped_once_the_neighbours_summary_matches() -> None:
+    a, b = make_node("a"), make_node("b")
+    air = Air([a, b])
+    air.run_for(10 * KEEPALIVE, until=lambda: established(a, b) and established(b, a))
+    air.run_for(3 * KEEPALIVE)
+    assert a.engine.summary == b.engine.summary
+    # a sends a DIGEST to b as if their summaries had differed, but its airtime is spent.
+    rate = interface(a).budget.pace.rate
+    assert rate is not None
+    spend_pace(a, 10 * KEEPALIVE * rate, air.now)
+    link = a.engine._links[MediumLink(RADIO, short_id(b))]
+    a.engine._send_digest(link, air.now)
+    mark = air.now
+    air.run_for(3 * KEEPALIVE)
+    assert a.engine.stats["sync.digests_dropped"] == 1  # b's SUMMARY matched: the DIGEST was moot
+    assert not [t for t in air.sent_by(a, MessageType.DIGEST) if t >= mark]
+    assert not link.outbox.has_output()

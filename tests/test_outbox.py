@@ -115,6 +115,16 @@ def test_a_resend_that_finds_its_twin_still_waiting_adds_nothing() -> None:
     assert messages(later) == [parse_message(SUMMARY), parse_message(DIGEST)]
 
 
+def test_digests_not_yet_cut_can_be_dropped_and_nothing_else_is() -> None:
+    box = outbox()
+    box.queue_record(key(1), raw(1), NOW)
+    box.send_control(SUMMARY)
+    box.send_digests([DIGEST, Digest(b"\x00" * 8, b"\x7f" * 8, b"").encode()])
+    assert box.drop_digests() == 2
+    assert box.drop_digests() == 0
+    assert messages(box.drain(NOW)) == [Summary(b"s" * 8), Records((raw(1),))]
+
+
 def test_a_control_message_sent_again_after_it_left_goes_again() -> None:
     box = outbox()
     box.send_control(SUMMARY)
@@ -283,6 +293,13 @@ def test_a_control_message_goes_before_the_rest_of_a_message_already_cut() -> No
     assert messages(box.drain(NOW + 10)) == [Summary(b"s" * 8)]  # the PROOF's case: it does not wait
     budget.firsts = 1
     assert messages(box.drain(NOW + 20)) == [Records((raw(1, 300),))]
+
+
+def test_a_digest_cut_and_waiting_for_the_budget_can_be_dropped() -> None:
+    box = Outbox(RADIO64, NOW, DELAY, OneMessageAtATime(firsts=0))
+    box.send_digests([DIGEST])
+    assert box.drain(NOW) == [] and box.starved  # cut, and waiting for airtime
+    assert box.drop_digests() == 1 and not box.has_output()
 
 
 def test_a_control_only_drain_leaves_everything_else_queued() -> None:

@@ -982,9 +982,11 @@ class Engine:
                     self._merge(raw, now, source=state)
             case Summary():
                 medium = state.medium
-                if state.sync.on_summary(message.summary == self._summary_for(state), now) and (
-                    medium is None or medium.may_digest(now)
-                ):
+                matches = message.summary == self._summary_for(state)
+                if matches and state.outbox.drop_digests():
+                    # Queued behind the airtime budget while the flood caught up: moot now.
+                    self.stats["sync.digests_dropped"] += 1
+                if state.sync.on_summary(matches, now) and (medium is None or medium.may_digest(now)):
                     self._send_digest(state, now)
             case Digest():
                 self.stats["sync.digests_received"] += 1

@@ -89,6 +89,14 @@ SNR_NEAR: Final = 10.0
 #: the hop-optimal time (metadata / links); this range, 1.05x / 1.00x (figure 8, quick run).
 REBROADCAST_FRAMES: Final = (0.1, 2.5)
 
+#: A neighbour on a medium is dead once unheard for this many keepalives (the default dead
+#: interval, :class:`MediumSpec`). Each keepalive is drawn up to 1.25 intervals
+#: (:data:`KEEPALIVE_SPREAD`), so three held as few as two SUMMARYs: at 10 % loss with collisions,
+#: 8 Pis at SF7 lost 1-3 live links each 15 minutes, and each false death cost a handshake and two
+#: links floods (4-30 s of airtime an hour per node, the field never quiet). Four still lost some
+#: on 30 Pis; five lost none on either field, and their quiet hour was the SUMMARYs alone.
+DEAD_KEEPALIVES: Final = 5
+
 InterfaceId = Hashable
 
 
@@ -124,7 +132,7 @@ class MediumSpec:
     dwell: float | None = None
     presence_share: float = 0.5
     keepalive_interval: float = 60.0
-    dead_interval: float = 180.0
+    dead_interval: float = DEAD_KEEPALIVES * 60.0
     #: Rebroadcast delay range (s): far receivers wait the least. ``None``: scaled to the medium's
     #: airtime (:attr:`rebroadcast_window`).
     rebroadcast_delay: tuple[float, float] | None = None

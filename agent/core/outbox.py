@@ -37,7 +37,7 @@ from agent.core.framing import Fragmenter
 from agent.core.linkspec import LinkSpec
 from agent.core.pacing import TokenBucket
 from agent.core.records import LINKS, RecordKind
-from agent.core.wire import BEFORE_SESSION, FRAGMENT_HEADER_BYTES, Records, message_type
+from agent.core.wire import BEFORE_SESSION, FRAGMENT_HEADER_BYTES, MessageType, Records, message_type
 
 if TYPE_CHECKING:
     from agent.core.session import Session
@@ -62,10 +62,11 @@ def transfer_time(spec: LinkSpec, size: int) -> float:
 
 @dataclass(slots=True)
 class _Cut:
-    """One message's frames not yet sent (each with whether it is sealed as it leaves), and
-    whether its first frame has gone (the rest pay with ``try_take_rest``)."""
+    """One message's frames not yet sent (each with whether it is sealed as it leaves), its
+    message type, and whether its first frame has gone (the rest pay with ``try_take_rest``)."""
 
     frames: deque[tuple[bytes, bool]] = field(default_factory=deque)
+    kind: int | None = None
     started: bool = False
 
 
@@ -169,6 +170,17 @@ class Outbox:
             return True
         return False
 
+    def drop_digests(self) -> int:
+        """Unqueue every DIGEST not yet sent, one cut and waiting for airtime included (the
+        remote's SUMMARY now matches: they are moot); how many were dropped."""
+        dropped = len(self._digests)
+        self._digests.clear()
+        cut = self._data_cut
+        if cut.frames and not cut.started and cut.kind == MessageType.DIGEST:
+            self._data_cut = _Cut()
+            dropped += 1
+        return dropped
+
     def clear_data(self) -> None:
         """Forget queued records and digests: only control messages go out any more."""
         self._links.clear()
@@ -235,7 +247,8 @@ class Outbox:
 
     def _cut(self, cut: _Cut, message: bytes) -> None:
         cut.started = False
-        if self._session is not None and message_type(message) not in BEFORE_SESSION:
+        cut.kind = message_type(message)
+        if self._session is not None and cut.kind not in BEFORE_SESSION:
             cut.frames.extend((frame, True) for frame in self._fragmenter.frames(message, self.frame_mtu))
         else:
             cut.frames.extend((frame, False) for frame in self._fragmenter.frames(message))

@@ -22,7 +22,7 @@ from agent.core.distance import PathLoss
 from agent.core.duty_cycle import REGIONS, Region
 from agent.core.limits import MIN_LINK_MTU
 from agent.core.media_limits import PATH_LOSS_EXPONENT, RSSI_AT_1M
-from agent.core.medium import MEDIUM_HEADER_BYTES, MediumSpec, longest_transmission
+from agent.core.medium import DEAD_KEEPALIVES, MEDIUM_HEADER_BYTES, MediumSpec, longest_transmission
 from agent.core.settings import positive, rule, rule_of
 
 __all__ = ["REGION_SETTINGS", "RadioSettings", "medium_spec", "relation_problem"]
@@ -78,8 +78,9 @@ class RadioSettings:
     #: Share of the duty-cycle allowance presence traffic may use.
     presence_share: float = rule(0.5, "a number in (0, 1]", lambda v: 0 < v <= 1)
     keepalive_interval: float = positive(60.0)
-    #: A neighbour not heard this long is gone.
-    dead_interval: float = positive(180.0)
+    #: A neighbour not heard this long is gone (agent.core.medium.DEAD_KEEPALIVES keepalives: with
+    #: fewer, a lossy field keeps declaring live neighbours dead and re-forming).
+    dead_interval: float = positive(DEAD_KEEPALIVES * 60.0)
     #: The distance model (log-distance, agent.core.distance.PathLoss) that turns a neighbour's
     #: RSSI into the connection's distance: the RSSI at 1 m of this radio's transmit power and
     #: antennas, and the path-loss exponent of the site. The defaults are ESPresense's (BLE
