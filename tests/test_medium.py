@@ -12,13 +12,18 @@ copies were heard.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from agent.core.airtime import LoRaModulation
 from agent.core.media_limits import PACING_BURST_SHARE
 from agent.core.medium import (
+    DEAD_KEEPALIVES,
+    DEFAULT_KEEPALIVE,
     EVERYONE,
     HELLO_RESEND_RATE_SHARE,
+    KEEPALIVE_SPREAD,
     MEDIUM_HEADER_BYTES,
     AirtimeBudget,
     Interface,
@@ -29,6 +34,7 @@ from agent.core.medium import (
 )
 from agent.core.records import RecordKind
 from agent.core.wire import WireError
+from agent.transports.radio_settings import RadioSettings
 
 SF7 = LoRaModulation()
 SPEC = MediumSpec(SF7, keepalive_interval=60.0, dead_interval=180.0)
@@ -67,11 +73,23 @@ def test_far_receivers_rebroadcast_first_and_own_records_go_at_once() -> None:
     assert SPEC.rebroadcast_after(None, 0.9) == low
 
 
-def test_one_summary_a_keepalive_is_a_tenth_of_a_one_percent_allowance() -> None:
-    keepalive = quiet_keepalive(SF7, 0.01)
-    assert keepalive == 60  # the radio transport's default keepalive too
-    per_hour = 3600 / keepalive * SF7.airtime(MEDIUM_HEADER_BYTES + 12)
-    assert per_hour <= 0.95 * 3.6  # a margin for the node whose draws fall short
+@pytest.mark.parametrize("sf", range(7, 13))
+def test_no_hour_holds_more_keepalives_than_a_tenth_of_a_one_percent_allowance(sf: int) -> None:
+    model = LoRaModulation(sf=sf)
+    keepalive = quiet_keepalive(model, 0.01)
+    summary = model.airtime(MEDIUM_HEADER_BYTES + 12)
+
+    def most_in_an_hour(k: float) -> int:  # every interval drawn at its shortest
+        return math.floor(3600 / (KEEPALIVE_SPREAD[0] * k)) + 1
+
+    assert most_in_an_hour(keepalive) * summary <= 0.1 * 0.01 * 3600
+    assert most_in_an_hour(keepalive - 1) * summary > 0.1 * 0.01 * 3600  # the shortest such
+
+
+def test_the_default_keepalive_is_the_quiet_one_at_sf7() -> None:
+    assert quiet_keepalive(SF7, 0.01) == DEFAULT_KEEPALIVE == MediumSpec(SF7).keepalive_interval
+    assert RadioSettings().keepalive_interval == DEFAULT_KEEPALIVE
+    assert RadioSettings().dead_interval == DEAD_KEEPALIVES * DEFAULT_KEEPALIVE
 
 
 def test_a_burst_of_frames_never_spends_the_keepalive_reserve() -> None:

@@ -239,3 +239,23 @@ def test_a_digest_still_waiting_for_airtime_is_dropped_once_the_neighbours_summa
     assert a.engine.stats["sync.digests_dropped"] == 1  # b's SUMMARY matched: the DIGEST was moot
     assert not [t for t in air.sent_by(a, MessageType.DIGEST) if t >= mark]
     assert not link.outbox.has_output()
+
+
+def test_records_still_queued_for_everyone_are_dropped_once_every_neighbours_summary_matches() -> None:
+    a, b = make_node("a"), make_node("b")
+    air = Air([a, b])
+    air.run_for(10 * KEEPALIVE, until=lambda: established(a, b) and established(b, a))
+    air.run_for(3 * KEEPALIVE)
+    assert a.engine.summary == b.engine.summary
+    # An offer drawn by an old DIGEST, still waiting for a's spent airtime: b holds it already.
+    rate = interface(a).budget.pace.rate
+    assert rate is not None
+    spend_pace(a, 10 * KEEPALIVE * rate, air.now)
+    own_links = a.engine.own_records[1]
+    interface(a).outbox.queue_record((a.engine.peer_id, RecordKind.LINKS), own_links.raw, air.now, 0.0)
+    a.engine._pending_interfaces[interface(a)] = None
+    mark = air.now
+    air.run_for(3 * KEEPALIVE)
+    assert a.engine.stats["records.moot_dropped"] == 1
+    assert not [t for t in air.sent_by(a, MessageType.RECORDS) if t >= mark]
+    assert not interface(a).outbox.has_output()

@@ -302,6 +302,16 @@ def test_a_digest_cut_and_waiting_for_the_budget_can_be_dropped() -> None:
     assert box.drop_digests() == 1 and not box.has_output()
 
 
+def test_queued_records_can_be_dropped_a_cut_one_waiting_too_and_nothing_else() -> None:
+    box = Outbox(RADIO64, NOW, DELAY, OneMessageAtATime(firsts=0))
+    box.queue_record(key(1, CARD), raw(1, 30), NOW)
+    assert box.drain(NOW + DELAY) == [] and box.starved  # cut, and waiting for airtime
+    box.queue_record(key(2), raw(2), NOW)
+    box.send_digests([DIGEST])
+    assert box.drop_records() == 2
+    assert box.has_output() and box.drop_digests() == 1 and not box.has_output()
+
+
 def test_a_control_only_drain_leaves_everything_else_queued() -> None:
     box = outbox()
     box.send_digests([DIGEST])

@@ -982,10 +982,15 @@ class Engine:
                     self._merge(raw, now, source=state)
             case Summary():
                 medium = state.medium
+                state.sync.heard = message.summary
                 matches = message.summary == self._summary_for(state)
                 if matches and state.outbox.drop_digests():
                     # Queued behind the airtime budget while the flood caught up: moot now.
                     self.stats["sync.digests_dropped"] += 1
+                if matches and medium is not None and self._all_hold_ours(medium):
+                    dropped = medium.outbox.drop_records()
+                    if dropped:
+                        self.stats["records.moot_dropped"] += dropped
                 if state.sync.on_summary(matches, now) and (medium is None or medium.may_digest(now)):
                     self._send_digest(state, now)
             case Digest():
@@ -1701,6 +1706,13 @@ class Engine:
     def _summary_message(self, state: Link) -> bytes:
         # Fixed size whatever is held: quiet meshes cost the same per link at any N.
         return Summary(self._summary_for(state)).encode()
+
+    def _all_hold_ours(self, medium: Interface) -> bool:
+        """Every established neighbour's last SUMMARY is ours: each held, when it sent it,
+        everything we hold now (records only get newer), so records still queued for the
+        interface are moot (offers drawn by an old DIGEST, rebroadcasts behind a spent budget)."""
+        summary = self.summary
+        return all(n.sync.heard == summary for n in medium.neighbours.values() if n.established)
 
     def _send_digest(self, state: Link, now: float) -> None:
         state.sync.digest_sent(now)

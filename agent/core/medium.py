@@ -96,6 +96,9 @@ REBROADCAST_FRAMES: Final = (0.1, 2.5)
 #: links floods (4-30 s of airtime an hour per node, the field never quiet). Four still lost some
 #: on 30 Pis; five lost none on either field, and their quiet hour was the SUMMARYs alone.
 DEAD_KEEPALIVES: Final = 5
+#: The default keepalive (s): :func:`quiet_keepalive` at SF7/125 kHz and a 1 % allowance (a
+#: test checks they agree).
+DEFAULT_KEEPALIVE: Final = 64.0
 
 InterfaceId = Hashable
 
@@ -131,8 +134,8 @@ class MediumSpec:
     window: float = 3600.0
     dwell: float | None = None
     presence_share: float = 0.5
-    keepalive_interval: float = 60.0
-    dead_interval: float = DEAD_KEEPALIVES * 60.0
+    keepalive_interval: float = DEFAULT_KEEPALIVE
+    dead_interval: float = DEAD_KEEPALIVES * DEFAULT_KEEPALIVE
     #: Rebroadcast delay range (s): far receivers wait the least. ``None``: scaled to the medium's
     #: airtime (:attr:`rebroadcast_window`).
     rebroadcast_delay: tuple[float, float] | None = None
@@ -188,13 +191,21 @@ class MediumSpec:
         return low + (high - low) * (0.8 * nearness + 0.2 * jitter)
 
 
-def quiet_keepalive(airtime: AirtimeModel, allowance: float, share_of_allowance: float = 0.1) -> float:
-    """The keepalive at which one broadcast SUMMARY per interval uses at most ``share_of_allowance``
-    of the duty-cycle allowance (the issue's quiet-hour goal: a tenth of a 1 % allowance) at every
-    node: :data:`QUIET_MARGIN` under it on average, since each interval is drawn in
-    :data:`KEEPALIVE_SPREAD` and some node's hour always holds a few more than the mean."""
-    summary_frame = MEDIUM_HEADER_BYTES + 12  # frame byte, CBOR array, type, 8-byte summary
-    return math.ceil(airtime.airtime(summary_frame) / (allowance * share_of_allowance * QUIET_MARGIN))
+def quiet_keepalive(
+    airtime: AirtimeModel, allowance: float, share_of_allowance: float = 0.1, window: float = 3600.0
+) -> float:
+    """The shortest keepalive (whole seconds) at which no ``window`` can hold more broadcast
+    SUMMARYs than ``share_of_allowance`` of the duty-cycle allowance pays for (the issue's
+    quiet-hour goal: a tenth of a 1 % allowance), however each interval is drawn in
+    :data:`KEEPALIVE_SPREAD`: a window holds at most ``floor(window / (low * keepalive)) + 1``.
+
+    A bound, not a mean: at SF10 one SUMMARY is a tenth of the goal, and a keepalive 5 % under
+    it on average still gave some node's hour one SUMMARY too many."""
+    paid_for = math.floor(allowance * share_of_allowance * window / airtime.airtime(SUMMARY_FRAME_BYTES))
+    if paid_for < 2:
+        raise ValueError(f"a SUMMARY's airtime is more than half of {share_of_allowance:g} of the allowance")
+    # floor(window / (low * k)) + 1 <= paid_for  <=>  window / (low * k) < paid_for
+    return math.floor(window / (KEEPALIVE_SPREAD[0] * paid_for)) + 1
 
 
 def medium_frame(sender: bytes, dest: bytes, frame: bytes) -> bytes:
@@ -209,9 +220,6 @@ def parse_medium_frame(data: bytes) -> tuple[bytes, bytes, bytes]:
     return data[:SHORT_ID_BYTES], data[SHORT_ID_BYTES:MEDIUM_HEADER_BYTES], data[MEDIUM_HEADER_BYTES:]
 
 
-#: The quiet keepalive aims this share under its goal (:func:`quiet_keepalive`): at the goal
-#: exactly (57 s at SF7), the worst of 8 nodes sent 3.62 s in its quiet hour against 3.6.
-QUIET_MARGIN: Final = 0.95
 #: The keepalive reserve: this many windows' worth of keepalives is never spent on anything else.
 KEEPALIVE_RESERVE: Final = 2.0
 #: A broadcast SUMMARY on the air: the ids, the frame byte, the CBOR array, type and 8-byte summary.
@@ -363,8 +371,10 @@ MAX_DEADLINE_DEFERRALS: Final = 10
 MAX_BUDGETS_KEPT: Final = 16
 #: The next SUMMARY goes this share of the keepalive after the last transmission, drawn evenly:
 #: neighbours drift apart, and the mean is one interval, so one SUMMARY per keepalive is what a
-#: quiet interface costs on average (:func:`quiet_keepalive`; 0.75..1 spent 14 % more).
-KEEPALIVE_SPREAD: Final = (0.75, 1.25)
+#: quiet interface costs on average (0.75..1 spent 14 % more). The narrower, the fewer an hour
+#: can hold (:func:`quiet_keepalive`): at 0.75..1.25 the worst of 8 nodes sent 3.62 s in its
+#: quiet hour at a keepalive whose mean was 3.4 s.
+KEEPALIVE_SPREAD: Final = (0.9, 1.1)
 #: A duty-cycle refusal that names no wait pauses the interface this long (s).
 DEFAULT_REFUSAL_PAUSE: Final = 1.0
 

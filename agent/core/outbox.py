@@ -175,11 +175,23 @@ class Outbox:
         remote's SUMMARY now matches: they are moot); how many were dropped."""
         dropped = len(self._digests)
         self._digests.clear()
+        return dropped + self._drop_waiting_cut(MessageType.DIGEST)
+
+    def drop_records(self) -> int:
+        """Unqueue every record not yet sent, a RECORDS message cut and waiting for airtime
+        included (everyone it would reach holds them); how many messages and records."""
+        dropped = len(self._links) + len(self._cards)
+        self._links.clear()
+        self._cards.clear()
+        return dropped + self._drop_waiting_cut(MessageType.RECORDS)
+
+    def _drop_waiting_cut(self, kind: MessageType) -> int:
+        """Drop the data message cut but not started, if it is of ``kind`` (1 if it was)."""
         cut = self._data_cut
-        if cut.frames and not cut.started and cut.kind == MessageType.DIGEST:
+        if cut.frames and not cut.started and cut.kind == kind:
             self._data_cut = _Cut()
-            dropped += 1
-        return dropped
+            return 1
+        return 0
 
     def clear_data(self) -> None:
         """Forget queued records and digests: only control messages go out any more."""

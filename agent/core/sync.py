@@ -37,6 +37,8 @@ class SyncState:
         self.mismatches = 0
         self.digest_sent_at: float | None = None
         self.last_record_rx = 0.0
+        #: The remote's last SUMMARY (``None``: none heard yet).
+        self.heard: bytes | None = None
 
     def on_summary(self, matches: bool, now: float) -> bool:
         """The remote's SUMMARY arrived: ``True`` if a DIGEST should go now."""

@@ -22,7 +22,13 @@ from agent.core.distance import PathLoss
 from agent.core.duty_cycle import REGIONS, Region
 from agent.core.limits import MIN_LINK_MTU
 from agent.core.media_limits import PATH_LOSS_EXPONENT, RSSI_AT_1M
-from agent.core.medium import DEAD_KEEPALIVES, MEDIUM_HEADER_BYTES, MediumSpec, longest_transmission
+from agent.core.medium import (
+    DEAD_KEEPALIVES,
+    DEFAULT_KEEPALIVE,
+    MEDIUM_HEADER_BYTES,
+    MediumSpec,
+    longest_transmission,
+)
 from agent.core.settings import positive, rule, rule_of
 
 __all__ = ["REGION_SETTINGS", "RadioSettings", "medium_spec", "relation_problem"]
@@ -77,10 +83,10 @@ class RadioSettings:
     channel: int = rule(1, "a Wi-Fi channel in 1..14", WIFI_CHANNELS.__contains__)
     #: Share of the duty-cycle allowance presence traffic may use.
     presence_share: float = rule(0.5, "a number in (0, 1]", lambda v: 0 < v <= 1)
-    keepalive_interval: float = positive(60.0)
+    keepalive_interval: float = positive(DEFAULT_KEEPALIVE)
     #: A neighbour not heard this long is gone (agent.core.medium.DEAD_KEEPALIVES keepalives: with
     #: fewer, a lossy field keeps declaring live neighbours dead and re-forming).
-    dead_interval: float = positive(DEAD_KEEPALIVES * 60.0)
+    dead_interval: float = positive(DEAD_KEEPALIVES * DEFAULT_KEEPALIVE)
     #: The distance model (log-distance, agent.core.distance.PathLoss) that turns a neighbour's
     #: RSSI into the connection's distance: the RSSI at 1 m of this radio's transmit power and
     #: antennas, and the path-loss exponent of the site. The defaults are ESPresense's (BLE
