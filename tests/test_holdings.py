@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from strategies import QUICK, key_pair
 
 from agent.core.errors import RecordError
-from agent.core.holdings import Holdings, Shortfall
+from agent.core.holdings import RECENT_CHANGES, Holdings, Shortfall
 from agent.core.keys import peer_id
 from agent.core.reasons import RejectReason
 from agent.core.records import (
@@ -471,3 +471,49 @@ def test_in_range_gives_the_held_records_of_peer_ids_in_the_range_in_order() -> 
         ((pid(5), RecordKind.LINKS), held.get(pid(5), RecordKind.LINKS))
     ]
     assert list(held.in_range(b"\x00" * 8, b"\xff" * 8)) == sorted(held, key=lambda item: item[0])
+
+
+# ---------------------------------------------------------------- explaining another summary
+
+
+def test_a_summary_that_lacks_one_recent_record_is_explained_by_it() -> None:
+    h = holdings()
+    for seed in (1, 2, 3):
+        h.put(card(seed))
+    theirs = h.summary
+    h.put(card(2, counter=2))  # a flood they missed
+    assert h.explain(theirs) == [(pid(2), RecordKind.CARD)]
+    assert h.explain(h.summary) == []
+
+
+def test_two_missed_records_or_one_record_changed_twice_are_explained() -> None:
+    h = holdings()
+    h.put(card(1))
+    h.put(links(1))
+    theirs = h.summary
+    h.put(links(2))  # new to them
+    h.put(card(1, counter=2))
+    assert sorted(h.explain(theirs)) == sorted([(pid(2), RecordKind.LINKS), (pid(1), RecordKind.CARD)])
+    h.put(card(1, counter=3))
+    assert h.explain(xor_summary([card(1, counter=1), links(1), links(2)])) == [(pid(1), RecordKind.CARD)]
+
+
+def test_a_summary_that_holds_something_we_lack_is_not_explained() -> None:
+    h = holdings()
+    h.put(card(1))
+    h.put(card(2))
+    assert h.explain(xor_summary([card(1), card(2), card(3)])) == []  # they are ahead: a DIGEST's job
+    assert h.explain(xor_summary([card(1, counter=2), card(2)])) == []
+    h.put(card(3))
+    assert h.explain(bytes(8)) == []  # holding nothing: three changes behind, more than two
+
+
+def test_only_the_recent_puts_are_tried() -> None:
+    h = holdings()
+    h.put(card(1))
+    h.put(card(2))
+    later = range(3, 3 + RECENT_CHANGES)
+    for seed in later:
+        h.put(card(seed))
+    theirs = xor_summary([card(1), *(card(s) for s in later)])  # all but card(2)
+    assert h.explain(theirs) == []  # card(2)'s put has left the window

@@ -23,6 +23,7 @@ from test_engine import NOW, Node, make_node
 from agent.core.airtime import LoRaModulation
 from agent.core.events import ConnectionRequested
 from agent.core.medium import (
+    MAX_REFUSAL_DOUBLINGS,
     REFUSED_KEEPALIVES,
     Broadcast,
     Interface,
@@ -30,7 +31,7 @@ from agent.core.medium import (
     MediumSpec,
     parse_medium_frame,
 )
-from agent.core.records import RecordKind
+from agent.core.records import RecordKind, make_card
 from agent.core.wire import MessageType, frame_message_type
 
 RADIO = "radio"
@@ -188,14 +189,29 @@ def test_after_a_timeout_a_neighbour_leaves_the_next_handshake_to_the_other_end_
 def test_a_refused_neighbour_is_refused_for_half_to_one_and_a_half_pauses() -> None:
     iface = Interface(RADIO, SPEC, NOW, 0.01)
     pause = REFUSED_KEEPALIVES * KEEPALIVE
-    for jitter in (0.0, 0.999):
-        iface.refuse(b"peer", NOW, jitter)
-        assert iface.refuses(b"peer", NOW + 0.5 * pause - 1, hello=True)
-        assert iface.refuses(b"peer", NOW + (0.5 + jitter) * pause - 1, hello=False)
-        assert not iface.refuses(b"peer", NOW + (0.5 + jitter) * pause + 1, hello=False)
+    for jitter, peer in ((0.0, b"one"), (0.999, b"two")):
+        iface.refuse(peer, NOW, jitter)
+        assert iface.refuses(peer, NOW + 0.5 * pause - 1, hello=True)
+        assert iface.refuses(peer, NOW + (0.5 + jitter) * pause - 1, hello=False)
+        assert not iface.refuses(peer, NOW + (0.5 + jitter) * pause + 1, hello=False)
     iface.refuse(b"slow", NOW, 0.5, answers_hello=True)
     assert iface.refuses(b"slow", NOW + 1, hello=False)
     assert not iface.refuses(b"slow", NOW + 1, hello=True)
+
+
+def test_each_refusal_since_the_last_link_doubles_the_pause_up_to_a_bound() -> None:
+    iface = Interface(RADIO, SPEC, NOW, 0.01)
+    pause = REFUSED_KEEPALIVES * KEEPALIVE  # at jitter 0.5
+    now = NOW
+    for strikes in range(MAX_REFUSAL_DOUBLINGS + 3):
+        iface.refuse(b"peer", now, 0.5)
+        length = pause * 2 ** min(strikes, MAX_REFUSAL_DOUBLINGS)
+        assert iface.refuses(b"peer", now + length - 1, hello=False)
+        assert not iface.refuses(b"peer", now + length + 1, hello=False)
+        now += length + 1
+    iface.linked(b"peer")
+    iface.refuse(b"peer", now, 0.5)
+    assert not iface.refuses(b"peer", now + pause + 1, hello=False)  # one pause again
 
 
 def test_one_digest_goes_from_an_interface_per_two_keepalives() -> None:
@@ -259,3 +275,28 @@ def test_records_still_queued_for_everyone_are_dropped_once_every_neighbours_sum
     assert a.engine.stats["records.moot_dropped"] == 1
     assert not [t for t in air.sent_by(a, MessageType.RECORDS) if t >= mark]
     assert not interface(a).outbox.has_output()
+
+
+def test_a_neighbour_that_missed_a_flood_gets_the_record_within_a_few_frames_without_a_digest() -> None:
+    a, b = make_node("a"), make_node("b")
+    lost = [0]
+
+    def lose_the_first_records(node: Node, frame: bytes) -> bool:
+        if node is a and frame_kind(frame) is MessageType.RECORDS and not lost[0]:
+            lost[0] = 1
+            return True
+        return False
+
+    air = Air([a, b], step=0.05)
+    air.run_for(10 * KEEPALIVE, until=lambda: established(a, b) and established(b, a))
+    air.run_for(3 * KEEPALIVE)
+    air.drop = lose_the_first_records
+    a.engine.set_card(make_card("a", "linux", "0.1.0", {"v": 2}), air.now)
+    start = air.now
+    air.run_for(KEEPALIVE, until=lambda: b.engine.summary == a.engine.summary)
+    assert lost[0] and b.engine.summary == a.engine.summary
+    frame = SPEC.airtime.airtime(SPEC.airtime.mtu)
+    # a's early SUMMARY, b's answer, a's explained push: a few frames, not a keepalive.
+    assert air.now - start < 8 * frame < KEEPALIVE / 10
+    assert a.engine.stats["sync.gaps_explained"] >= 1
+    assert not [t for node in (a, b) for t in air.sent_by(node, MessageType.DIGEST) if t >= start]

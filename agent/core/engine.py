@@ -532,6 +532,7 @@ class Engine:
 
     def _broadcast_summary(self, medium: Interface) -> None:
         medium.keepalive = bytes([FRAME_WHOLE]) + Summary(self.summary).encode()
+        medium.early_summary_at = None
         low, high = KEEPALIVE_SPREAD
         medium.keepalive_factor = low + (high - low) * self._jitter()
         self._pending_interfaces[medium] = None
@@ -991,7 +992,18 @@ class Engine:
                     dropped = medium.outbox.drop_records()
                     if dropped:
                         self.stats["records.moot_dropped"] += dropped
-                if state.sync.on_summary(matches, now) and (medium is None or medium.may_digest(now)):
+                answered = False
+                if not matches and medium is not None and not state.to_leaf:
+                    if self._push_explained(medium, message.summary, now):
+                        return  # we know what it lacks, and it is on its way
+                    # Maybe we lack what it has: our SUMMARY, soon, lets it explain the gap and
+                    # send the record, where a DIGEST is several frames; a DIGEST waits for the
+                    # next mismatch.
+                    answered = medium.summary_soon(now, self._jitter(), answer=True)
+                    if answered:
+                        self.stats["medium.early_summaries"] += 1
+                wants_digest = state.sync.on_summary(matches, now) and not answered
+                if wants_digest and (medium is None or medium.may_digest(now)):
                     self._send_digest(state, now)
             case Digest():
                 self.stats["sync.digests_received"] += 1
@@ -1260,6 +1272,9 @@ class Engine:
         state.established_order = self._establishments
         self._refresh_neighbours()
         self._deny_backoff.succeeded(hs.remote_key)
+        if state.medium is not None:
+            assert isinstance(state.id, MediumLink)
+            state.medium.linked(state.id.short_id)
         self.stats["links.established"] += 1
         self._events.append(
             LinkEstablished(state.id, peer_key_string(hs.remote_key), state.spec.connection_type)
@@ -1644,7 +1659,9 @@ class Engine:
             else:
                 media[target.medium] = None
         for medium in media:  # once per interface, however many neighbours it reaches
-            if record.kind is CARD and len(raw) + ONE_RECORD_OVERHEAD > medium.spec.mtu:
+            if medium.summary_soon(now, self._jitter()):
+                self.stats["medium.early_summaries"] += 1  # a neighbour that missed it will hear
+            if self._held_back_on(medium, record):
                 self.stats["records.cards_held_back_on_medium"] += 1  # a big card goes when a DIGEST asks
                 continue
             snr = self._heard_snr if source is not None and source.medium is medium else None
@@ -1706,6 +1723,35 @@ class Engine:
     def _summary_message(self, state: Link) -> bytes:
         # Fixed size whatever is held: quiet meshes cost the same per link at any N.
         return Summary(self._summary_for(state)).encode()
+
+    def _push_explained(self, medium: Interface, theirs: bytes, now: float) -> bool:
+        """Broadcast the records a neighbour whose SUMMARY is ``theirs`` lacks, when our recent
+        changes explain the difference (Holdings.explain); ``True`` if they did. A card bigger
+        than a frame still goes only when a DIGEST asks for it, as in a flood."""
+        lacking = [
+            key for key in self._held.explain(theirs) if not self._held_back_on(medium, self._held.get(*key))
+        ]
+        for key in lacking:
+            record = self._held.get(*key)
+            assert record is not None
+            outbox = medium.outbox
+            if not outbox.holds_record(key):
+                delay = medium.spec.rebroadcast_after(self._heard_snr, self._jitter())
+                outbox.queue_record(key, record.raw, now, delay)
+                medium.queued(key)  # another neighbour's copy cancels ours
+                self._pending_interfaces[medium] = None
+        if lacking:
+            self.stats["sync.gaps_explained"] += 1
+        return bool(lacking)
+
+    @staticmethod
+    def _held_back_on(medium: Interface, record: Record | None) -> bool:
+        """A card bigger than one frame: never sent on a medium unasked (a DIGEST asks)."""
+        return (
+            record is not None
+            and record.kind is CARD
+            and len(record.raw) + ONE_RECORD_OVERHEAD > medium.spec.mtu
+        )
 
     def _all_hold_ours(self, medium: Interface) -> bool:
         """Every established neighbour's last SUMMARY is ours: each held, when it sent it,

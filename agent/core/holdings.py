@@ -18,6 +18,8 @@ says what a record lacks, and :mod:`agent.core.occupancy` decides who gives it u
 from __future__ import annotations
 
 import bisect
+import itertools
+from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -31,6 +33,9 @@ from agent.core.wire import digest_entry
 
 RecordKey = tuple[bytes, RecordKind]
 Claims = Mapping[tuple[bytes, int], int | None]
+
+#: Records put lately that :meth:`Holdings.explain` tries, newest last.
+RECENT_CHANGES: Final = 16
 
 _NO_PEERS: Final[tuple[bytes, ...]] = ()
 _NO_CLAIMS: Final[Claims] = MappingProxyType({})
@@ -66,6 +71,8 @@ class Holdings:
         # so a DIGEST costs a bisection, not a scan of every record (an admitted peer's tiny
         # DIGESTs would otherwise cost a scan each).
         self._sorted_ids: list[bytes] | None = None
+        #: The latest puts: (key, what each changed in the summary).
+        self._recent: deque[tuple[RecordKey, int]] = deque(maxlen=RECENT_CHANGES)
 
     # ---------------------------------------------------------------- queries
 
@@ -127,6 +134,27 @@ class Holdings:
         """Sorted digest entries of one peer's held records."""
         return [digest_entry(pid, k, r.counter) for k in RecordKind if (r := self._records.get((pid, k)))]
 
+    def explain(self, theirs: bytes) -> list[RecordKey]:
+        """The records a peer whose summary is ``theirs`` lacks, if one or two recent puts
+        account for the whole difference from ours (it holds the older versions of those, or
+        none); ``[]`` when they do not (it may hold something we lack: that is a DIGEST's job).
+
+        Summaries are XORs of record hashes, so a peer that missed one flooded record differs
+        from us by exactly that record's change: on a medium, where a DIGEST is several frames,
+        the record itself is the cheaper answer. Two changes cover a links change (both ends
+        re-sign) and a record changed twice."""
+        gap = self._summary ^ int.from_bytes(theirs, "big")
+        if not gap:
+            return []
+        recent = self._recent
+        for key, change in recent:
+            if change == gap and key in self._records:
+                return [key]
+        for (key1, change1), (key2, change2) in itertools.combinations(recent, 2):
+            if change1 ^ change2 == gap and key1 in self._records and key2 in self._records:
+                return [key1] if key1 == key2 else [key1, key2]
+        return []
+
     def digest_entries(self) -> list[bytes]:
         """Sorted digest entries of every held record."""
         return sorted(digest_entry(pid, kind, rec.counter) for (pid, kind), rec in self._records.items())
@@ -178,8 +206,10 @@ class Holdings:
         if old is not None:
             self._by_raw.pop(old.raw, None)
             self._summary ^= old.summary_hash
+            self._recent.append((key, old.summary_hash ^ summary_hash))
         else:
             self._sorted_ids = None
+            self._recent.append((key, summary_hash))
         self._records[key] = record
         self._by_raw[raw] = key
         self._summary ^= summary_hash

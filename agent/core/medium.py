@@ -347,6 +347,10 @@ MAX_REFUSED: Final = 256
 #: A refused neighbour is not handshaken with again for about this many keepalives (drawn in
 #: 0.5..1.5 times it: two neighbours that refused each other at once must not retry in step).
 REFUSED_KEEPALIVES: Final = 10
+#: Each refusal of a neighbour since it was last linked doubles that pause, this many times at
+#: most: a marginal pair on a 30-Pi field at 10 % loss kept retrying its handshake, and its HELLOs
+#: were half of a quiet hour's airtime at the worst node.
+MAX_REFUSAL_DOUBLINGS: Final = 3
 #: A neighbour gets at most one DIGEST from this interface per this many keepalives (its SUMMARY
 #: differs from ours while a flood is under way: a DIGEST per SUMMARY heard costs more than the
 #: flood it repairs).
@@ -375,6 +379,18 @@ MAX_BUDGETS_KEPT: Final = 16
 #: can hold (:func:`quiet_keepalive`): at 0.75..1.25 the worst of 8 nodes sent 3.62 s in its
 #: quiet hour at a keepalive whose mean was 3.4 s.
 KEEPALIVE_SPREAD: Final = (0.9, 1.1)
+#: Trickle's reset (RFC 6206), in full frames' airtime: after a record goes out on an interface,
+#: or a neighbour's SUMMARY differs in a way ours cannot explain, the next SUMMARY comes this soon
+#: instead of a keepalive later, once per keepalive at most (:meth:`Interface.summary_soon`). It
+#: starts after the rebroadcast window (:data:`REBROADCAST_FRAMES`), when the flood has passed:
+#: a neighbour that missed the record then hears a SUMMARY unlike its own, answers with its own,
+#: and a neighbour that can explain the difference sends the record (Holdings.explain). Waiting
+#: for the keepalive, a record lost to a collision reached the last of 30 Pis 28-66 times the
+#: hop-optimal time later.
+EARLY_SUMMARY_FRAMES: Final = (2.5, 4.0)
+#: The early SUMMARY of a peer that heard one it cannot explain comes sooner (full frames): the
+#: flood has passed, and the neighbours that can explain it are listening.
+ANSWER_SUMMARY_FRAMES: Final = (0.5, 1.5)
 #: A duty-cycle refusal that names no wait pauses the interface this long (s).
 DEFAULT_REFUSAL_PAUSE: Final = 1.0
 
@@ -428,19 +444,33 @@ class Interface:
         self.keepalive_at: float | None = None
         #: Short ids of refused neighbours (bounded, oldest out).
         self._refused: dict[bytes, Refusal] = {}
+        #: Refusals of each neighbour since it was last linked (bounded, oldest out).
+        self._strikes: dict[bytes, int] = {}
         #: Airtime retransmitted HELLOs may spend (:meth:`may_resend_hello`; made at the first).
         self.hello_resends: TokenBucket | None = None
         #: When a DIGEST may next go from this interface (:data:`DIGEST_KEEPALIVES`).
         self.digest_at = -math.inf
+        #: An early SUMMARY's time (:meth:`summary_soon`), and when the last was asked for.
+        self.early_summary_at: float | None = None
+        self._early_asked = -math.inf
 
     def refuse(self, short_id: bytes, now: float, jitter: float, *, answers_hello: bool = False) -> None:
         """Refuse ``short_id`` for about :data:`REFUSED_KEEPALIVES` keepalives (``jitter`` in
-        [0, 1) draws the share); ``answers_hello``: see :class:`Refusal`."""
+        [0, 1) draws the share), doubled for each refusal since it was last linked (at most
+        :data:`MAX_REFUSAL_DOUBLINGS` times); ``answers_hello``: see :class:`Refusal`."""
+        strikes = self._strikes.pop(short_id, 0) + 1
+        self._strikes[short_id] = strikes
         pause = (0.5 + jitter) * REFUSED_KEEPALIVES * self.spec.keepalive_interval
+        pause *= 2 ** min(strikes - 1, MAX_REFUSAL_DOUBLINGS)
         self._refused.pop(short_id, None)
         self._refused[short_id] = Refusal(now + pause, answers_hello)
-        while len(self._refused) > MAX_REFUSED:
-            del self._refused[next(iter(self._refused))]
+        for table in (self._refused, self._strikes):
+            while len(table) > MAX_REFUSED:
+                del table[next(iter(table))]
+
+    def linked(self, short_id: bytes) -> None:
+        """``short_id`` is linked: its next refusal starts from one pause again."""
+        self._strikes.pop(short_id, None)
 
     def refuses(self, short_id: bytes, now: float, *, hello: bool) -> bool:
         """Whether a frame heard now from ``short_id`` (a HELLO, if ``hello``) is ignored."""
@@ -505,7 +535,24 @@ class Interface:
 
     @property
     def summary_due(self) -> float:
-        return self.last_tx + self.spec.keepalive_interval * self.keepalive_factor
+        due = self.last_tx + self.spec.keepalive_interval * self.keepalive_factor
+        early = self.early_summary_at
+        return due if early is None or early > due else early
+
+    def summary_soon(self, now: float, jitter: float, *, answer: bool = False) -> bool:
+        """Send the next SUMMARY after :data:`EARLY_SUMMARY_FRAMES` (``answer``: after
+        :data:`ANSWER_SUMMARY_FRAMES`; ``jitter`` in [0, 1) draws where in it), unless one was
+        asked for within the last keepalive; ``True`` if asked. The keepalive after it counts
+        from it, so a change costs a SUMMARY early, not an extra."""
+        if now - self._early_asked < self.spec.keepalive_interval:
+            return False
+        self._early_asked = now
+        low, high = ANSWER_SUMMARY_FRAMES if answer else EARLY_SUMMARY_FRAMES
+        full = self.spec.airtime.airtime(self.spec.airtime.mtu)
+        at = now + (low + (high - low) * jitter) * full
+        if self.early_summary_at is None or at < self.early_summary_at:
+            self.early_summary_at = at
+        return True
 
     def pending_neighbours(self) -> int:
         return sum(1 for link in self.neighbours.values() if not link.established)
