@@ -44,6 +44,7 @@ leaf received over ``LEAF_WINDOW`` virtual seconds, scaled to an hour.
 from __future__ import annotations
 
 import functools
+import math
 import random
 import statistics
 import time
@@ -97,11 +98,13 @@ class Condition:
     sf: int
     loss: float
     formation_hours: float
+    #: Changes of each kind measured on the formed field (the figures are their medians).
+    changes: int = 5
 
 
 def conditions(mode: Mode) -> list[Condition]:
     if mode.quick:
-        return [Condition("8 Pis, SF7", 8, 7, 0.0, 6)]
+        return [Condition("8 Pis, SF7", 8, 7, 0.0, 6, changes=3)]
     return [
         Condition("8 Pis, SF7", 8, 7, 0.0, 12),
         Condition("8 Pis, SF7, 10 % loss", 8, 7, 0.1, 12),
@@ -130,6 +133,32 @@ class LossyMedium(RadioMedium):
         kept = [d for d in got if self._loss_rng.random() >= self.loss]
         self.dropped += len(got) - len(kept)
         return kept
+
+
+def summarise_changes(repetitions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Repeated changes of one kind as one: the median repetition's measures (by ratio to the
+    hop-optimal time; a change that never reached everyone counts as slowest), the median time
+    and transmissions, the worst ratio (``None`` if one never reached everyone) and every
+    repetition."""
+
+    def slowness(r: dict[str, Any]) -> float:
+        value = r["ratio_to_hop_optimal"]
+        return math.inf if value is None else float(value)
+
+    ranked = sorted(repetitions, key=slowness)
+    middle = dict(ranked[len(ranked) // 2])
+    reached = [r for r in repetitions if r["ratio_to_hop_optimal"] is not None]
+    sends = [r["transmissions_per_node"] for r in reached]
+    middle.update(
+        {
+            "transmissions_per_node": rounded(statistics.median(sends)) if sends else None,
+            "worst_ratio_to_hop_optimal": slowness(ranked[-1]) if len(reached) == len(ranked) else None,
+            "times_s": [r["time_s"] for r in repetitions],
+            "changes": len(repetitions),
+            "repetitions": repetitions,
+        }
+    )
+    return middle
 
 
 def diameter(f: RadioField) -> int:
@@ -289,61 +318,73 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
         "window_s": rounded(sim.now - start),
     }
 
-    # 1 and 2: a metadata change, then a link change
+    # 1 and 2: metadata changes, then link changes (the sensor's link cut, restored, cut, ...)
     hops = fld.radio_hops(origin_index)
     slot = 4.5 * medium.airtime(32)
     key = origin.engine.public_key
     changes: dict[str, Any] = {}
+    sensor_linked = True
     for change in ("metadata", "link"):
-        sim.run_for(SETTLE)
-        kind = RecordKind.CARD if change == "metadata" else RecordKind.LINKS
-        targets = [
-            i
-            for i, p in enumerate(peers)
-            if p is not origin and any(r.kind is kind for r in p.engine.records_of(key))
-        ]
-        mark, t_change = len(sent), sim.now
-        before = origin.engine.own_records[1].counter
-        if change == "metadata":
-            origin.presence.set_peer_metadata({"role": "gateway", "battery": 87})
-        else:
-            sim.disconnect(origin, sensor)
-            _wait(sim, functools.partial(_resigned, origin, before), 60.0)
-        record = origin.engine.own_records[0 if kind is RecordKind.CARD else 1]
-        took = _wait(
-            sim,
-            functools.partial(_all_hold, [peers[i] for i in targets], key, kind, record.counter),
-            CHANGE_TIMEOUT,
-        )
-        reach = None if took is None or not targets else sim.now - t_change
-        sim.run_for(TAIL)
-        chunks = [record.raw[i : i + 32] for i in range(0, len(record.raw) - 31, 32)]
-        carrying = sum(1 for _, _, _, frame in sent[mark:] if any(c in frame for c in chunks))
-        frame_bytes = MEDIUM_HEADER_BYTES + 1 + len(encode_message(MessageType.RECORDS, record.raw))
-        far = max((hops[i] for i in targets), default=0)
-        # Per node that had to get the record: the origin and every peer that held its last one.
-        flooders = [origin_index, *targets]
-        per_link = (len(neighbours[origin_index]) + sum(len(neighbours[i]) - 1 for i in targets)) / len(
-            flooders
-        )
-        bound = far * (medium.airtime(frame_bytes) + slot)
-        changes[change] = {
-            "record_bytes": len(record.raw),
-            "peers_to_reach": len(targets),
-            "hops_to_farthest": far,
-            "time_s": rounded(reach),
-            "hop_optimal_s": rounded(bound),
-            "ratio_to_hop_optimal": rounded(ratio(reach, bound)) if reach is not None else None,
-            "transmissions": carrying,
-            # A change that never reached everyone has no per-record count (it is still spreading).
-            "transmissions_per_node": rounded(carrying / len(flooders)) if reach is not None else None,
-            "per_link_transmissions_per_node": rounded(per_link) if targets else None,
-            "ratio_to_per_link": (
-                rounded(carrying / len(flooders) / per_link) if reach is not None else None
-            ),
-            "rebroadcast_delay_s": list(spec.rebroadcast_window),
-            "airtime_by_type_s": airtime_by_type(sent[mark:]),
-        }
+        repetitions: list[dict[str, Any]] = []
+        for rep in range(cond.changes):
+            sim.run_for(SETTLE)
+            kind = RecordKind.CARD if change == "metadata" else RecordKind.LINKS
+            targets = [
+                i
+                for i, p in enumerate(peers)
+                if p is not origin and any(r.kind is kind for r in p.engine.records_of(key))
+            ]
+            mark, t_change = len(sent), sim.now
+            before = origin.engine.own_records[1].counter
+            if change == "metadata":
+                origin.presence.set_peer_metadata({"role": "gateway", "battery": 87 - rep})
+            else:
+                if sensor_linked:
+                    sim.disconnect(origin, sensor)
+                else:
+                    sim.connect(origin, sensor, SENSOR)
+                sensor_linked = not sensor_linked
+                _wait(sim, functools.partial(_resigned, origin, before), 60.0)
+            record = origin.engine.own_records[0 if kind is RecordKind.CARD else 1]
+            took = _wait(
+                sim,
+                functools.partial(_all_hold, [peers[i] for i in targets], key, kind, record.counter),
+                CHANGE_TIMEOUT,
+            )
+            reach = None if took is None or not targets else sim.now - t_change
+            sim.run_for(TAIL)
+            chunks = [record.raw[i : i + 32] for i in range(0, len(record.raw) - 31, 32)]
+            carrying = sum(1 for _, _, _, frame in sent[mark:] if any(c in frame for c in chunks))
+            frame_bytes = MEDIUM_HEADER_BYTES + 1 + len(encode_message(MessageType.RECORDS, record.raw))
+            far = max((hops[i] for i in targets), default=0)
+            # Per node that had to get the record: the origin and every peer that held its last one.
+            flooders = [origin_index, *targets]
+            per_link = (len(neighbours[origin_index]) + sum(len(neighbours[i]) - 1 for i in targets)) / len(
+                flooders
+            )
+            bound = far * (medium.airtime(frame_bytes) + slot)
+            repetitions.append(
+                {
+                    "record_bytes": len(record.raw),
+                    "peers_to_reach": len(targets),
+                    "hops_to_farthest": far,
+                    "time_s": rounded(reach),
+                    "hop_optimal_s": rounded(bound),
+                    "ratio_to_hop_optimal": rounded(ratio(reach, bound)) if reach is not None else None,
+                    "transmissions": carrying,
+                    # A change that never reached everyone has no per-record count (it is still spreading).
+                    "transmissions_per_node": rounded(carrying / len(flooders))
+                    if reach is not None
+                    else None,
+                    "per_link_transmissions_per_node": rounded(per_link) if targets else None,
+                    "ratio_to_per_link": (
+                        rounded(carrying / len(flooders) / per_link) if reach is not None else None
+                    ),
+                    "rebroadcast_delay_s": list(spec.rebroadcast_window),
+                    "airtime_by_type_s": airtime_by_type(sent[mark:]),
+                }
+            )
+        changes[change] = summarise_changes(repetitions)
     result["changes"] = changes
 
     # 5. a powered-off node
@@ -550,7 +591,7 @@ def run(mode: Mode) -> dict[str, Any]:
             c = r["changes"][change]
             goals.append(
                 goal(
-                    f"{label}: {change} change to every peer, {TIMES} hop-optimal",
+                    f"{label}: {change} change to every peer, median {TIMES} hop-optimal",
                     c["ratio_to_hop_optimal"],
                     2.0,
                     at_most=True,
