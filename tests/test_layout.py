@@ -8,8 +8,11 @@ never disagree on a record.
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import QUICK, THOROUGH, cards, key_pair, links_bodies, uint32s
@@ -107,3 +110,47 @@ def test_shapes_outside_the_layout_are_declined() -> None:
     assert layout.read_card(card) == (PUBLIC, 1, 2, "kitchen", "Linux", "0.1.0")
     assert layout.read_card(card.replace(b"kitchen", b"kitch\xffn")) is None  # invalid UTF-8
     assert layout.read_card(card[:-1] + b"\xa1\x61a\x01") is None  # metadata: the general path
+
+
+def test_a_received_links_body_reads_its_entries_only_when_asked() -> None:
+    entries = (
+        LinkEntry(b"\x02" * 8, ConnectionType.RADIO, 25),
+        LinkEntry(b"\x01" * 8, ConnectionType.WEB_SOCKET),
+        LinkEntry(b"\x02" * 8, ConnectionType.RADIO, 40),  # the same claim twice: the later distance
+    )
+    signed = Links(entries)
+    fast = _open_fast(links_payload(PUBLIC, 7, 9, signed), b"\x00" * 64)
+    assert fast is not None and isinstance(fast.body, Links)
+    body = fast.body
+    assert body._entries is None  # nothing read them yet
+    assert dict(body.claims) == {(b"\x02" * 8, 5): 40, (b"\x01" * 8, 4): None} == dict(signed.claims)
+    assert body.neighbour_ids == (b"\x02" * 8, b"\x01" * 8) == signed.neighbour_ids
+    assert body.entries == entries and body._entries == entries  # read once, then kept
+    assert body == signed and hash(body) == hash(signed) and repr(body) == repr(signed)
+
+
+def test_a_links_body_is_immutable_and_pickles_to_an_equal_one() -> None:
+    payload = links_payload(PUBLIC, 7, 9, Links((LinkEntry(b"\x03" * 8, ConnectionType.RADIO, 1),)))
+    fast = _open_fast(payload, b"\x00" * 64)
+    assert fast is not None and isinstance(fast.body, Links)
+    for body in (fast.body, Links(())):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            body.claims = {}  # type: ignore[misc]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            del body.neighbour_ids  # type: ignore[misc]
+        copy = pickle.loads(pickle.dumps(body))
+        assert copy == body and dict(copy.claims) == dict(body.claims)
+        assert copy.neighbour_ids == body.neighbour_ids
+
+
+@pytest.mark.parametrize("code", [0, 6, 255])
+def test_an_unknown_connection_type_is_malformed_on_both_paths(code: int) -> None:
+    measured = links_payload(PUBLIC, 7, 9, Links((LinkEntry(b"\x03" * 8, ConnectionType.RADIO, 1),)))
+    plain = links_payload(PUBLIC, 7, 9, Links((LinkEntry(b"\x03" * 8, ConnectionType.RADIO),)))
+    for payload in (measured, plain):
+        at = payload.index(b"\x03" * 8) + 8
+        fast, general = both_paths(payload[:at] + bytes([code]) + payload[at + 1 :])
+        assert fast is None
+        assert isinstance(general, Envelope) and isinstance(general.body, RecordError)
+        assert general.body.reason == "malformed"
+        assert f"unknown connection type code {code}" in general.body.detail

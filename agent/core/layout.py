@@ -10,7 +10,11 @@ Reading them here costs a few byte comparisons instead of a general CBOR decode
 and the deterministic re-encode that proves there is one byte form per record:
 each head is checked to be the shortest form as it is read, so a payload accepted
 here *is* deterministic CBOR. Only the structure is read; the limits on lengths,
-counts and type codes stay with :mod:`agent.core.records`.
+counts and type codes stay with :mod:`agent.core.records`. A links record's
+connections are returned as their bytes (the items after the array head, each
+``49 <9 B>`` or ``4B <11 B>``) and as (peer id, type code, distance or ``None``)
+triples: the receiver keeps the bytes and builds its connection entries from
+them only if something reads them (:func:`connections`).
 
 Anything else (metadata, a non-shortest head, a tag, an indefinite length, a
 truncation, a wrong type, invalid UTF-8, trailing bytes) yields ``None`` and the
@@ -21,6 +25,7 @@ ever accepts what the general decoder accepts, with the same values.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import Final, TypeAlias
 
 LINKS_PREFIX: Final = b"\x85\x02\x58\x20"  # array(5), kind 2, bstr(32)
@@ -29,13 +34,14 @@ _KEY_END: Final = 36
 _EMPTY_MAP: Final = b"\xa0"
 #: A connection with a distance: bstr(11) head 4B, peer id (8), type code, distance (uint16 BE).
 _MEASURED_HEAD: Final = b"\x4b"
-_measured: Final = struct.Struct(">B8sBH").iter_unpack
+#: Connections that all have a distance, read in one C loop (the pad byte skips each head).
+_measured: Final = struct.Struct(">x8sBH").iter_unpack
 
-#: A connection as read: (its bstr head, peer id, connection type code, distance in dm or None),
-#: the shape ``struct`` reads a connection with a distance in.
-RawConnection: TypeAlias = tuple[int, bytes, int, int | None]
-#: (public key, counter, expiry, connections).
-RawLinks: TypeAlias = tuple[bytes, int, int, list[RawConnection]]
+#: A connection as read: (peer id, connection type code, distance in dm or ``None``).
+RawConnection: TypeAlias = tuple[bytes, int, int | None]
+#: (public key, counter, expiry, how many connections, their items' bytes, the connections read
+#: from them).
+RawLinks: TypeAlias = tuple[bytes, int, int, int, bytes, Iterable[RawConnection]]
 #: (public key, counter, expiry, device name, os, agent version); metadata is empty.
 RawCard: TypeAlias = tuple[bytes, int, int, str, str, str]
 
@@ -114,26 +120,42 @@ def read_links(payload: bytes) -> RawLinks | None:
             count, i = payload[i + 1], i + 2
         else:
             return None
-        if len(payload) - i == 12 * count and payload[i::12] == _MEASURED_HEAD * count:
-            # Every connection with a distance (what radios report): all read in one C loop.
-            return public_key, counter, expiry, list(_measured(payload[i:]))
-        connections: list[RawConnection] = []
-        append = connections.append
-        for _ in range(count):
-            head = payload[i]
-            if head == 0x4B:  # bstr(11): peer id, type, distance (what radios report)
-                append((head, payload[i + 1 : i + 9], payload[i + 9], payload[i + 10] << 8 | payload[i + 11]))
-                i += 12
-            elif head == 0x49:  # bstr(9): peer id, type
-                append((head, payload[i + 1 : i + 9], payload[i + 9], None))
-                i += 10
-            else:
-                return None
     except (_NotFast, IndexError):
         return None
-    if i != len(payload):  # also catches a last connection cut short
+    items = payload[i:]
+    if len(items) == 12 * count and items[::12] == _MEASURED_HEAD * count:
+        # Every connection with a distance (what radios report): all read in one C loop.
+        return public_key, counter, expiry, count, items, _measured(items)
+    read = _walk(items)
+    if read is None or len(read) != count:
         return None
-    return public_key, counter, expiry, connections
+    return public_key, counter, expiry, count, items, read
+
+
+def _walk(items: bytes) -> list[RawConnection] | None:
+    """Connection items one by one, or ``None`` unless they are well formed to the last byte."""
+    read: list[RawConnection] = []
+    append = read.append
+    i, end = 0, len(items)
+    while i < end:
+        head = items[i]
+        if head == 0x4B and i + 12 <= end:  # bstr(11): peer id, type, distance (what radios report)
+            append((items[i + 1 : i + 9], items[i + 9], items[i + 10] << 8 | items[i + 11]))
+            i += 12
+        elif head == 0x49 and i + 10 <= end:  # bstr(9): peer id, type
+            append((items[i + 1 : i + 9], items[i + 9], None))
+            i += 10
+        else:
+            return None
+    return read
+
+
+def connections(items: bytes) -> list[RawConnection]:
+    """The connections in the items' bytes that :func:`read_links` returned, in their order."""
+    read = _walk(items)
+    if read is None:
+        raise ValueError("not the connection items of a links payload")
+    return read
 
 
 def read_card(payload: bytes) -> RawCard | None:

@@ -39,7 +39,7 @@ import json
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass
 from types import MappingProxyType
 from typing import Any, Final, NamedTuple, TypeAlias
 
@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from agent.core import cose
 from agent.core.errors import MetadataError, MetadataTooLargeError, RecordError
-from agent.core.layout import read_card, read_links
+from agent.core.layout import connections, read_card, read_links
 from agent.core.limits import (
     MAX_AGENT_VERSION_BYTES,
     MAX_CERTIFICATE_BYTES,
@@ -169,26 +169,66 @@ def mean_distance_dm(a: int | None, b: int | None) -> int | None:
     return (a + b) // 2
 
 
-@dataclass(frozen=True, slots=True)
 class Links:
     """The often-changing part of a peer: its current connections.
 
-    ``claims`` maps (neighbour peer id, connection type code) to the distance,
-    computed once here because the graph and flooding consult it constantly.
-    ``neighbour_ids`` is a tuple, not a set: a node holds one per peer of the
-    mesh, and for the few ids of a record a tuple is a fifth of a set's memory
-    with membership tests as fast.
+    ``entries`` are the connections in the record's order. ``claims`` maps
+    (neighbour peer id, connection type code) to the distance, computed once here
+    because the graph and flooding consult it constantly. ``neighbour_ids`` is a
+    tuple, not a set: a node holds one per peer of the mesh, and for the few ids of
+    a record a tuple is a fifth of a set's memory with membership tests as fast.
+
+    ``Links(entries)`` builds one from its entries (a signer). The decoder builds
+    one from a received payload's connection bytes (:func:`_decoded_links`) with
+    ``claims`` and ``neighbour_ids`` only: the entries, which nothing on a
+    record's way in reads, are read from those bytes the first time they are
+    asked for. Immutable, compared and hashed by its entries.
     """
 
-    entries: tuple[LinkEntry, ...]
-    claims: Mapping[tuple[bytes, int], int | None] = field(init=False, repr=False, compare=False)
-    neighbour_ids: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+    __slots__ = ("_entries", "_items", "claims", "neighbour_ids")
 
-    def __post_init__(self) -> None:
+    _entries: tuple[LinkEntry, ...] | None
+    #: The connection items' bytes of a decoded payload (``b""``: built from entries).
+    _items: bytes
+    claims: Mapping[tuple[bytes, int], int | None]
+    neighbour_ids: tuple[bytes, ...]
+
+    def __init__(self, entries: tuple[LinkEntry, ...]) -> None:
         codes = _CODES
-        claims = {(e.peer_id, codes[e.connection_type]): e.distance_dm for e in self.entries}
+        claims = {(e.peer_id, codes[e.connection_type]): e.distance_dm for e in entries}
+        _set(self, "_entries", entries)
+        _set(self, "_items", b"")
         _set(self, "claims", MappingProxyType(claims))
         _set(self, "neighbour_ids", tuple({pid: None for pid, _ in claims}))
+
+    @property
+    def entries(self) -> tuple[LinkEntry, ...]:
+        entries = self._entries
+        if entries is None:
+            by_code = _TYPE_BY_CODE
+            entries = tuple(LinkEntry(pid, by_code[code], dm) for pid, code, dm in connections(self._items))
+            _set(self, "_entries", entries)
+        return entries
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Links):
+            return NotImplemented
+        return self.entries == other.entries
+
+    def __hash__(self) -> int:
+        return hash(self.entries)
+
+    def __repr__(self) -> str:
+        return f"Links(entries={self.entries!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[type[Links], tuple[tuple[LinkEntry, ...]]]:
+        return Links, (self.entries,)
 
 
 # The decoder's fast path builds a card or links body for every record received. A frozen
@@ -200,7 +240,8 @@ _set_card_os: Final = Card.__dict__["os"].__set__
 _set_card_version: Final = Card.__dict__["agent_version"].__set__
 _set_card_metadata: Final = Card.__dict__["metadata"].__set__
 _set_card_certificate: Final = Card.__dict__["certificate"].__set__
-_set_links_entries: Final = Links.__dict__["entries"].__set__
+_set_links_entries: Final = Links.__dict__["_entries"].__set__
+_set_links_items: Final = Links.__dict__["_items"].__set__
 _set_links_claims: Final = Links.__dict__["claims"].__set__
 _set_links_neighbours: Final = Links.__dict__["neighbour_ids"].__set__
 
@@ -217,14 +258,14 @@ def _plain_card(device_name: str, os: str, agent_version: str) -> Card:
 
 
 def _decoded_links(
-    entries: tuple[LinkEntry, ...],
-    claims: dict[tuple[bytes, int], int | None],
-    neighbour_ids: tuple[bytes, ...],
+    items: bytes, claims: dict[tuple[bytes, int], int | None], neighbour_ids: tuple[bytes, ...]
 ) -> Links:
-    """``Links(entries)``, for the decoder's fast path, which read ``claims`` and ``neighbour_ids``
-    beside the entries: they must be exactly what ``Links.__post_init__`` derives from them."""
+    """The body of a received links payload whose connection items are ``items``, for the decoder's
+    fast path, which read ``claims`` and ``neighbour_ids`` from them: they must be exactly what
+    ``Links(entries)`` derives from the entries the items hold."""
     links: Links = _new_object(Links)
-    _set_links_entries(links, entries)
+    _set_links_entries(links, None)
+    _set_links_items(links, items)
     _set_links_claims(links, MappingProxyType(claims))
     _set_links_neighbours(links, neighbour_ids)
     return links
@@ -494,26 +535,21 @@ def _open_fast(payload: bytes, signature: bytes) -> Envelope | None:
         links = read_links(payload)
         if links is None:
             return None
-        public_key, counter, expiry, connections = links
-        if len(connections) > MAX_CONNECTIONS_PER_RECORD:
+        public_key, counter, expiry, count, items, connections = links
+        if count > MAX_CONNECTIONS_PER_RECORD:
             return None
-        # One pass builds the entries and what Links.__post_init__ would derive from them (a
-        # loop, not comprehensions: each of those is a function object made and called per record).
+        # One pass reads what Links(entries) would derive from the entries, without the entries
+        # (a loop, not comprehensions: each of those is a function object made and called per record).
         by_code = _TYPE_BY_CODE
-        new = _new_tuple
-        entries: list[LinkEntry] = []
-        append = entries.append
         claims: dict[tuple[bytes, int], int | None] = {}
         neighbours: dict[bytes, None] = {}
-        for _, pid, code, dm in connections:
-            connection_type = by_code.get(code)
-            if connection_type is None:  # an unknown type code: the general decoder names it
+        for pid, code, dm in connections:
+            if code not in by_code:  # an unknown type code: the general decoder names it
                 return None
-            append(new(LinkEntry, (pid, connection_type, dm)))
             claims[(pid, code)] = dm
             neighbours[pid] = None
-        body = _decoded_links(tuple(entries), claims, tuple(neighbours))
-        return new(Envelope, (LINKS, public_key, counter, expiry, body, payload, signature))
+        body = _decoded_links(items, claims, tuple(neighbours))
+        return _new_tuple(Envelope, (LINKS, public_key, counter, expiry, body, payload, signature))
     if head != 0x88:
         return None
     card = read_card(payload)
