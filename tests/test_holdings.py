@@ -120,7 +120,7 @@ def test_put_holds_one_record_per_peer_and_kind() -> None:
 def test_a_newer_counter_replaces_the_held_record() -> None:
     held = holdings()
     held.put(card(2, 1))
-    assert reason_of(held.check, envelope(card(2, 2)), WALL) is None
+    assert reason_of(held.check, envelope(card(2, 2)), WALL, len(card(2, 2).raw)) is None
     held.put(card(2, 2))
     assert held.get(pid(2), RecordKind.CARD) == card(2, 2)
     assert len(held) == 1
@@ -130,27 +130,29 @@ def test_a_newer_counter_replaces_the_held_record() -> None:
 def test_a_counter_not_above_the_held_one_is_stale(counter: int) -> None:
     held = holdings()
     held.put(card(2, 5))
-    assert reason_of(held.check, envelope(card(2, counter)), WALL) is RejectReason.STALE
+    stale = card(2, counter)
+    assert reason_of(held.check, envelope(stale), WALL, len(stale.raw)) is RejectReason.STALE
 
 
 def test_staleness_is_per_kind() -> None:
     held = holdings()
     held.put(card(2, 5))
-    assert reason_of(held.check, envelope(links(2, 1)), WALL) is None
+    assert reason_of(held.check, envelope(links(2, 1)), WALL, len(links(2, 1).raw)) is None
 
 
 def test_a_record_expiring_at_or_before_the_wall_time_is_expired() -> None:
     held = holdings()
     at = card(2, 1, expiry=int(WALL))
-    assert reason_of(held.check, envelope(at), WALL) is RejectReason.EXPIRED
-    assert reason_of(held.check, envelope(at), WALL - 0.5) is None
+    assert reason_of(held.check, envelope(at), WALL, len(at.raw)) is RejectReason.EXPIRED
+    assert reason_of(held.check, envelope(at), WALL - 0.5, len(at.raw)) is None
 
 
 def test_stale_is_checked_before_expired() -> None:
     held = holdings()
     held.put(card(2, 5))
     old_and_expired = card(2, 3, expiry=int(WALL) - 10)
-    assert reason_of(held.check, envelope(old_and_expired), WALL) is RejectReason.STALE
+    size = len(old_and_expired.raw)
+    assert reason_of(held.check, envelope(old_and_expired), WALL, size) is RejectReason.STALE
 
 
 def test_a_new_peer_beyond_max_peers_lacks_a_place() -> None:
@@ -159,7 +161,10 @@ def test_a_new_peer_beyond_max_peers_lacks_a_place() -> None:
     assert held.room_needed(pid(3), RecordKind.CARD, 100) is None
     held.put(card(3))
     assert held.room_needed(pid(4), RecordKind.CARD, 100) == Shortfall(place=True, bytes=0)
-    assert reason_of(held.check, envelope(card(4)), WALL) is None  # room is not check's business
+    # Room is not a reason to refuse: check says what the record lacks, the engine decides.
+    assert reason_of(held.check, envelope(card(4)), WALL, len(card(4).raw)) is None
+    assert held.check(envelope(card(4)), WALL, 100) == Shortfall(place=True, bytes=0)
+    assert held.check(envelope(card(3, 2)), WALL, 100) is None  # a held peer's newer card
 
 
 def test_a_held_peer_never_lacks_a_place() -> None:
@@ -181,6 +186,7 @@ def test_remote_records_beyond_max_bytes_lack_the_bytes_over() -> None:
     assert held.room_needed(pid(4), RecordKind.CARD, 10) == Shortfall(place=False, bytes=10)
     # A replacement needs only what it adds.
     assert held.room_needed(pid(2), RecordKind.CARD, len(first.raw) + 3) == Shortfall(False, 3)
+    assert held.check(envelope(card(2, 2)), WALL, len(first.raw) + 3) == Shortfall(False, 3)  # the same
     assert held.room_needed(pid(2), RecordKind.CARD, len(first.raw) - 3) is None
     held.forget(pid(2), RecordKind.CARD)
     assert held.held_bytes == len(second.raw)
@@ -203,15 +209,15 @@ def test_another_key_for_a_held_peer_id_is_a_key_mismatch() -> None:
     held = holdings()
     held.put(card(2))
     impostor = envelope(card(2, 2))._replace(public_key=pid(2) + b"\x00" * 24)
-    assert reason_of(held.check, impostor, WALL) is RejectReason.KEY_MISMATCH
-    assert reason_of(held.check, envelope(card(2, 2)), WALL) is None
-    assert reason_of(held.check, envelope(card(3)), WALL) is None
+    assert reason_of(held.check, impostor, WALL, 0) is RejectReason.KEY_MISMATCH
+    assert reason_of(held.check, envelope(card(2, 2)), WALL, len(card(2, 2).raw)) is None
+    assert reason_of(held.check, envelope(card(3)), WALL, len(card(3).raw)) is None
 
 
 def test_another_key_for_the_local_peer_id_is_a_key_mismatch() -> None:
     held = holdings()
-    impostor = envelope(card(2))._replace(public_key=pid(LOCAL) + b"\x00" * 24)
-    assert reason_of(held.check, impostor, WALL) is RejectReason.KEY_MISMATCH
+    impostor = envelope(card(2))._replace(public_key=pid(LOCAL) + b"\x00" * 24, peer_id=pid(LOCAL))
+    assert reason_of(held.check, impostor, WALL, 0) is RejectReason.KEY_MISMATCH
 
 
 def test_records_of_and_card_of_need_the_exact_key() -> None:

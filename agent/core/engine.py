@@ -979,8 +979,9 @@ class Engine:
                 self._on_card_request(state, now)
             case Records():
                 state.sync.last_record_rx = now
+                merge = self._merge
                 for raw in message.records:
-                    self._merge(raw, now, source=state)
+                    merge(raw, now, state)
             case Summary():
                 medium = state.medium
                 state.sync.heard = message.summary
@@ -1469,15 +1470,14 @@ class Engine:
                 raise RecordError(RejectReason.OWN_RECORD, "an older copy of one of this peer's own records")
             if self._leaf:
                 raise RecordError(RejectReason.NOT_FOR_LEAF, "a leaf holds only its own records")
-            held.check(env, self._wall_now)
-            pid = public_key[:8]
+            shortfall = held.check(env, self._wall_now, len(raw))
+            pid = env.peer_id
             if trust is not None:
                 # Before the signature and any occupancy charge: an uncertified flood costs nothing.
                 if env.kind is CARD:
                     trust.precheck_card(env, self._wall_now)
                 else:
                     trust.require_certified(pid)
-            shortfall = held.room_needed(pid, env.kind, len(raw))
             if shortfall is not None:
                 # Decided before the signature is checked (a refused flood costs no verification),
                 # carried out after it (a forgery displaces nobody).
@@ -1600,7 +1600,7 @@ class Engine:
     def _wait(self, env: Envelope, raw: bytes, source: Link | None) -> None:
         """A new peer's record refused for now waits (bounded, oldest out) to be tried again when
         its peer gains a place (room, or with trust on, a certified card)."""
-        key = (env.public_key[:8], env.kind)
+        key = (env.peer_id, env.kind)
         if key[0] not in self._held.keys:
             self._waiting[key] = (raw, source)
             self._waiting.move_to_end(key)

@@ -12,7 +12,8 @@ Admission checks, cheapest first, each a :class:`RecordError` with its
 records aside first): another key holds this peer id, not newer than the
 held one, or expired at the given wall-clock time. The table is bounded by
 ``max_peers`` peers and ``max_bytes`` of remote records: :meth:`Holdings.room_needed`
-says what a record lacks, and :mod:`agent.core.occupancy` decides who gives it up.
+(which ``check`` answers too, for the record it checked) says what a record
+lacks, and :mod:`agent.core.occupancy` decides who gives it up.
 """
 
 from __future__ import annotations
@@ -161,10 +162,10 @@ class Holdings:
 
     # ---------------------------------------------------------------- admission
 
-    def check(self, env: Envelope, wall: float) -> None:
-        """Raise unless ``env`` may replace what is held: its peer id's key, newer, unexpired, room."""
-        kind, public_key, counter, expiry, _, _, _ = env  # one unpack, not four field reads
-        pid = public_key[:8]
+    def check(self, env: Envelope, wall: float, size: int) -> Shortfall | None:
+        """Raise unless ``env`` may replace what is held: its peer id's key, newer, unexpired.
+        Then what holding the record (``size`` bytes) lacks, as :meth:`room_needed` says."""
+        kind, public_key, counter, expiry, _, _, _, pid = env  # one unpack, not a read each
         known = self.keys.get(pid)
         if known is not None and known != public_key:
             raise RecordError(RejectReason.KEY_MISMATCH, "another key already holds this peer id")
@@ -173,12 +174,18 @@ class Holdings:
             raise RecordError(RejectReason.STALE, f"counter {counter} <= held {held.counter}")
         if expiry <= wall:
             raise RecordError(RejectReason.EXPIRED, "record has expired")
+        # room_needed, with the key and the held record at hand
+        place = known is None and len(self.keys) >= self.max_peers
+        return self._shortfall(place, size - (len(held.raw) if held is not None else 0))
 
     def room_needed(self, pid: bytes, kind: RecordKind, size: int) -> Shortfall | None:
         """What holding a remote record of ``size`` bytes for (``pid``, ``kind``) lacks, if anything."""
         held = self._records.get((pid, kind))
         place = pid not in self.keys and len(self.keys) >= self.max_peers
-        over = self.held_bytes + size - (len(held.raw) if held is not None else 0) - self.max_bytes
+        return self._shortfall(place, size - (len(held.raw) if held is not None else 0))
+
+    def _shortfall(self, place: bool, growth: int) -> Shortfall | None:
+        over = self.held_bytes + growth - self.max_bytes
         if not place and over <= 0:
             return None
         return Shortfall(place, max(over, 0))

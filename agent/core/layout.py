@@ -9,7 +9,8 @@ payloads (``docs/ARCHITECTURE.md`` §3) are fixed sequences of CBOR heads::
 Reading them here costs a few byte comparisons instead of a general CBOR decode
 and the deterministic re-encode that proves there is one byte form per record:
 each head is checked to be the shortest form as it is read, so a payload accepted
-here *is* deterministic CBOR. Only the structure is read; the limits on lengths,
+here *is* deterministic CBOR. Only the structure is read, and a card's three texts
+are declined over their byte limits (:mod:`agent.core.limits`); the limits on
 counts and type codes stay with :mod:`agent.core.records`. A links record's
 connections are returned as their bytes (the items after the array head, each
 ``49 <9 B>`` or ``4B <11 B>``) and as (peer id, type code, distance or ``None``)
@@ -28,6 +29,8 @@ import struct
 from collections.abc import Iterable
 from typing import Final, TypeAlias
 
+from agent.core.limits import MAX_AGENT_VERSION_BYTES, MAX_DEVICE_NAME_BYTES, MAX_OS_BYTES
+
 LINKS_PREFIX: Final = b"\x85\x02\x58\x20"  # array(5), kind 2, bstr(32)
 CARD_PREFIX: Final = b"\x88\x01\x58\x20"  # array(8), kind 1, bstr(32)
 _KEY_END: Final = 36
@@ -42,7 +45,8 @@ RawConnection: TypeAlias = tuple[bytes, int, int | None]
 #: (public key, counter, expiry, how many connections, their items' bytes, the connections read
 #: from them).
 RawLinks: TypeAlias = tuple[bytes, int, int, int, bytes, Iterable[RawConnection]]
-#: (public key, counter, expiry, device name, os, agent version); metadata is empty.
+#: (public key, counter, expiry, device name, os, agent version), each text within its byte
+#: limit; metadata is empty.
 RawCard: TypeAlias = tuple[bytes, int, int, str, str, str]
 
 
@@ -90,8 +94,8 @@ def _counter_expiry(data: bytes) -> tuple[int, int, int]:
     return counter, expiry, i
 
 
-def _text(data: bytes, i: int) -> tuple[str, int]:
-    """A shortest-form text string shorter than 256 bytes at ``i``: (text, next offset)."""
+def _text(data: bytes, i: int, limit: int) -> tuple[str, int]:
+    """A shortest-form text string of at most ``limit`` (< 256) bytes at ``i``: (text, next offset)."""
     head = data[i]
     if 0x60 <= head < 0x78:
         start = i + 1
@@ -101,7 +105,7 @@ def _text(data: bytes, i: int) -> tuple[str, int]:
         end = start + data[i + 1]
     else:
         raise _NotFast
-    if end > len(data):
+    if end > len(data) or end - start > limit:
         raise _NotFast
     return data[start:end].decode("utf-8"), end
 
@@ -165,9 +169,9 @@ def read_card(payload: bytes) -> RawCard | None:
     try:
         public_key = payload[4:_KEY_END]
         counter, expiry, i = _counter_expiry(payload)
-        device_name, i = _text(payload, i)
-        os_name, i = _text(payload, i)
-        agent_version, i = _text(payload, i)
+        device_name, i = _text(payload, i, MAX_DEVICE_NAME_BYTES)
+        os_name, i = _text(payload, i, MAX_OS_BYTES)
+        agent_version, i = _text(payload, i, MAX_AGENT_VERSION_BYTES)
     except (_NotFast, IndexError, UnicodeDecodeError):
         return None
     if i != len(payload) - 1:

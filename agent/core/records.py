@@ -37,6 +37,7 @@ import enum
 import hashlib
 import json
 import math
+import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import FrozenInstanceError, dataclass
@@ -123,8 +124,10 @@ CONNECTION_TYPE_BY_CODE: Final[Mapping[int, ConnectionType]] = MappingProxyType(
 #: Type codes by type and types by code, as plain dicts (the mappings above are read-only).
 _CODES: Final[dict[ConnectionType, int]] = dict(CONNECTION_TYPE_CODES)
 _TYPE_BY_CODE: Final[dict[int, ConnectionType]] = dict(CONNECTION_TYPE_BY_CODE)
-#: Each kind's byte in a summary-hash entry.
-_KIND_BYTE: Final[Mapping[RecordKind, bytes]] = {kind: bytes([kind]) for kind in RecordKind}
+#: A record's digest entry (peer id, kind, counter), what its summary hash is the SHA-256 of, and
+#: the hash's first 8 bytes as an integer: one C call each.
+_digest_entry: Final = struct.Struct(">8sBI").pack
+_first_uint64: Final = struct.Struct(">Q").unpack_from
 #: Frozen dataclasses set their computed fields through this; bound once, not looked up per record.
 _set: Final = object.__setattr__
 _new_object: Final = object.__new__
@@ -297,15 +300,16 @@ class Record(_RecordFields):
     def __new__(
         cls, kind: RecordKind, public_key: bytes, counter: int, expiry: int, body: Card | Links, raw: bytes
     ) -> Record:
-        return _record(kind, public_key, counter, expiry, body, raw)
+        return _new_record(kind, public_key, counter, expiry, body, raw, public_key[:PEER_ID_BYTES])
 
 
-def _record(
-    kind: RecordKind, public_key: bytes, counter: int, expiry: int, body: Card | Links, raw: bytes
+def _new_record(
+    kind: RecordKind, public_key: bytes, counter: int, expiry: int, body: Card | Links, raw: bytes, pid: bytes
 ) -> Record:
-    """``Record(...)`` without the class call: the verifier builds one for every record received."""
-    pid = public_key[:PEER_ID_BYTES]  # keys.peer_id, inlined
-    summary = int.from_bytes(_sha256(pid + _KIND_BYTE[kind] + counter.to_bytes(4, "big")).digest()[:8], "big")
+    """The Record with its peer id ``pid`` (keys.peer_id) already read: the verifier builds one for
+    every record received. The summary hash is the first 8 bytes, big-endian, of SHA-256 over the
+    record's digest entry (``wire.digest_entry``: peer id, kind, counter as uint32 BE)."""
+    summary: int = _first_uint64(_sha256(_digest_entry(pid, kind, counter)).digest())[0]
     record: Record = _new_tuple(Record, (kind, public_key, counter, expiry, body, raw, pid, summary))
     return record
 
@@ -508,8 +512,10 @@ class Envelope(NamedTuple):
     ``body`` is the checked card or links body, or the :class:`RecordError` that
     :func:`verify_record` raises for it once the signature has been checked: a
     record's body is judged last (``docs/ARCHITECTURE.md`` §3), though it is read
-    with the rest. A named tuple rather than a frozen dataclass: one is built for
-    every record received, and a tuple is built in a third of the time.
+    with the rest. ``peer_id`` is the key's first 8 bytes, read once here for the
+    checks before the signature and the :class:`Record` after it. A named tuple
+    rather than a frozen dataclass: one is built for every record received, and a
+    tuple is built in a third of the time.
     """
 
     kind: RecordKind
@@ -519,6 +525,7 @@ class Envelope(NamedTuple):
     body: Card | Links | RecordError
     payload: bytes
     signature: bytes
+    peer_id: bytes
 
 
 def open_record(raw: bytes) -> Envelope:
@@ -549,29 +556,17 @@ def _open_fast(payload: bytes, signature: bytes) -> Envelope | None:
             claims[(pid, code)] = dm
             neighbours[pid] = None
         body = _decoded_links(items, claims, tuple(neighbours))
-        return _new_tuple(Envelope, (LINKS, public_key, counter, expiry, body, payload, signature))
+        pid = payload[4:12]  # keys.peer_id of the key at payload[4:36]
+        return _new_tuple(Envelope, (LINKS, public_key, counter, expiry, body, payload, signature, pid))
     if head != 0x88:
         return None
     card = read_card(payload)
     if card is None:
         return None
     public_key, counter, expiry, name, os_name, version = card
-    if name.isascii() and os_name.isascii() and version.isascii():  # one byte a character
-        too_long = (
-            len(name) > MAX_DEVICE_NAME_BYTES
-            or len(os_name) > MAX_OS_BYTES
-            or len(version) > MAX_AGENT_VERSION_BYTES
-        )
-    else:
-        too_long = (
-            len(name.encode("utf-8")) > MAX_DEVICE_NAME_BYTES
-            or len(os_name.encode("utf-8")) > MAX_OS_BYTES
-            or len(version.encode("utf-8")) > MAX_AGENT_VERSION_BYTES
-        )
-    if too_long:
-        return None
     card_body = _plain_card(name, sys.intern(os_name), sys.intern(version))
-    return _new_tuple(Envelope, (CARD, public_key, counter, expiry, card_body, payload, signature))
+    pid = payload[4:12]  # keys.peer_id of the key at payload[4:36]
+    return _new_tuple(Envelope, (CARD, public_key, counter, expiry, card_body, payload, signature, pid))
 
 
 def _open_general(payload: bytes, signature: bytes) -> Envelope:
@@ -603,7 +598,7 @@ def _open_general(payload: bytes, signature: bytes) -> Envelope:
         body = _body(kind, tuple(fields[4:]), payload)
     except RecordError as exc:
         body = exc
-    return Envelope(kind, public_key, counter, expiry, body, payload, signature)
+    return Envelope(kind, public_key, counter, expiry, body, payload, signature, public_key[:PEER_ID_BYTES])
 
 
 #: What a record's payload may decode to: arrays, maps with text keys and these scalars.
@@ -743,13 +738,13 @@ def verify_record(env: Envelope, raw: bytes) -> Record:
     The signature is verified with the raw key in the envelope (libsodium, see
     :mod:`agent.core.ed25519`): no key object is loaded or cached.
     """
-    kind, public_key, counter, expiry, body, payload, signature = env  # one unpack, not a read each
+    kind, public_key, counter, expiry, body, payload, signature, pid = env  # one unpack, not a read each
     if public_key in SMALL_ORDER_KEYS:  # 32 bytes already: open_record checked
         raise RecordError("malformed", "small-order Ed25519 public key")
     cose.verify(public_key, payload, signature)
     if isinstance(body, RecordError):
         raise RecordError(body.reason, body.detail)
-    return _record(kind, public_key, counter, expiry, body, raw)
+    return _new_record(kind, public_key, counter, expiry, body, raw, pid)
 
 
 def decode_record(raw: bytes) -> Record:
