@@ -70,7 +70,7 @@ def _check(raw: bytes) -> None:
         require(_same(general, envelope), f"fast path {envelope!r} != general {general!r}")
     holdings = _holdings()
     try:
-        holdings.check(envelope, world.NOW)
+        holdings.check(envelope, world.NOW, len(raw))
         admissible = True
     except RecordError:
         admissible = False
