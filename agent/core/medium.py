@@ -47,8 +47,16 @@ for airtime holds back those after it.
 
 **Forming on a spent channel**: retransmitted HELLOs pay from a small share of the pace; a
 neighbour's repeated HELLO is answered after gaps that double; a refusal after a timed-out
-handshake is passive (:class:`Refusal`) and lasts a random 0.5..1.5 of its pause; one DIGEST
-goes per interface per :data:`DIGEST_KEEPALIVES` keepalives.
+handshake is passive (:class:`Refusal`) and lasts a random 0.5..1.5 of its pause, doubled for
+each refusal since the neighbour was last linked; one DIGEST goes per interface per
+:data:`DIGEST_KEEPALIVES` keepalives.
+
+**Settling**: a neighbour is dead after :data:`DEAD_KEEPALIVES` keepalives unheard. After a
+record goes out, the next SUMMARY comes early (:meth:`Interface.summary_soon`, Trickle's reset);
+a neighbour whose summary differs in a way ours cannot explain answers early with its own, and
+one that can explain it (``Holdings.explain``) sends the records, so a lost record costs a few
+frames, not a DIGEST. DIGESTs and records still queued when the SUMMARYs heard say they are moot
+are dropped.
 """
 
 from __future__ import annotations
