@@ -115,6 +115,22 @@ def spend_pace(node: Node, seconds_of_airtime: float, now: float = NOW) -> None:
     pace.charge(pace.refill(now) + seconds_of_airtime, now)
 
 
+def pace_rate(node: Node) -> float:
+    rate = interface(node).budget.pace.rate
+    assert rate is not None
+    return rate
+
+
+def linked_and_synced(step: float = 0.25) -> tuple[Node, Node, Air]:
+    """Two neighbours, linked and holding the same records."""
+    a, b = make_node("a"), make_node("b")
+    air = Air([a, b], step=step)
+    air.run_for(10 * KEEPALIVE, until=lambda: established(a, b) and established(b, a))
+    air.run_for(3 * KEEPALIVE)
+    assert a.engine.summary == b.engine.summary
+    return a, b, air
+
+
 def test_a_neighbours_proof_goes_before_the_records_queued_for_everyone() -> None:
     a, b = make_node("a"), make_node("b")
     air = Air([a, b])
@@ -239,15 +255,9 @@ def test_only_a_links_record_newer_than_the_link_says_a_neighbour_restarted() ->
 
 
 def test_a_digest_still_waiting_for_airtime_is_dropped_once_the_neighbours_summary_matches() -> None:
-    a, b = make_node("a"), make_node("b")
-    air = Air([a, b])
-    air.run_for(10 * KEEPALIVE, until=lambda: established(a, b) and established(b, a))
-    air.run_for(3 * KEEPALIVE)
-    assert a.engine.summary == b.engine.summary
+    a, b, air = linked_and_synced()
     # a sends a DIGEST to b as if their summaries had differed, but its airtime is spent.
-    rate = interface(a).budget.pace.rate
-    assert rate is not None
-    spend_pace(a, 10 * KEEPALIVE * rate, air.now)
+    spend_pace(a, 10 * KEEPALIVE * pace_rate(a), air.now)
     link = a.engine._links[MediumLink(RADIO, short_id(b))]
     a.engine._send_digest(link, air.now)
     mark = air.now
@@ -258,15 +268,9 @@ def test_a_digest_still_waiting_for_airtime_is_dropped_once_the_neighbours_summa
 
 
 def test_records_still_queued_for_everyone_are_dropped_once_every_neighbours_summary_matches() -> None:
-    a, b = make_node("a"), make_node("b")
-    air = Air([a, b])
-    air.run_for(10 * KEEPALIVE, until=lambda: established(a, b) and established(b, a))
-    air.run_for(3 * KEEPALIVE)
-    assert a.engine.summary == b.engine.summary
+    a, _b, air = linked_and_synced()
     # An offer drawn by an old DIGEST, still waiting for a's spent airtime: b holds it already.
-    rate = interface(a).budget.pace.rate
-    assert rate is not None
-    spend_pace(a, 10 * KEEPALIVE * rate, air.now)
+    spend_pace(a, 10 * KEEPALIVE * pace_rate(a), air.now)
     own_links = a.engine.own_records[1]
     interface(a).outbox.queue_record((a.engine.peer_id, RecordKind.LINKS), own_links.raw, air.now, 0.0)
     a.engine._pending_interfaces[interface(a)] = None
@@ -278,7 +282,7 @@ def test_records_still_queued_for_everyone_are_dropped_once_every_neighbours_sum
 
 
 def test_a_neighbour_that_missed_a_flood_gets_the_record_within_a_few_frames_without_a_digest() -> None:
-    a, b = make_node("a"), make_node("b")
+    a, b, air = linked_and_synced(step=0.05)
     lost = [0]
 
     def lose_the_first_records(node: Node, frame: bytes) -> bool:
@@ -287,9 +291,6 @@ def test_a_neighbour_that_missed_a_flood_gets_the_record_within_a_few_frames_wit
             return True
         return False
 
-    air = Air([a, b], step=0.05)
-    air.run_for(10 * KEEPALIVE, until=lambda: established(a, b) and established(b, a))
-    air.run_for(3 * KEEPALIVE)
     air.drop = lose_the_first_records
     a.engine.set_card(make_card("a", "linux", "0.1.0", {"v": 2}), air.now)
     start = air.now
