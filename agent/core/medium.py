@@ -98,8 +98,8 @@ SNR_NEAR: Final = 10.0
 REBROADCAST_FRAMES: Final = (0.1, 2.5)
 
 #: A neighbour on a medium is dead once unheard for this many keepalives (the default dead
-#: interval, :class:`MediumSpec`). Each keepalive is drawn up to 1.25 intervals
-#: (:data:`KEEPALIVE_SPREAD`), so three held as few as two SUMMARYs: at 10 % loss with collisions,
+#: interval, :class:`MediumSpec`). Measured with keepalives drawn up to 1.25 intervals (the
+#: :data:`KEEPALIVE_SPREAD` of then), three held as few as two SUMMARYs: at 10 % loss with collisions,
 #: 8 Pis at SF7 lost 1-3 live links each 15 minutes, and each false death cost a handshake and two
 #: links floods (4-30 s of airtime an hour per node, the field never quiet). Four still lost some
 #: on 30 Pis; five lost none on either field, and their quiet hour was the SUMMARYs alone.
