@@ -117,7 +117,7 @@ _ESPTOOL_HINT: Final = "is it an ESP32 of that family? hold BOOT while pressing 
 def esptool_erase(port: str, chip: str) -> Step:
     return Step(
         f"erase the flash of the {chip} on {port}",
-        (*_python("esptool"), "--chip", chip, "--port", port, "erase-flash"),
+        _python("esptool") + ("--chip", chip, "--port", port, "erase-flash"),
         _ESPTOOL_HINT,
     )
 
@@ -126,8 +126,8 @@ def esptool_write(port: str, chip: str, image: Path) -> Step:
     offset = f"0x{CHIP_OFFSETS[chip]:x}"
     return Step(
         f"write {image.name} at {offset} to the {chip} on {port}",
-        (
-            *_python("esptool"),
+        _python("esptool")
+        + (
             "--chip",
             chip,
             "--port",
@@ -144,7 +144,7 @@ def esptool_write(port: str, chip: str, image: Path) -> Step:
 
 
 def _mpremote(port: str, *args: str) -> tuple[str, ...]:
-    return (*_python("mpremote"), "connect", port, *args)
+    return _python("mpremote") + ("connect", port) + args
 
 
 def mpremote_cat(port: str, path: str) -> Step:
@@ -153,7 +153,8 @@ def mpremote_cat(port: str, path: str) -> Step:
 
 def mpremote_copy(port: str, sources: Sequence[Path], target: str, what: str) -> Step:
     """Copy ``sources`` to ``target`` on the board (a file name, or ``""`` for the root with several)."""
-    return Step(what, _mpremote(port, "fs", "cp", *(str(s) for s in sources), ":" + target))
+    paths = tuple(str(s) for s in sources) + (":" + target,)
+    return Step(what, _mpremote(port, "fs", "cp", *paths))
 
 
 def mpremote_mip(port: str, packages: Sequence[str]) -> Step:

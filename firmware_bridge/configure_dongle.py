@@ -122,7 +122,8 @@ def configure(args: argparse.Namespace, reader: Runner, writer: Runner) -> str:
     wanted = changes(args)
     port = args.port
     current = read_current(port, reader)
-    merged = {**current, **wanted}
+    merged = dict(current)
+    merged.update(wanted)
     settings = check(merged, f"{DONGLE.config} for {port}")
     if not wanted:
         return f"{PROG}: {port}: {settings.describe()} (nothing to change)"

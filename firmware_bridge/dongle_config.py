@@ -151,7 +151,7 @@ def region_code(name: str) -> int:
 
 def check(obj: Mapping[str, object], where: str) -> DongleSettings:
     """Check a dongle.json object against its radio and region; DongleConfigError names ``where``."""
-    known = {"radio", "pins", "queue_capacity", *CONFIG_NAMES.values()}
+    known = {"radio", "pins", "queue_capacity"} | set(CONFIG_NAMES.values())
     for name in obj:
         if name not in known:
             raise DongleConfigError(f"{where}: unknown key {name!r} (known: {', '.join(sorted(known))})")

@@ -47,7 +47,7 @@ class Image:
 
     def placements(self, source_dir: Path = FIRMWARE_DIR) -> tuple[Placement, ...]:
         """Every file of the image (libraries first, ``main.py`` last); ImageError if any is missing."""
-        names = [*self.files, *([self.main] if self.main else [])]
+        names = list(self.files) + ([self.main] if self.main else [])
         missing = [name for name in names if not (source_dir / name).is_file()]
         if missing:
             raise ImageError(

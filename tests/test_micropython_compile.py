@@ -39,6 +39,18 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.parametrize("source", sorted(FIRMWARE.parent.glob("*.py")), ids=lambda p: p.name)
+def test_the_host_tools_beside_the_board_code_compile_with_mpy_cross(source: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [mpy_cross(), "-o", str(tmp_path / "out.mpy"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"mpy-cross {source.name}: {done.stderr}"
+
+
 def test_the_node_library_is_the_expected_modules() -> None:
     assert [m.stem for m in MODULES] == [
         "airtime",
