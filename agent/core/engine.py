@@ -1728,13 +1728,14 @@ class Engine:
         """Broadcast the records a neighbour whose SUMMARY is ``theirs`` lacks, when our recent
         changes explain the difference (Holdings.explain); ``True`` if they did. A card bigger
         than a frame still goes only when a DIGEST asks for it, as in a flood."""
+        held = self._held
         lacking = [
-            key for key in self._held.explain(theirs) if not self._held_back_on(medium, self._held.get(*key))
+            (key, record)
+            for key in held.explain(theirs)
+            if (record := held.get(*key)) is not None and not self._held_back_on(medium, record)
         ]
-        for key in lacking:
-            record = self._held.get(*key)
-            assert record is not None
-            outbox = medium.outbox
+        outbox = medium.outbox
+        for key, record in lacking:
             if not outbox.holds_record(key):
                 delay = medium.spec.rebroadcast_after(self._heard_snr, self._jitter())
                 outbox.queue_record(key, record.raw, now, delay)
@@ -1745,13 +1746,9 @@ class Engine:
         return bool(lacking)
 
     @staticmethod
-    def _held_back_on(medium: Interface, record: Record | None) -> bool:
+    def _held_back_on(medium: Interface, record: Record) -> bool:
         """A card bigger than one frame: never sent on a medium unasked (a DIGEST asks)."""
-        return (
-            record is not None
-            and record.kind is CARD
-            and len(record.raw) + ONE_RECORD_OVERHEAD > medium.spec.mtu
-        )
+        return record.kind is CARD and len(record.raw) + ONE_RECORD_OVERHEAD > medium.spec.mtu
 
     def _all_hold_ours(self, medium: Interface) -> bool:
         """Every established neighbour's last SUMMARY is ours: each held, when it sent it,

@@ -107,6 +107,7 @@ DEAD_KEEPALIVES: Final = 5
 #: The default keepalive (s): :func:`quiet_keepalive` at SF7/125 kHz and a 1 % allowance (a
 #: test checks they agree).
 DEFAULT_KEEPALIVE: Final = 64.0
+DEFAULT_DEAD_INTERVAL: Final = DEAD_KEEPALIVES * DEFAULT_KEEPALIVE
 
 InterfaceId = Hashable
 
@@ -143,7 +144,7 @@ class MediumSpec:
     dwell: float | None = None
     presence_share: float = 0.5
     keepalive_interval: float = DEFAULT_KEEPALIVE
-    dead_interval: float = DEAD_KEEPALIVES * DEFAULT_KEEPALIVE
+    dead_interval: float = DEFAULT_DEAD_INTERVAL
     #: Rebroadcast delay range (s): far receivers wait the least. ``None``: scaled to the medium's
     #: airtime (:attr:`rebroadcast_window`).
     rebroadcast_delay: tuple[float, float] | None = None

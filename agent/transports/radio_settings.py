@@ -23,7 +23,7 @@ from agent.core.duty_cycle import REGIONS, Region
 from agent.core.limits import MIN_LINK_MTU
 from agent.core.media_limits import PATH_LOSS_EXPONENT, RSSI_AT_1M
 from agent.core.medium import (
-    DEAD_KEEPALIVES,
+    DEFAULT_DEAD_INTERVAL,
     DEFAULT_KEEPALIVE,
     MEDIUM_HEADER_BYTES,
     MediumSpec,
@@ -86,7 +86,7 @@ class RadioSettings:
     keepalive_interval: float = positive(DEFAULT_KEEPALIVE)
     #: A neighbour not heard this long is gone (agent.core.medium.DEAD_KEEPALIVES keepalives: with
     #: fewer, a lossy field keeps declaring live neighbours dead and re-forming).
-    dead_interval: float = positive(DEAD_KEEPALIVES * DEFAULT_KEEPALIVE)
+    dead_interval: float = positive(DEFAULT_DEAD_INTERVAL)
     #: The distance model (log-distance, agent.core.distance.PathLoss) that turns a neighbour's
     #: RSSI into the connection's distance: the RSSI at 1 m of this radio's transmit power and
     #: antennas, and the path-loss exponent of the site. The defaults are ESPresense's (BLE
