@@ -124,9 +124,10 @@ CONNECTION_TYPE_BY_CODE: Final[Mapping[int, ConnectionType]] = MappingProxyType(
 #: Type codes by type and types by code, as plain dicts (the mappings above are read-only).
 _CODES: Final[dict[ConnectionType, int]] = dict(CONNECTION_TYPE_CODES)
 _TYPE_BY_CODE: Final[dict[int, ConnectionType]] = dict(CONNECTION_TYPE_BY_CODE)
-#: A record's digest entry (peer id, kind, counter), what its summary hash is the SHA-256 of, and
-#: the hash's first 8 bytes as an integer: one C call each.
-_digest_entry: Final = struct.Struct(">8sBI").pack
+#: A record's 13-byte digest entry, peer id(8) kind(1) counter(4, BE): what its summary hash is the
+#: SHA-256 of, and what DIGEST and HELLO's card reference carry (wire.digest_entry). One C call.
+pack_digest_entry: Final = struct.Struct(">8sBI").pack
+#: The hash's first 8 bytes as an integer.
 _first_uint64: Final = struct.Struct(">Q").unpack_from
 #: Frozen dataclasses set their computed fields through this; bound once, not looked up per record.
 _set: Final = object.__setattr__
@@ -309,7 +310,7 @@ def _new_record(
     """The Record with its peer id ``pid`` (keys.peer_id) already read: the verifier builds one for
     every record received. The summary hash is the first 8 bytes, big-endian, of SHA-256 over the
     record's digest entry (``wire.digest_entry``: peer id, kind, counter as uint32 BE)."""
-    summary: int = _first_uint64(_sha256(_digest_entry(pid, kind, counter)).digest())[0]
+    summary: int = _first_uint64(_sha256(pack_digest_entry(pid, kind, counter)).digest())[0]
     record: Record = _new_tuple(Record, (kind, public_key, counter, expiry, body, raw, pid, summary))
     return record
 

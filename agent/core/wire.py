@@ -99,7 +99,7 @@ from agent.core.limits import (
     SESSION_PROOF_CONTEXT,
     SIGNATURE_BYTES,
 )
-from agent.core.records import RecordKind
+from agent.core.records import RecordKind, pack_digest_entry
 
 FRAME_WHOLE: Final = 0x00
 FRAME_FRAGMENT: Final = 0x01
@@ -158,7 +158,7 @@ def decode_message(data: bytes) -> tuple[MessageType, tuple[Any, ...]]:
 
 def digest_entry(peer_id: bytes, kind: RecordKind, counter: int) -> bytes:
     """The 13 bytes naming one record: in DIGEST entries, and as HELLO's card reference."""
-    return peer_id + bytes([kind]) + counter.to_bytes(4, "big")
+    return pack_digest_entry(peer_id, kind, counter)
 
 
 def read_digest_entry(entry: bytes) -> tuple[bytes, int, int]:
