@@ -76,7 +76,8 @@ DEPENDENCIES: Final = {"cbor2": "cbor2", "cryptography": "cryptography", "bleak"
 #: Third-party names allowed only in these modules.
 CONFINED: Final = {
     "paho": frozenset({"agent.mqtt.connection", "agent.mqtt.mirror", "agent.mqtt.fleet_view"}),
-    "nacl": frozenset({"agent.core.ed25519"}),  # one verifier, so every agent reaches one verdict
+    # one verifier, so every agent reaches one verdict; X25519 for sealed links' sessions
+    "nacl": frozenset({"agent.core.ed25519", "agent.core.x25519"}),
     "serial": frozenset({"firmware_bridge.ports", "firmware_bridge.driver"}),  # the dongle driver
 }
 #: Packages of the dev extra (pyproject ``[project.optional-dependencies] dev``) -> the only modules

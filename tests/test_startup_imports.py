@@ -62,3 +62,28 @@ def test_a_first_start_imports_nothing_only_other_features_need(tmp_path: Path) 
         if any(m == name or m.startswith(name + ".") for m in loaded)
     }
     assert not wrong
+
+
+SEALED_LINK = """
+import json, sys
+from agent.core.session import SessionOffer, derive_session
+a, b = SessionOffer.from_seed(bytes(range(32))), SessionOffer.from_seed(bytes(range(1, 33)))
+keys, nonces = (b"\\x01" * 32, b"\\x02" * 32), (b"\\xaa" * 16, b"\\xbb" * 16)
+ours = derive_session(a, b.public, own_key=keys[0], remote_key=keys[1],
+                      own_nonce=nonces[0], remote_nonce=nonces[1])
+theirs = derive_session(b, a.public, own_key=keys[1], remote_key=keys[0],
+                        own_nonce=nonces[1], remote_nonce=nonces[0])
+assert theirs.open(ours.seal(b"frame")) == b"frame"
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_sealed_link_loads_no_openssl_bindings() -> None:
+    # cryptography's X25519 constructors import its OpenSSL backend's Python bindings (0.4 MB an
+    # agent kept from its first link on): the key agreement is libsodium's (agent.core.x25519).
+    done = subprocess.run(
+        [sys.executable, "-c", SEALED_LINK], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(json.loads(done.stdout))
+    assert "agent.core.x25519" in loaded
+    assert not {m for m in loaded if m.startswith("cryptography.hazmat.backends")}

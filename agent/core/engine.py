@@ -165,8 +165,8 @@ UNCHANGED: Final = Unchanged.UNCHANGED
 
 def _via(source: Link | None) -> bytes:
     """The peer id a record came from, or :data:`STORE` (read back from the store, or waiting)."""
-    remote_key = source.remote_key if source is not None else None
-    return remote_key[:8] if remote_key is not None else STORE
+    remote_id = source.handshake.remote_id if source is not None else None
+    return remote_id if remote_id is not None else STORE
 
 
 def same_clock(now: float) -> float:

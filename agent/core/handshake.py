@@ -72,6 +72,8 @@ class Handshake:
         self.hello = b""
         self.hello_by_reference = False
         self.remote_key: bytes | None = None
+        #: The remote's peer id, one bytes object for every record it relays (a place's origin).
+        self.remote_id: bytes | None = None
         self.remote_card: Record | None = None
         self.remote_nonce = b""
         #: Our PROOF message, kept to answer a repeated HELLO.
@@ -128,6 +130,7 @@ class Handshake:
     def card_accepted(self, card: Record, remote_nonce: bytes, proof: bytes) -> None:
         """The remote's HELLO card passed the checks; ``proof`` is our PROOF message."""
         self.remote_key = card.public_key
+        self.remote_id = card.peer_id
         self.remote_card = card
         self.remote_nonce = remote_nonce
         self.proof = proof

@@ -52,10 +52,10 @@ from typing import Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from agent.core import x25519
 from agent.core.limits import REPLAY_WINDOW, SESSION_CONTEXT, SESSION_KEY_BYTES
 from agent.core.reasons import SessionReason
 from agent.core.wire import (
@@ -112,16 +112,15 @@ def is_sealed_frame(frame: bytes) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class SessionOffer:
-    """One link's X25519 key pair: the public half goes in HELLO."""
+    """One link's X25519 key pair (:mod:`agent.core.x25519`): the public half goes in HELLO."""
 
-    private: X25519PrivateKey
+    private: bytes = field(repr=False)
     public: bytes
 
     @classmethod
     def from_seed(cls, seed: bytes) -> SessionOffer:
         """The key pair of 32 random bytes (the engine's injected RNG draws them)."""
-        private = X25519PrivateKey.from_private_bytes(seed)
-        return cls(private, private.public_key().public_bytes_raw())
+        return cls(seed, x25519.public_key(seed))
 
 
 @dataclass(slots=True)
@@ -214,7 +213,7 @@ def derive_session(
     remote's offer is not a usable X25519 key (a small-order point gives an all-zero secret)."""
     if len(remote_offer) != SESSION_KEY_BYTES:
         raise ValueError(f"a session offer is {SESSION_KEY_BYTES} bytes")
-    shared = offer.private.exchange(X25519PublicKey.from_public_bytes(remote_offer))  # ValueError if zero
+    shared = x25519.shared_secret(offer.private, remote_offer)  # ValueError if all zeros
     lo = own_key < remote_key
     sides = [(own_key, own_nonce, offer.public), (remote_key, remote_nonce, remote_offer)]
     if not lo:
