@@ -56,7 +56,8 @@ record goes out, the next SUMMARY comes early (:meth:`Interface.summary_soon`, T
 a neighbour whose summary differs in a way ours cannot explain answers early with its own, and
 one that can explain it (``Holdings.explain``) sends the records, so a lost record costs a few
 frames, not a DIGEST. DIGESTs and records still queued when the SUMMARYs heard say they are moot
-are dropped.
+are dropped. Records signed while an interface is up last :data:`MEDIUM_RECORD_TTL`: each
+refresh floods every record across the air again.
 """
 
 from __future__ import annotations
