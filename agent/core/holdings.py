@@ -138,15 +138,12 @@ class Holdings:
     def explain(self, theirs: bytes) -> list[RecordKey]:
         """The records a peer whose summary is ``theirs`` lacks, if one or two recent puts
         account for the whole difference from ours (it holds the older versions of those, or
-        none), or one or two held records do (it holds no version of them); ``[]`` when
-        neither does (it may hold something we lack: that is a DIGEST's job).
+        none); ``[]`` when they do not (it may hold something we lack: that is a DIGEST's job).
 
         Summaries are XORs of record hashes, so a peer that missed one flooded record differs
         from us by exactly that record's change: on a medium, where a DIGEST is several frames,
         the record itself is the cheaper answer. Two changes cover a links change (both ends
-        re-sign) and a record changed twice. The held records are tried last (one pass over
-        them, for a peer that came up after a record's flood had passed): a 64-bit hash that
-        matched by chance would cost one record sent for nothing."""
+        re-sign) and a record changed twice."""
         gap = self._summary ^ int.from_bytes(theirs, "big")
         if not gap:
             return []
@@ -157,14 +154,6 @@ class Holdings:
         for (key1, change1), (key2, change2) in itertools.combinations(recent, 2):
             if change1 ^ change2 == gap and key1 in self._records and key2 in self._records:
                 return [key1] if key1 == key2 else [key1, key2]
-        by_hash = {record.summary_hash: key for key, record in self._records.items()}
-        alone = by_hash.get(gap)
-        if alone is not None:
-            return [alone]
-        for value, key in by_hash.items():
-            other = by_hash.get(gap ^ value)
-            if other is not None:
-                return [key, other]
         return []
 
     def digest_entries(self) -> list[bytes]:
