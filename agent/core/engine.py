@@ -165,7 +165,7 @@ UNCHANGED: Final = Unchanged.UNCHANGED
 
 def _via(source: Link | None) -> bytes:
     """The peer id a record came from, or :data:`STORE` (read back from the store, or waiting)."""
-    remote_id = source.handshake.remote_id if source is not None else None
+    remote_id = source.remote_id if source is not None else None
     return remote_id if remote_id is not None else STORE
 
 

@@ -72,6 +72,10 @@ class Link:
         return self.handshake.remote_key
 
     @property
+    def remote_id(self) -> bytes | None:
+        return self.handshake.remote_id
+
+    @property
     def to_leaf(self) -> bool:
         """The remote is a leaf: it gets no floods, and sync with it covers only its records."""
         return self.remote_capabilities.role is Role.LEAF
