@@ -29,6 +29,8 @@ class Mode:
     metadata_changes: int
     #: Figure 4: seeds for the lossy LoRa line (the loss-free line is deterministic: one seed).
     lora_seeds: int
+    #: Figure 8: independent runs of each radio field (simulator seeds; the field stays the same).
+    field_runs: int
 
     @property
     def quick(self) -> bool:
@@ -46,6 +48,7 @@ QUICK = Mode(
     seeds_by_size=((10, 2), (100, 1)),
     metadata_changes=2,
     lora_seeds=2,
+    field_runs=1,
 )
 
 FULL = Mode(
@@ -56,6 +59,7 @@ FULL = Mode(
     seeds_by_size=((10, 5), (100, 3), (1000, 1)),
     metadata_changes=3,
     lora_seeds=9,
+    field_runs=3,
 )
 
 

@@ -45,11 +45,13 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import random
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -84,6 +86,8 @@ SETTLE = 600.0
 TAIL = 120.0
 CHANGE_TIMEOUT = 3 * HOUR
 POLL = 0.05
+#: Run ``r`` of a condition seeds its simulator with the field's seed + r times this (a prime).
+RUN_SEED_STRIDE = 7919
 SENSOR = LinkModel(connection_type=ConnectionType.BLUETOOTH, latency=0.02, mtu=244)
 BASELINE = (
     "one-link-per-neighbour flooding on the same field, from its neighbour counts (a record on every "
@@ -120,11 +124,18 @@ def conditions(mode: Mode) -> list[Condition]:
 class LossyMedium(RadioMedium):
     """A :class:`RadioMedium` that also drops each reception with probability ``loss`` (seeded)."""
 
-    def __init__(self, positions: Sequence[tuple[float, float]], config: RadioConfig, seed: int, loss: float):
-        super().__init__(positions, config, seed=seed)
+    def __init__(
+        self,
+        positions: Sequence[tuple[float, float]],
+        config: RadioConfig,
+        seed: int,
+        loss: float,
+        run: int = 0,
+    ):
+        super().__init__(positions, config, seed=seed)  # the same seed, the same links: one field
         self.loss = loss
         self.dropped = 0
-        self._loss_rng = random.Random(f"loss:{seed}")
+        self._loss_rng = random.Random(f"loss:{seed}" if run == 0 else f"loss:{seed}:{run}")
 
     def deliveries(self, now: float) -> list[Delivery]:
         got = super().deliveries(now)
@@ -159,6 +170,64 @@ def summarise_changes(repetitions: list[dict[str, Any]]) -> dict[str, Any]:
         }
     )
     return middle
+
+
+def _slowest_last(value: float | None) -> float:
+    """A measure for ranking, where ``None`` (it never happened) ranks after every value."""
+    return math.inf if value is None else float(value)
+
+
+def _change_ratio(kind: str, run: dict[str, Any]) -> float | None:
+    value: float | None = run["changes"][kind]["ratio_to_hop_optimal"]
+    return value
+
+
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Independent runs of one condition as one result of the same shape, so that a lucky or an
+    unlucky run decides no figure: each figure is the median run's (its whole section, so the
+    section stays one run's consistent account), except the duty cycle, the worst run's (the goal
+    is "never, in any run"), and the formation, the least formed run's. Each section adds the
+    figure's value in every run (``*_runs``); a change's worst is the worst over all runs."""
+    if len(runs) == 1:
+        return {**runs[0], "runs": 1}
+
+    def median_run(measure: Callable[[dict[str, Any]], float | None]) -> dict[str, Any]:
+        return sorted(runs, key=lambda r: _slowest_last(measure(r)))[len(runs) // 2]
+
+    out = dict(runs[0])
+    out["runs"] = len(runs)
+    out["simulator_seeds"] = [r["simulator_seed"] for r in runs]
+    least = min(runs, key=lambda r: (r["formation"]["fraction_held"], -r["formation"]["hours"]))
+    out["formation"] = {**least["formation"], "hours_runs": [r["formation"]["hours"] for r in runs]}
+    quiet = median_run(lambda r: r["quiet_hour"]["max_airtime_s"])
+    out["quiet_hour"] = {
+        **quiet["quiet_hour"],
+        "max_airtime_runs_s": [r["quiet_hour"]["max_airtime_s"] for r in runs],
+        "links_dead_runs": [r["quiet_hour"]["links_dead"] for r in runs],
+    }
+    changes: dict[str, Any] = {}
+    for kind in runs[0]["changes"]:
+        middle = median_run(functools.partial(_change_ratio, kind))["changes"][kind]
+        worst = [r["changes"][kind]["worst_ratio_to_hop_optimal"] for r in runs]
+        sends = [r["changes"][kind]["transmissions_per_node"] for r in runs]
+        reached = [v for v in sends if v is not None]
+        changes[kind] = {
+            **middle,
+            "transmissions_per_node": rounded(statistics.median(reached)) if reached else None,
+            "ratio_runs": [r["changes"][kind]["ratio_to_hop_optimal"] for r in runs],
+            "transmissions_per_node_runs": sends,
+            "worst_ratio_to_hop_optimal": None if None in worst else max(worst),
+            "changes": sum(r["changes"][kind]["changes"] for r in runs),
+        }
+    out["changes"] = changes
+    departure = median_run(lambda r: r["departure"]["time_s"])
+    out["departure"] = {**departure["departure"], "time_runs_s": [r["departure"]["time_s"] for r in runs]}
+    duty = max(runs, key=lambda r: r["duty_cycle"]["max_fraction"])
+    out["duty_cycle"] = {
+        **duty["duty_cycle"],
+        "max_fraction_runs": [r["duty_cycle"]["max_fraction"] for r in runs],
+    }
+    return out
 
 
 def diameter(f: RadioField) -> int:
@@ -234,8 +303,10 @@ def max_rolling(sent: Sequence[tuple[float, float]], window: float = HOUR) -> fl
     return best
 
 
-def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, Any]:
-    """One condition: form the field, then figures 1-5 on it."""
+def run_field(cond: Condition, wall_note: Callable[[str], None], run: int = 0) -> dict[str, Any]:
+    """One run of a condition: form the field, then figures 1-5 on it. Runs differ in the
+    simulator's seed (the peers' keys and timers) and in which receptions the loss drops; the field
+    (positions, links) is the same."""
     modulation = LoRaModulation(sf=cond.sf)
     channel = RadioConfig.lora(modulation)
     keepalive = quiet_keepalive(modulation, ALLOWANCE)
@@ -247,9 +318,9 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
     )
     degree = 6.0 if cond.n < 10 else 8.0
     seed, fld = pick_field(cond.n, channel.range_m, degree)
-    sim = Simulation(seed=seed)
+    sim = Simulation(seed=seed + RUN_SEED_STRIDE * run)
     peers = [sim.add_peer(f"pi-{i}") for i in range(cond.n)]
-    medium = LossyMedium(fld.positions, channel, seed, cond.loss)
+    medium = LossyMedium(fld.positions, channel, seed, cond.loss, run)
     sim.add_radio(peers, medium, spec)
     neighbours = [medium.neighbours(i) for i in range(cond.n)]
     eccentricity = [max(fld.radio_hops(i).values()) for i in range(cond.n)]
@@ -287,6 +358,7 @@ def run_field(cond: Condition, wall_note: Callable[[str], None]) -> dict[str, An
         "sf": cond.sf,
         "loss": cond.loss,
         "seed": seed,
+        "simulator_seed": seed + RUN_SEED_STRIDE * run,
         "diameter_hops": diameter(fld),
         "mean_degree": rounded(statistics.mean(len(x) for x in neighbours)),
         "keepalive_s": keepalive,
@@ -561,13 +633,36 @@ def run_leaves(n: int, seed: int = 1) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the figure
 
 
+def _timed_run(cond: Condition, run: int, of: int) -> dict[str, Any]:
+    label = cond.label if of == 1 else f"{cond.label}, run {run + 1}/{of}"
+    wall = time.perf_counter()
+    progress(f"figure 8: {label}")
+    result = run_field(cond, functools.partial(_note, label), run)
+    progress(f"figure 8: {label}: wall {time.perf_counter() - wall:.0f} s")
+    return result
+
+
+def run_fields(mode: Mode, workers: int | None = None) -> list[dict[str, Any]]:
+    """Every condition's ``mode.field_runs`` runs, on every core (runs are independent: a
+    simulation in virtual time, nothing shared), summarised per condition in condition order."""
+    jobs = [(cond, run) for cond in conditions(mode) for run in range(mode.field_runs)]
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    if workers == 1:
+        results = [_timed_run(cond, run, mode.field_runs) for cond, run in jobs]
+    else:
+        # The slowest first (large fields, slow spreading factors), so that no core idles at the end.
+        order = sorted(range(len(jobs)), key=lambda j: (-jobs[j][0].n, -jobs[j][0].sf, j))
+        with ProcessPoolExecutor(workers) as pool:
+            futures = {j: pool.submit(_timed_run, *jobs[j], mode.field_runs) for j in order}
+            results = [futures[j].result() for j in range(len(jobs))]
+    by_condition: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for (cond, _), result in zip(jobs, results, strict=True):
+        by_condition[cond.label].append(result)
+    return [summarise_runs(by_condition[cond.label]) for cond in conditions(mode)]
+
+
 def run(mode: Mode) -> dict[str, Any]:
-    runs = []
-    for cond in conditions(mode):
-        wall = time.perf_counter()
-        progress(f"figure 8: {cond.label}")
-        runs.append(run_field(cond, functools.partial(_note, cond.label)))
-        progress(f"figure 8: {cond.label}: wall {time.perf_counter() - wall:.0f} s")
+    runs = run_fields(mode)
     sizes = (10, 100) if mode.quick else (10, 100, 1000)
     leaves = []
     for n in sizes:
@@ -647,7 +742,7 @@ def run(mode: Mode) -> dict[str, Any]:
             "size"
         ),
         "baseline": BASELINE,
-        "repetitions": 1,
+        "repetitions": mode.field_runs,
         "fields": runs,
         "leaves": leaves,
         "leaf_window_s": LEAF_WINDOW,
