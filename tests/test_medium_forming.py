@@ -24,6 +24,8 @@ from agent.core.airtime import LoRaModulation
 from agent.core.events import ConnectionRequested
 from agent.core.medium import (
     MAX_REFUSAL_DOUBLINGS,
+    MEDIUM_RECORD_TTL,
+    MEDIUM_REFRESH_BEFORE,
     REFUSED_KEEPALIVES,
     Broadcast,
     Interface,
@@ -301,3 +303,22 @@ def test_a_neighbour_that_missed_a_flood_gets_the_record_within_a_few_frames_wit
     assert air.now - start < 8 * frame < KEEPALIVE / 10
     assert a.engine.stats["sync.gaps_explained"] >= 1
     assert not [t for node in (a, b) for t in air.sent_by(node, MessageType.DIGEST) if t >= start]
+
+
+def test_a_peer_on_a_medium_signs_records_that_last_a_week_once_and_refreshes_them_a_day_ahead() -> None:
+    node = make_node("a")
+    engine = node.engine
+    day = 24 * 3600.0
+    assert all(r.expiry <= NOW + day for r in engine.own_records)  # the engine's default
+    counters = [r.counter for r in engine.own_records]
+    engine.interface_up(RADIO, SPEC, NOW)
+    card, links = engine.own_records
+    assert card.counter > counters[0] and links.counter > counters[1]  # signed again at once
+    assert card.expiry >= NOW + MEDIUM_RECORD_TTL - 1 and links.expiry >= NOW + MEDIUM_RECORD_TTL - 1
+    engine.interface_down(RADIO, NOW + 1)
+    engine.interface_up(RADIO, SPEC, NOW + 2)
+    assert engine.own_records[0] == card  # already lasting a week: nothing to sign again
+    engine.handle_timer(NOW + MEDIUM_RECORD_TTL - MEDIUM_REFRESH_BEFORE - 60)
+    assert engine.own_records[0] == card
+    engine.handle_timer(NOW + MEDIUM_RECORD_TTL - MEDIUM_REFRESH_BEFORE + 1)
+    assert engine.own_records[0].counter > card.counter  # refreshed a day ahead of expiry

@@ -398,6 +398,11 @@ class Engine:
             self.stats["interfaces.sealed"] += 1
         self._interfaces[interface] = medium
         self._own.slow_links_down(spec.keepalive_interval / 2)
+        if self._own.last_longer(spec.record_ttl, spec.refresh_before):
+            # Signed again now, while no neighbour is up on the interface: the card and links
+            # floods over the air then carry the long expiry, not a refresh due within a day.
+            self.set_card(self.card, now)
+            self._publish_links(now, force=True)
         self.stats["interfaces.up"] += 1
         # The first announce goes within a couple of seconds, at a random moment: peers that
         # power up together must not collide on every announce.

@@ -56,7 +56,8 @@ record goes out, the next SUMMARY comes early (:meth:`Interface.summary_soon`, T
 a neighbour whose summary differs in a way ours cannot explain answers early with its own, and
 one that can explain it (``Holdings.explain``) sends the records, so a lost record costs a few
 frames, not a DIGEST. DIGESTs and records still queued when the SUMMARYs heard say they are moot
-are dropped.
+are dropped. Records signed while an interface is up last :data:`MEDIUM_RECORD_TTL`: each
+refresh floods every record across the air again.
 """
 
 from __future__ import annotations
@@ -109,6 +110,16 @@ DEAD_KEEPALIVES: Final = 5
 DEFAULT_KEEPALIVE: Final = 64.0
 DEFAULT_DEAD_INTERVAL: Final = DEAD_KEEPALIVES * DEFAULT_KEEPALIVE
 
+#: How long records signed by a peer on a medium last, and how long before expiry they are
+#: signed again (MediumSpec.record_ttl / refresh_before; the engine's default is 24 h and 6 h). Every
+#: refresh floods each of the mesh's records across the air once more: with 30 Pis at SF10 (61
+#: records of 1.4 s each), a 24 h TTL cost every node about 4.9 s of airtime an hour on average,
+#: more than the quiet hour's 3.6 s, and since that field takes longer than 18 h to form, records
+#: were re-signed and expired while they still spread (it had not settled after 48 h). A week,
+#: refreshed a day ahead (a budget-bound flood at SF10 takes hours), costs 0.6 s an hour.
+MEDIUM_RECORD_TTL: Final = 7 * 24 * 3600.0
+MEDIUM_REFRESH_BEFORE: Final = 24 * 3600.0
+
 InterfaceId = Hashable
 
 
@@ -149,6 +160,10 @@ class MediumSpec:
     #: airtime (:attr:`rebroadcast_window`).
     rebroadcast_delay: tuple[float, float] | None = None
     suppress_copies: int = 2
+    #: Records this peer signs last at least this long while the interface is up, signed again
+    #: ``refresh_before`` ahead of expiry (:data:`MEDIUM_RECORD_TTL`).
+    record_ttl: float = MEDIUM_RECORD_TTL
+    refresh_before: float = MEDIUM_REFRESH_BEFORE
     path_loss: PathLoss = field(default_factory=PathLoss)
     #: Neighbours on this interface not yet admitted, at most (a flood of fresh senders is ignored).
     max_pending_neighbours: int = 8
@@ -169,6 +184,8 @@ class MediumSpec:
             raise ValueError("rebroadcast_delay is (shortest, longest), 0 <= shortest <= longest")
         if self.suppress_copies < 1:
             raise ValueError("suppress_copies is at least 1")
+        if not 0 < self.refresh_before < self.record_ttl:
+            raise ValueError("refresh_before is positive and shorter than record_ttl")
 
     @property
     def mtu(self) -> int:

@@ -119,6 +119,15 @@ class OwnRecords:
         links form, one record then carries several changes, each flooded over the air)."""
         self._debounce = max(self._debounce, debounce)
 
+    def last_longer(self, ttl: float, refresh_before: float) -> bool:
+        """Sign records to last at least ``ttl``, refreshed ``refresh_before`` ahead (a medium is up:
+        each refresh floods the mesh's records over the air); ``True`` if that lengthened them."""
+        if ttl <= self._ttl:
+            return False
+        self._ttl = ttl
+        self._refresh_before = max(self._refresh_before, refresh_before)
+        return True
+
     def links_changed(self, now: float) -> None:
         """The established links changed: schedule a re-sign, throttled on the leading edge."""
         if self.links_due_at is None:
