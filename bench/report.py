@@ -1594,16 +1594,17 @@ def _fig8(fig: dict[str, Any]) -> list[str]:
     )
     if any(g["met"] is False for g in fig["goals"]):
         out += [
-            "Missed, where they are, as diagnosed when these goals were last worked on (issue 10): on "
-            "30 Pis at SF7 a record lost to a collision or to loss near the far edge is repaired by an "
-            "early SUMMARY, the answer of the peer that missed it and the record sent by a neighbour "
-            "whose recent changes explain the difference: a few frames, which the hop-optimal bound does "
-            "not allow for, so the last peer gets it at 2.2-2.7x. At SF10, 30 Pis do not settle within "
-            "48 h: forming is airtime-bound (each handshake, and each links record it changes, flooded "
-            "to everyone at up to 1.5 s a frame out of about 16 s an hour), records expire after 24 h "
-            "and are re-signed from 18 h while the field still forms, large cards wait for DIGESTs of "
-            "four 1.5 s frames, which take most of the airtime; its change times and quiet hour are "
-            "those of a field still forming.",
+            "Missed, where they are, as diagnosed when these goals were last worked on (issue 10). On "
+            "30 Pis at SF7 the wave front is within 1.2x of the bound, but a record lost to a collision "
+            "or to loss near the far edge is repaired by an early SUMMARY, the answer of the peer that "
+            "missed it and the record sent by a neighbour whose recent changes explain the difference: a "
+            "few frames the hop-optimal bound does not allow for, so the last peer gets it at 2.2-2.8x; "
+            "its quiet hours spend 3.2 s on keepalives, and a marginal pair's HELLO retry or one DIGEST "
+            "in the hour takes the worst node over 3.6 s in some runs. At SF10, 30 Pis form over about "
+            "two days (forming is airtime-bound: each handshake, and each links record it changes, "
+            "flooded to everyone at up to 1.5 s a frame out of about 16 s an hour per node), and the "
+            "last records still spread when the figures are measured: their change times and quiet "
+            "hour are those of a field still syncing.",
             "",
         ]
     return out + _goal_lines(fig["goals"])
