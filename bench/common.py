@@ -64,8 +64,10 @@ FULL = Mode(
 
 
 def progress(message: str) -> None:
-    """One progress line on stderr (stdout carries the summary table)."""
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    """One progress line on stderr (stdout carries the summary table), in one write: figure 8's
+    worker processes share the stream, and print's separate newline let their lines run together."""
+    sys.stderr.write(f"bench: {message}\n")
+    sys.stderr.flush()
 
 
 def median(values: Sequence[float]) -> float:

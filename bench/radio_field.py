@@ -34,6 +34,11 @@ floods), so the figures below are then measured on the field as formed, and say 
    is gone from every live peer's graph, against 3 x its dead interval + the link change's
    measured flooding time, beside Meshtastic's 2-hour "online" window.
 
+**Runs.** Each condition runs ``Mode.field_runs`` times (3 in the full run) on independent
+simulator seeds (the peers' keys, every timer, which receptions the loss drops) over the same field,
+on every core; :func:`summarise_runs` makes them one result: each figure is the median run's, the
+duty cycle the worst run's, the formation the least formed run's, beside every run's value.
+
 **Leaves** (issue 10's figure 6): one router with ``LEAVES`` firmware leaves
 (:class:`agent.sim.leaf_node.LeafNode`, the node's own ``leaf.py``), half on 20-byte and half on
 244-byte Bluetooth MTUs, in a LAN mesh of 10, 100 and 1,000 peers behind it (random geometric,
@@ -646,7 +651,7 @@ def run_fields(mode: Mode, workers: int | None = None) -> list[dict[str, Any]]:
     """Every condition's ``mode.field_runs`` runs, on every core (runs are independent: a
     simulation in virtual time, nothing shared), summarised per condition in condition order."""
     jobs = [(cond, run) for cond in conditions(mode) for run in range(mode.field_runs)]
-    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    workers = max(1, min(len(jobs), workers or os.cpu_count() or 1))
     if workers == 1:
         results = [_timed_run(cond, run, mode.field_runs) for cond, run in jobs]
     else:
