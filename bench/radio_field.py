@@ -151,6 +151,11 @@ class LossyMedium(RadioMedium):
         return kept
 
 
+def _slowest_last(value: float | None) -> float:
+    """A measure for ranking, where ``None`` (it never happened) ranks after every value."""
+    return math.inf if value is None else float(value)
+
+
 def summarise_changes(repetitions: list[dict[str, Any]]) -> dict[str, Any]:
     """Repeated changes of one kind as one: the median repetition's measures (by ratio to the
     hop-optimal time; a change that never reached everyone counts as slowest), the median time
@@ -158,8 +163,7 @@ def summarise_changes(repetitions: list[dict[str, Any]]) -> dict[str, Any]:
     repetition."""
 
     def slowness(r: dict[str, Any]) -> float:
-        value = r["ratio_to_hop_optimal"]
-        return math.inf if value is None else float(value)
+        return _slowest_last(r["ratio_to_hop_optimal"])
 
     ranked = sorted(repetitions, key=slowness)
     middle = dict(ranked[len(ranked) // 2])
@@ -175,11 +179,6 @@ def summarise_changes(repetitions: list[dict[str, Any]]) -> dict[str, Any]:
         }
     )
     return middle
-
-
-def _slowest_last(value: float | None) -> float:
-    """A measure for ranking, where ``None`` (it never happened) ranks after every value."""
-    return math.inf if value is None else float(value)
 
 
 def _change_ratio(kind: str, run: dict[str, Any]) -> float | None:

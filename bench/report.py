@@ -1559,13 +1559,11 @@ def _fig8(fig: dict[str, Any]) -> list[str]:
             )
         row(
             "every run: quiet hour, worst node (links dead)",
-            lambda r: runs(
-                list(
-                    zip(
-                        r["quiet_hour"]["max_airtime_runs_s"], r["quiet_hour"]["links_dead_runs"], strict=True
-                    )
-                ),
-                lambda v: f"{seconds(v[0])} ({v[1]})",
+            lambda r: " / ".join(
+                f"{seconds(airtime)} ({dead})"
+                for airtime, dead in zip(
+                    r["quiet_hour"]["max_airtime_runs_s"], r["quiet_hour"]["links_dead_runs"], strict=True
+                )
             ),
         )
         row(
