@@ -74,16 +74,17 @@ def test_far_receivers_rebroadcast_first_and_own_records_go_at_once() -> None:
 
 
 @pytest.mark.parametrize("sf", range(7, 13))
-def test_no_hour_holds_more_keepalives_than_a_tenth_of_a_one_percent_allowance(sf: int) -> None:
+def test_no_hour_holds_more_keepalives_than_eight_tenths_of_the_quiet_hour_goal(sf: int) -> None:
     model = LoRaModulation(sf=sf)
     keepalive = quiet_keepalive(model, 0.01)
     summary = model.airtime(MEDIUM_HEADER_BYTES + 12)
+    goal = 0.1 * 0.01 * 3600  # a tenth of a 1 % allowance
 
     def most_in_an_hour(k: float) -> int:  # every interval drawn at its shortest
         return math.floor(3600 / (KEEPALIVE_SPREAD[0] * k)) + 1
 
-    assert most_in_an_hour(keepalive) * summary <= 0.1 * 0.01 * 3600
-    assert most_in_an_hour(keepalive - 1) * summary > 0.1 * 0.01 * 3600  # the shortest such
+    assert most_in_an_hour(keepalive) * summary <= 0.8 * goal
+    assert most_in_an_hour(keepalive - 1) * summary > 0.8 * goal  # the shortest such
 
 
 def test_the_default_keepalive_is_the_quiet_one_at_sf7() -> None:

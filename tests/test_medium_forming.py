@@ -14,6 +14,7 @@ every other engine at once, unless a test drops it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from agent.core.medium import (
     parse_medium_frame,
 )
 from agent.core.records import RecordKind, make_card
-from agent.core.wire import MessageType, frame_message_type
+from agent.core.wire import DIGEST_ENTRY_BYTES, MessageType, decode_message, frame_message_type
 
 RADIO = "radio"
 KEEPALIVE = 60.0
@@ -322,3 +323,24 @@ def test_a_peer_on_a_medium_signs_records_that_last_a_week_once_and_refreshes_th
     assert engine.own_records[0] == card
     engine.handle_timer(NOW + MEDIUM_RECORD_TTL - MEDIUM_REFRESH_BEFORE + 1)
     assert engine.own_records[0].counter > card.counter  # refreshed a day ahead of expiry
+
+
+def test_a_digest_on_a_medium_goes_one_frame_each_so_a_lost_frame_loses_only_its_range() -> None:
+    others = [make_node(f"p{i}") for i in range(30)]
+    a = make_node("a", held_records=[r.raw for n in others for r in n.engine.own_records])
+    b = make_node("b")
+    air = Air([a, b])
+    air.run_for(10 * KEEPALIVE, until=lambda: established(a, b) and established(b, a))
+    link = a.engine._links[MediumLink(RADIO, short_id(b))]
+    entries = a.engine._held.digest_entries()
+    assert len(entries) * DIGEST_ENTRY_BYTES > SPEC.mtu  # as one DIGEST, several frames
+    link.outbox.drop_digests()
+    a.engine._send_digest(link, air.now)
+    messages = list(link.outbox._digests)
+    assert len(messages) > 1 and all(len(m) + 1 <= link.outbox.frame_mtu for m in messages)
+    # The ranges follow each other across the whole id space, and carry every entry a holds.
+    digests = [decode_message(m)[1] for m in messages]
+    assert digests[0][0] == bytes(8) and digests[-1][1] == b"\xff" * 8
+    for (_, hi, _), (lo, _, _) in itertools.pairwise(digests):
+        assert int.from_bytes(hi, "big") + 1 == int.from_bytes(lo, "big")
+    assert b"".join(e for _, _, e in digests) == b"".join(entries)

@@ -68,7 +68,7 @@ def test_the_region_names_are_the_serial_protocols() -> None:
         ('region = "EU433"', "radio.region", 'expected one of "EU868_G1"'),
         ("spreading_factor = 13", "radio.spreading_factor", "expected a spreading factor in 5..12, got 13"),
         ("coding_rate = 9", "radio.coding_rate", "expected an integer in 5..8"),
-        ("dead_interval = 30.0", "radio.dead_interval", "expected a number > radio.keepalive_interval (64)"),
+        ("dead_interval = 30.0", "radio.dead_interval", "expected a number > radio.keepalive_interval (81)"),
         ("channel = 15", "radio.channel", "expected a Wi-Fi channel in 1..14"),
         ("presence_share = 0", "radio.presence_share", "expected a number in (0, 1]"),
         ('ports = ["/dev/ttyUSB0", ""]', "radio.ports", "expected a list of serial port paths"),

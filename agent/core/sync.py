@@ -5,7 +5,8 @@ sends DIGEST at once the first time on a link; later only after two
 consecutive mismatches, no RECORDS for a keepalive interval (records may
 still be in flight), and ``min_interval`` since its last. A DIGEST lists
 sorted 13-byte entries for ``[lo, hi]``, split so each message carries at
-most ``min(max_digest_bytes, max_message - 40)`` bytes of entries. The
+most ``min(max_digest_bytes, max_message - 40)`` bytes of entries (on a
+broadcast medium also at most a frame's less 40, so each goes in one frame). The
 receiver pushes every record in range that the sender lacks or holds older,
 the sender's own included (a peer that lost its store gets its newer record
 back and re-signs past it).
