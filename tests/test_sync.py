@@ -47,6 +47,14 @@ def test_the_first_mismatch_on_a_link_sends_a_digest_at_once() -> None:
     assert sync_state().on_summary(False, 0.0) is True
 
 
+def test_on_a_medium_the_first_digest_waits_for_a_second_mismatch_in_a_row() -> None:
+    s = SyncState(KEEPALIVE, MIN_INTERVAL, first_at_once=False)
+    assert s.on_summary(False, 0.0) is False  # an explained push may repair it for a frame
+    assert s.on_summary(True, 1.0) is False  # it did: the count starts again
+    assert s.on_summary(False, 2.0) is False
+    assert s.on_summary(False, 3.0) is True
+
+
 def test_a_matching_summary_never_sends_a_digest() -> None:
     s = sync_state()
     assert s.on_summary(True, 0.0) is False

@@ -351,6 +351,7 @@ class Engine:
             sync=SyncState(
                 keepalive,
                 self.config.digest_min_interval if medium is None else 2 * medium.spec.keepalive_interval,
+                first_at_once=medium is None,
             ),
             last_rx=now,
             medium=medium,
