@@ -1592,20 +1592,18 @@ def _fig8(fig: dict[str, Any]) -> list[str]:
     )
     if any(g["met"] is False for g in fig["goals"]):
         out += [
-            "Missed, where they are, as diagnosed when these goals were last worked on (issue 10). On "
-            "30 Pis the wave front is within 1.2x of the bound, but near the far edge a record is lost "
-            "to hidden terminals (two relays out of each other's range send it at once, and both "
-            "copies collide at the peer between them), and it is repaired by an early SUMMARY, the "
-            "answer of the peer that missed it and the record sent by a neighbour whose recent changes "
-            "explain the difference: a few frames the hop-optimal bound does not allow for, so the "
-            "last peer gets it at 2.1-2.6x (3.3x for a link change with loss at SF7). Some changes "
-            "meet a field that is not quite still (seen: a late handshake, a links record of two "
-            "frames lost and sent again) and take far longer: the median run's link change on 30 Pis "
-            "at SF10 with loss took 6.8x, and single runs' medians reach 27-50x. Keepalives "
-            "now take 2.6 s of the 3.6 s quiet-hour goal, and every field's median run is quiet but "
-            "30 Pis at SF10 with loss, whose median run had a DIGEST in its hour. 30 Pis at SF10 "
-            "form in 31-45 h: forming is airtime-bound (each handshake, and each links record it "
-            "changes, flooded to everyone at up to 1.5 s a frame out of about 12 s an hour per node).",
+            "Missed, where they are, as diagnosed when these goals were last worked on (issue 10): the "
+            "change times on 30 Pis. The wave front is within 1.2x of the bound, but near the far edge "
+            "a record is lost to hidden terminals (two relays out of each other's range send it at "
+            "once, and both copies collide at the peer between them), and it is repaired by an early "
+            "SUMMARY, the answer of the peer that missed it and the record sent by a neighbour whose "
+            "recent changes explain the difference: a few frames the hop-optimal bound does not allow "
+            "for, so the last peer gets it at 2.2-2.6x. A change that meets a field not quite still "
+            "(seen: a late handshake, a links record of two frames lost and sent again) takes far "
+            "longer, as one run's link changes at SF10 with loss did (41x). Every field's median run "
+            "is quiet (keepalives take 2.6 s of the 3.6 s goal), and 30 Pis at SF10 form in 30-47 h: "
+            "forming is airtime-bound (each handshake, and each links record it changes, flooded to "
+            "everyone at up to 1.5 s a frame out of about 12 s an hour per node).",
             "",
         ]
     return out + _goal_lines(fig["goals"])
