@@ -219,8 +219,20 @@ class MediumSpec:
         return low + (high - low) * (0.8 * nearness + 0.2 * jitter)
 
 
+#: The share of the duty-cycle allowance keepalives are sized to (:func:`quiet_keepalive`): the
+#: quiet-hour goal is a tenth of it, and keepalives take eight tenths of that, so one HELLO retry of
+#: a marginal pair or one DIGEST does not put a node's quiet hour over. Sized to the whole tenth
+#: (64 s at SF7, 445 s at SF10), 30 Pis at SF7 had quiet hours of 4.10 and 4.94 s at their median
+#: run (without and with 10 % loss), and no run of 30 Pis at SF10 had settled after 48 h; at 0.08
+#: (and :data:`DEAD_KEEPALIVES` 6) 13 runs of 16 had, and the SF7 median runs' hours were 2.55 s.
+KEEPALIVE_SHARE: Final = 0.08
+
+
 def quiet_keepalive(
-    airtime: AirtimeModel, allowance: float, share_of_allowance: float | None = None, window: float = 3600.0
+    airtime: AirtimeModel,
+    allowance: float,
+    share_of_allowance: float = KEEPALIVE_SHARE,
+    window: float = 3600.0,
 ) -> float:
     """The shortest keepalive (whole seconds) at which no ``window`` can hold more broadcast
     SUMMARYs than ``share_of_allowance`` of the duty-cycle allowance pays for (by default
@@ -229,10 +241,9 @@ def quiet_keepalive(
 
     A bound, not a mean: at SF10 one SUMMARY is a tenth of the goal, and a keepalive 5 % under
     it on average still gave some node's hour one SUMMARY too many."""
-    share = KEEPALIVE_SHARE if share_of_allowance is None else share_of_allowance
-    paid_for = math.floor(allowance * share * window / airtime.airtime(SUMMARY_FRAME_BYTES))
+    paid_for = math.floor(allowance * share_of_allowance * window / airtime.airtime(SUMMARY_FRAME_BYTES))
     if paid_for < 2:
-        raise ValueError(f"a SUMMARY's airtime is more than half of {share:g} of the allowance")
+        raise ValueError(f"a SUMMARY's airtime is more than half of {share_of_allowance:g} of the allowance")
     # floor(window / (low * k)) + 1 <= paid_for  <=>  window / (low * k) < paid_for
     return math.floor(window / (KEEPALIVE_SPREAD[0] * paid_for)) + 1
 
@@ -249,13 +260,6 @@ def parse_medium_frame(data: bytes) -> tuple[bytes, bytes, bytes]:
     return data[:SHORT_ID_BYTES], data[SHORT_ID_BYTES:MEDIUM_HEADER_BYTES], data[MEDIUM_HEADER_BYTES:]
 
 
-#: The share of the duty-cycle allowance keepalives are sized to (:func:`quiet_keepalive`): the
-#: quiet-hour goal is a tenth of it, and keepalives take eight tenths of that, so one HELLO retry of
-#: a marginal pair or one DIGEST does not put a node's quiet hour over. Sized to the whole tenth
-#: (64 s at SF7, 445 s at SF10), 30 Pis at SF7 had quiet hours of 4.10 and 4.94 s at their median
-#: run (without and with 10 % loss), and no run of 30 Pis at SF10 had settled after 48 h; at 0.08
-#: (and :data:`DEAD_KEEPALIVES` 6) 13 runs of 16 had, and the SF7 median runs' hours were 2.55 s.
-KEEPALIVE_SHARE: Final = 0.08
 #: The keepalive reserve: this many windows' worth of keepalives is never spent on anything else.
 KEEPALIVE_RESERVE: Final = 2.0
 #: A broadcast SUMMARY on the air: the ids, the frame byte, the CBOR array, type and 8-byte summary.
